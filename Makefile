@@ -1,0 +1,25 @@
+# HPViT-D2: make setup | make test | make demo | make bench
+PYTHON ?= python3.11
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
+
+.PHONY: setup test demo bench clean
+
+setup:
+	@PYTHON="$(PYTHON)" VENV="$(VENV)" TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m hpvit_d2.demo_backbone
+
+bench: setup
+	$(PY) projects/HPViT/benchmark.py
+
+clean:
+	rm -rf output

@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="hpvit_d2",
+    version="0.1.0",
+    description="Hierarchical plain Vision Transformers (HPViT) for Detectron2",
+    packages=find_packages(include=["hpvit_d2", "hpvit_d2.*"]),
+    python_requires=">=3.9",
+    # detectron2 is not on PyPI and cannot be pinned here: see README ("Installing detectron2").
+    install_requires=[
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "numpy>=1.24",
+        "fvcore>=0.1.5.post20221221",
+        "iopath>=0.1.9",
+        "pycocotools>=2.0.6",
+        "cityscapesscripts>=2.2",
+        "shapely>=2.0",
+        "opencv-python-headless>=4.8",
+        "matplotlib>=3.6",
+        "omegaconf>=2.1,<2.4",
+        "hydra-core>=1.1",
+        "timm>=0.9",
+        "tqdm>=4.29",
+    ],
+)
