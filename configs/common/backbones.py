@@ -1,0 +1,62 @@
+"""Backbones as LazyCall data: HPViT + FPN (this project) and ViT + SimpleFeaturePyramid (ViTDet)."""
+from functools import partial
+
+import torch.nn as nn
+from detectron2.config import LazyCall as L
+from detectron2.modeling import FPN, SimpleFeaturePyramid, ViT
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+from hpvit_d2.modeling import HPViT
+
+# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4, conv pooling after stages 1-3.
+# Global attention in blocks 7, 9 (1/16) and 10, 11 (1/32); window attention elsewhere.
+hpvit_b_fpn = L(FPN)(
+    bottom_up=L(HPViT)(
+        img_size=1024,
+        patch_size=16,
+        patch_stride=4,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_path_rate=0.1,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        window_block_indexes=(0, 1, 2, 3, 4, 5, 6, 8),
+        stage_depths=(2, 2, 6, 2),
+        pool_type="conv",
+        out_features=("scale2", "scale3", "scale4", "scale5"),
+    ),
+    in_features=("scale2", "scale3", "scale4", "scale5"),
+    out_channels=256,
+    norm="LN",
+    top_block=L(LastLevelMaxPool)(),
+)
+
+# ViTDet-B: the plain ViT-B at 1/16 with the simple feature pyramid, as detectron2's model zoo.
+vitdet_b_sfp = L(SimpleFeaturePyramid)(
+    net=L(ViT)(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        drop_path_rate=0.1,
+        window_size=14,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        window_block_indexes=(0, 1, 3, 4, 6, 7, 9, 10),
+        residual_block_indexes=(),
+        use_rel_pos=True,
+        out_feature="last_feat",
+    ),
+    in_feature="${.net.out_feature}",
+    out_channels=256,
+    scale_factors=(4.0, 2.0, 1.0, 0.5),
+    top_block=L(LastLevelMaxPool)(),
+    norm="LN",
+    square_pad=1024,
+)

@@ -1,0 +1,180 @@
+"""HPViT backbone: plain-mode equivalence with detectron2's ViT, shapes, pooling, errors, gradients."""
+import pytest
+import torch
+from detectron2.modeling import ViT
+
+from hpvit_d2.modeling import HPViT, TokenPool
+
+TINY = dict(embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0)
+
+
+def tiny_hpvit(**kw):
+    args = dict(TINY, img_size=128, window_size=4, window_block_indexes=(0, 1),
+                stage_depths=(1, 1, 1, 1))
+    args.update(kw)
+    return HPViT(**args)
+
+
+def plain_pair(img_size=224, **kw):
+    """A detectron2 ViT and a plain-mode HPViT with the same configuration (random rel-pos)."""
+    common = dict(TINY, img_size=img_size, patch_size=16, use_rel_pos=True, rel_pos_zero_init=False,
+                  window_size=7, window_block_indexes=(0, 2))
+    common.update(kw)
+    d2 = ViT(**common).eval()
+    ours = HPViT(patch_stride=16, stage_depths=(common["depth"],), out_features=("scale4",),
+                 **common).eval()
+    return d2, ours
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 224, 224), (2, 3, 160, 256), (1, 3, 100, 210)])
+def test_plain_mode_equals_detectron2_vit(shape):
+    d2, ours = plain_pair()
+    assert set(d2.state_dict()) == set(ours.state_dict())
+    ours.load_state_dict(d2.state_dict(), strict=True)
+    assert any(p.abs().sum() > 0 for n, p in ours.named_parameters() if "rel_pos" in n)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected = d2(x)["last_feat"]
+        got = ours(x)["scale4"]
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_mode_state_dict_loads_both_ways():
+    d2, ours = plain_pair()
+    d2.load_state_dict(ours.state_dict(), strict=True)
+    for (n1, p1), (n2, p2) in zip(sorted(d2.state_dict().items()), sorted(ours.state_dict().items())):
+        assert n1 == n2 and p1.shape == p2.shape and torch.equal(p1, p2)
+
+
+def test_conv_pooling_equals_avg_at_init():
+    conv = tiny_hpvit(pool_type="conv").eval()
+    avg = tiny_hpvit(pool_type="avg").eval()
+    state = {k: v for k, v in conv.state_dict().items() if not k.startswith("pools.")}
+    avg.load_state_dict(state, strict=True)
+    for size in [(1, 3, 128, 128), (1, 3, 100, 140)]:
+        x = torch.randn(size)
+        with torch.no_grad():
+            a, b = conv(x), avg(x)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pool_type", ["conv", "avg", "max"])
+def test_token_pool_halves_with_ceil(pool_type):
+    pool = TokenPool(8, pool_type)
+    assert pool(torch.randn(2, 6, 9, 8)).shape == (2, 3, 5, 8)
+
+
+@pytest.mark.parametrize("hw, expected", [
+    ((256, 320), {2: (64, 80), 3: (32, 40), 4: (16, 20), 5: (8, 10)}),
+    ((200, 300), {2: (50, 75), 3: (25, 38), 4: (13, 19), 5: (7, 10)}),
+])
+def test_stage_shapes_and_strides(hw, expected):
+    model = tiny_hpvit()
+    out = model(torch.randn(2, 3, *hw))
+    assert list(out) == ["scale2", "scale3", "scale4", "scale5"]
+    for level, (h, w) in expected.items():
+        assert out[f"scale{level}"].shape == (2, TINY["embed_dim"], h, w)
+    spec = model.output_shape()
+    assert {k: v.stride for k, v in spec.items()} == {
+        "scale2": 4, "scale3": 8, "scale4": 16, "scale5": 32}
+    assert all(v.channels == TINY["embed_dim"] for v in spec.values())
+    assert model.size_divisibility == 32
+
+
+def test_default_is_hpvit_b():
+    model = HPViT()
+    assert model.patch_embed.proj.kernel_size == (16, 16)
+    assert model.patch_embed.proj.stride == (4, 4)
+    assert model.patch_embed.proj.padding == (6, 6)
+    assert model.pos_embed.shape == (1, 197, 768)
+    assert len(model.blocks) == 12 and len(model.pools) == 3
+    assert [b.window_size for b in model.blocks] == [14] * 7 + [0, 14, 0, 0, 0]
+    # Global blocks size their rel-pos tables for their stage at img_size: 1/16 -> 64, 1/32 -> 32.
+    assert model.blocks[7].attn.rel_pos_h.shape == (127, 64)
+    assert model.blocks[11].attn.rel_pos_h.shape == (63, 64)
+    assert model.blocks[0].attn.rel_pos_h.shape == (27, 64)
+    pool_params = sum(p.numel() for p in model.pools.parameters())
+    assert pool_params == 3 * (768 * 768 * 4 + 768)
+
+
+def test_out_features_subset_and_flat_block_names():
+    model = tiny_hpvit(out_features=("scale3", "scale5"))
+    out = model(torch.randn(1, 3, 64, 64))
+    assert list(out) == ["scale3", "scale5"]
+    names = {n.split(".")[0] + "." + n.split(".")[1] for n, _ in model.named_parameters()
+             if n.startswith("blocks.")}
+    assert names == {f"blocks.{i}" for i in range(4)}
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(stage_depths=(1, 1, 1)), "stage_depths"),
+    (dict(out_features=("scale6",)), "out_features"),
+    (dict(pool_type="median"), "pool_type"),
+    (dict(patch_stride=5), "patch_stride"),
+    (dict(window_block_indexes=(1,), img_size=512), "window_block_indexes"),
+    (dict(window_block_indexes=(0, 9)), "window_block_indexes"),
+])
+def test_bad_configuration_raises(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        tiny_hpvit(**kwargs)
+
+
+def test_global_attention_rule_names_block_and_rule():
+    # 1024 / 4 = 256 tokens a side: global attention at stride 4 is refused.
+    with pytest.raises(ValueError, match=r"block 0 has global attention at stride 4.*at most 64x64"):
+        HPViT(**TINY, img_size=1024, window_block_indexes=(1, 2, 3), stage_depths=(1, 1, 1, 1))
+    # At img_size 256, the 1/4 map is 64x64: allowed.
+    HPViT(**TINY, img_size=256, window_block_indexes=(), stage_depths=(1, 1, 1, 1))
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny_hpvit(rel_pos_zero_init=False).train()
+    out = model(torch.randn(2, 3, 64, 96))
+    sum(v.square().mean() for v in out.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_activation_checkpoint_same_gradients():
+    ref = tiny_hpvit(rel_pos_zero_init=False).train()
+    ckpt = tiny_hpvit(rel_pos_zero_init=False, use_act_checkpoint=True).train()
+    ckpt.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    for m in (ref, ckpt):
+        sum(v.sum() for v in m(x).values()).backward()
+    for (n, a), (_, b) in zip(ref.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_traces_with_torch_jit_trace():
+    model = tiny_hpvit().eval()
+    x = torch.randn(1, 3, 64, 64)
+    traced = torch.jit.trace(model, x, strict=False)
+    y = torch.randn(1, 3, 64, 64)
+    out = traced(y)
+    for name, ref in model(y).items():
+        torch.testing.assert_close(out[name], ref)
+
+
+def test_exports_with_torch_export():
+    model = tiny_hpvit().eval()
+    x = torch.randn(1, 3, 64, 64)
+    exported = torch.export.export(model, (x,))
+    out = exported.module()(x)
+    for name, ref in model(x).items():
+        torch.testing.assert_close(out[name], ref)
+
+
+def test_flop_count_includes_fused_attention():
+    """Plain-mode HPViT (fused attention) counts the same FLOPs as detectron2's explicit attention."""
+    from hpvit_d2.flops import count_flops
+
+    d2, ours = plain_pair()
+    ours.load_state_dict(d2.state_dict())
+    x = torch.zeros(1, 3, 224, 224)
+    expected = count_flops(d2, x).by_operator()
+    got = count_flops(ours, x).by_operator()
+    assert got["scaled_dot_product_attention"] == expected["matmul"]
+    assert got["linear"] == expected["linear"] and got["conv"] == expected["conv"]
