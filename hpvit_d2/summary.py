@@ -58,9 +58,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     depths = [tuple(int(d) for d in s.split(",")) for s in args.depths]
     rows = describe(args.size, depths, args.pool)
-    base = rows[0][2]
+    base = rows[1][2]
     print(f"\nInput {args.size}x{args.size}, fvcore FLOPs (multiply-adds), CPU\n")
-    print("| model | params (M) | GFLOPs | vs ViTDet-B | output shapes (C, H, W) |")
+    print("| model | params (M) | GFLOPs | vs ViT-B | output shapes (C, H, W) |")
     print("|---|---:|---:|---:|---|")
     for name, params, gflops, shapes, _ in rows:
         shape_text = ", ".join(f"{k} {v}" for k, v in shapes.items())

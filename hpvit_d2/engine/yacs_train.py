@@ -8,6 +8,8 @@ from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from .. import modeling  # noqa: F401  (registers build_hpvit_fpn_backbone)
@@ -51,6 +53,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hpvit_d2")
     return cfg
 
 
