@@ -113,7 +113,8 @@ def test_sigterm_saves_checkpoint_before_exit(tmp_path, coco_root):
     name = (out / "last_checkpoint").read_text().strip()
     saved = load_checkpoint_file(str(out / name))
     assert name == f"model_{saved['iteration']:07d}.pth" and saved["iteration"] >= 0
-    assert "Received SIGTERM" in err
+    log = (out / "log.txt").read_text()
+    assert "Received SIGTERM" in log and f"Saved {name} at iteration {saved['iteration']}" in log
 
 
 def test_two_process_cpu_ddp_keeps_replicas_equal(tmp_path, coco_root):
