@@ -4,6 +4,7 @@ HPViT and ViTDet configs: 256x256 images, light heads (64-channel pyramid, 2fc b
 2-conv mask head), a short schedule. The stock tool trains and evaluates it with no override.
 """
 from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
 from detectron2.data import (
     DatasetMapper,
     build_detection_test_loader,
@@ -23,12 +24,16 @@ from .mask_rcnn_base import model, optimizer, train
 PYRAMID_CHANNELS = 64
 
 model.roi_heads.num_classes = 4
+model.proposal_generator.head.in_channels = PYRAMID_CHANNELS
+model.roi_heads.box_head.input_shape = ShapeSpec(channels=PYRAMID_CHANNELS, height=7, width=7)
+model.roi_heads.mask_head.input_shape = ShapeSpec(channels=PYRAMID_CHANNELS, height=14, width=14)
 model.proposal_generator.head.conv_dims = [-1]
 model.proposal_generator.pre_nms_topk = (1000, 500)
 model.proposal_generator.post_nms_topk = (500, 250)
 model.roi_heads.batch_size_per_image = 128
 model.roi_heads.box_head.conv_dims = []
 model.roi_heads.box_head.fc_dims = [256, 256]
+model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=256)
 model.roi_heads.mask_head.conv_dims = [64, 64]
 
 dataloader = OmegaConf.create()
