@@ -204,6 +204,9 @@ def test_strict_init_checkpoint_refuses_missing_backbone_weights(tmp_path, coco_
     assert proc.returncode == 2
     assert "strict loading refused" in proc.stderr and "blocks.0" in proc.stderr
     assert "Traceback" not in proc.stderr
+    by_config = subprocess.run(cmd + ["train.strict_init_checkpoint=True"], env=env_for(coco_root),
+                               capture_output=True, text=True, timeout=120)
+    assert by_config.returncode == 2 and "strict loading refused" in by_config.stderr
     loud = subprocess.run(cmd, env=env_for(coco_root), capture_output=True, text=True, timeout=120)
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert "shape mismatches (left at initialisation)" in loud.stdout

@@ -3,7 +3,8 @@ Train or evaluate a LazyConfig (or yacs YAML) model; the entry of projects/HPViT
 
 Same flags as detectron2's tools/lazyconfig_train_net.py (`--config-file`, `--eval-only`,
 `--resume`, `--num-gpus`, `--num-machines`, `--machine-rank`, `--dist-url`, `KEY=VALUE` overrides),
-plus `--strict`. Differences from the stock tool:
+plus `--strict` (or the config field `train.strict_init_checkpoint=True`). Differences from the
+stock tool:
 - the init checkpoint is loaded through hpvit_d2 (a plain MAE/DeiT/timm/ViTDet checkpoint is
   converted on the fly) and the load report is printed; `--strict` makes any missing backbone
   weight an error;
@@ -126,7 +127,7 @@ def do_train(args, cfg):
         checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
         start_iter = trainer.iter + 1  # the checkpoint holds the iteration that just finished
     else:
-        report = load_weights(_unwrap(model), cfg.train.init_checkpoint, strict=args.strict)
+        report = load_weights(_unwrap(model), cfg.train.init_checkpoint, strict=_strict(args, cfg))
         if report and comm.is_main_process():
             print(report)
         start_iter = 0
@@ -159,6 +160,11 @@ def _writers(cfg):
     ]
 
 
+def _strict(args, cfg) -> bool:
+    """`--strict` on the command line or `train.strict_init_checkpoint=True` in the config."""
+    return bool(args.strict or cfg.train.get("strict_init_checkpoint", False))
+
+
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -171,7 +177,7 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        report = load_weights(model, cfg.train.init_checkpoint, strict=args.strict)
+        report = load_weights(model, cfg.train.init_checkpoint, strict=_strict(args, cfg))
         if report and comm.is_main_process():
             print(report)
         model = build_ddp(model, cfg.train.device)
