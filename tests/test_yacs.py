@@ -28,3 +28,43 @@ def test_yaml_and_lazyconfig_build_the_same_backbone():
     assert list(a) == list(b) == ["p2", "p3", "p4", "p5", "p6"]
     for name in a:
         torch.testing.assert_close(a[name], b[name])
+
+
+def test_default_trainer_trains_and_evaluates_the_yaml(tmp_path):
+    """detectron2's DefaultTrainer (our subclass) runs the YAML, shrunk, on a tiny COCO dataset."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    from hpvit_d2.engine.yacs_train import Trainer
+    from tiny_coco import write_tiny_coco
+
+    json_path = write_tiny_coco(str(tmp_path / "data"), num_images=4)
+    name = f"yacs_tiny_{tmp_path.name}"
+    if name not in DatasetCatalog.list():
+        register_coco_instances(name, {}, json_path, str(tmp_path / "data" / "images"))
+    cfg = get_cfg()
+    add_hpvit_config(cfg)
+    cfg.merge_from_file("configs/yacs/mask_rcnn_hpvit_b.yaml")
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path / "out"),
+        "MODEL.HPVIT.IMG_SIZE", 64, "MODEL.HPVIT.EMBED_DIM", 32, "MODEL.HPVIT.DEPTH", 4,
+        "MODEL.HPVIT.NUM_HEADS", 2, "MODEL.HPVIT.WINDOW_SIZE", 4,
+        "MODEL.HPVIT.WINDOW_BLOCK_INDEXES", [0], "MODEL.HPVIT.STAGE_DEPTHS", [1, 1, 1, 1],
+        "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ROI_HEADS.NUM_CLASSES", 2,
+        "MODEL.ROI_BOX_HEAD.NUM_CONV", 1, "MODEL.ROI_BOX_HEAD.CONV_DIM", 32,
+        "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.NUM_CONV", 1,
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+        "DATASETS.TRAIN", (name,), "DATASETS.TEST", (name,),
+        "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
+        "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
+        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", (),
+        "SOLVER.WARMUP_ITERS", 0, "SOLVER.AMP.ENABLED", False, "DATALOADER.NUM_WORKERS", 0,
+        "TEST.EVAL_PERIOD", 0,
+    ])
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert trainer.iter == cfg.SOLVER.MAX_ITER and (tmp_path / "out" / "model_final.pth").exists()
+    assert trainer.model.backbone.bottom_up.stage_depths == (1, 1, 1, 1)
+    results = Trainer.test(cfg, trainer.model)  # one test dataset: its metrics, not keyed by name
+    assert {"bbox", "segm"} <= set(results) and "AP" in results["bbox"]

@@ -1,9 +1,21 @@
-"""COCO instance segmentation with ViTDet's large-scale jitter (LSJ) at 1024, RGB input."""
+"""
+COCO 2017 instance segmentation with ViTDet's large-scale jitter (LSJ) at 1024, RGB input.
+Datasets are loaded by hpvit_d2.data.build.get_dataset_dicts (clear errors for a missing or broken
+dataset under $DETECTRON2_DATASETS); evaluated with COCOEvaluator, box and mask AP.
+"""
 import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
+from hpvit_d2.data.build import get_dataset_dicts
+from hpvit_d2.data.mapper import SafeDatasetMapper
+
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
+
+dataloader.train.dataset = L(get_dataset_dicts)(names="coco_2017_train")
+dataloader.test.dataset = L(get_dataset_dicts)(names="coco_2017_val", filter_empty=False)
+dataloader.train.mapper._target_ = SafeDatasetMapper
+dataloader.test.mapper._target_ = SafeDatasetMapper
 
 dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),

@@ -5,6 +5,7 @@ from functools import partial
 
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
@@ -14,6 +15,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 
 from .. import modeling  # noqa: F401  (registers build_hpvit_fpn_backbone)
 from ..config import add_hpvit_config
+from ..data.mapper import SafeDatasetMapper
 from .weights import load_weights
 
 __all__ = ["Trainer", "setup", "main"]
@@ -22,7 +24,18 @@ logger = logging.getLogger("hpvit_d2")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO evaluation and AdamW + layer-wise lr decay (SOLVER.OPTIMIZER=ADAMW)."""
+    """
+    DefaultTrainer with COCO evaluation, AdamW + layer-wise lr decay (SOLVER.OPTIMIZER=ADAMW), and
+    the project's SafeDatasetMapper (bad images converted or rejected naming the file).
+    """
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=SafeDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=SafeDatasetMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

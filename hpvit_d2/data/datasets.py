@@ -1,0 +1,344 @@
+"""
+COCO and Cityscapes instance segmentation: registration helpers and the checks that turn a missing
+or broken dataset into one readable error.
+
+detectron2 registers the built-in names itself (``coco_2017_train``, ``coco_2017_val``,
+``cityscapes_fine_instance_seg_train``, ``cityscapes_fine_instance_seg_val``...) under
+``$DETECTRON2_DATASETS`` (default ``./datasets``), read when detectron2 is imported. This module adds:
+
+- :func:`register_cityscapes_instances`: a Cityscapes-format tree anywhere, with the metadata of
+  the built-in names (8 thing classes, ``gt_dir`` for the official evaluation);
+- :func:`check_dataset`: the files a registered dataset needs are there, else
+  :class:`DatasetNotFoundError` naming the dataset, the directory looked at, the expected layout
+  and how to move it;
+- :func:`diagnose_annotations`: for a dataset whose loading failed, the annotation file at fault
+  and what is wrong with it (used to raise :class:`DatasetFormatError`).
+"""
+
+import glob
+import json
+import os
+from typing import List, Optional, Tuple
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin import _PREDEFINED_SPLITS_COCO, _RAW_CITYSCAPES_SPLITS
+from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+from detectron2.data.datasets.cityscapes import load_cityscapes_instances
+
+__all__ = [
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "register_cityscapes_instances",
+    "check_dataset",
+    "is_builtin",
+    "diagnose_annotations",
+]
+
+ROOT_VARIABLE = "DETECTRON2_DATASETS"
+_MAX_LISTED = 5
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A registered dataset's files are missing or incomplete on disk."""
+
+
+class DatasetFormatError(ValueError):
+    """An annotation file exists but cannot be read as its format requires."""
+
+
+def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> None:
+    """
+    Register a Cityscapes instance-segmentation split that lives outside ``$DETECTRON2_DATASETS``.
+
+    Args:
+        name: dataset name to register (must be new).
+        image_dir: ``.../leftImg8bit/{split}``, holding ``{city}/*_leftImg8bit.png``.
+        gt_dir: ``.../gtFine/{split}``, holding ``{city}/*_gtFine_{polygons.json,instanceIds.png,
+            labelIds.png}``.
+    Annotations are read from the polygon files, as detectron2's built-in names do; the metadata
+    (8 thing classes, ``gt_dir``, ``evaluator_type``) is that of the built-in names.
+    """
+    DatasetCatalog.register(
+        name,
+        lambda: load_cityscapes_instances(image_dir, gt_dir, from_json=True, to_polygons=True),
+    )
+    MetadataCatalog.get(name).set(
+        image_dir=image_dir,
+        gt_dir=gt_dir,
+        evaluator_type="cityscapes_instance",
+        **_get_builtin_metadata("cityscapes"),
+    )
+
+
+def _builtin_relative_paths(name: str) -> Optional[Tuple[str, str]]:
+    """For a detectron2 built-in COCO/Cityscapes instance name, its two paths relative to the root."""
+    if name in _PREDEFINED_SPLITS_COCO["coco"]:
+        image_root, json_file = _PREDEFINED_SPLITS_COCO["coco"][name]
+        return json_file, image_root
+    for key, (image_dir, gt_dir) in _RAW_CITYSCAPES_SPLITS.items():
+        if key.format(task="instance_seg") == name:
+            return image_dir, gt_dir
+    return None
+
+
+def _builtin_root(name: str, first_path: str) -> Optional[str]:
+    """The root a built-in name was registered under, or None if it was re-registered elsewhere."""
+    relative = _builtin_relative_paths(name)
+    if relative is None:
+        return None
+    first_path = os.path.normpath(first_path)
+    suffix = os.path.normpath(relative[0])
+    if not first_path.endswith(suffix):
+        return None
+    return first_path[: -len(suffix)].rstrip(os.sep) or "."
+
+
+def _kind(name: str) -> Optional[str]:
+    meta = MetadataCatalog.get(name)
+    if hasattr(meta, "json_file") and hasattr(meta, "image_root"):
+        return "coco"
+    if hasattr(meta, "image_dir") and hasattr(meta, "gt_dir"):
+        return "cityscapes"
+    return None
+
+
+def _expected_layout(kind: str, first: str, second: str) -> List[str]:
+    if kind == "coco":
+        return [
+            f"{first}    (COCO instances json: images, annotations, categories)",
+            f"{second}/    (the images the json names, e.g. 000000000139.jpg)",
+        ]
+    return [
+        f"{first}/{{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png",
+        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_polygons.json",
+        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_instanceIds.png",
+        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_labelIds.png",
+    ]
+
+
+def _not_found(name: str, kind: str, first: str, second: str, problems: List[str]):
+    root = _builtin_root(name, first)
+    if root is not None:
+        value = os.environ.get(ROOT_VARIABLE)
+        where = f"Looked in {os.path.abspath(root)} " + (
+            f"(${ROOT_VARIABLE}={value})."
+            if value is not None
+            else f"(${ROOT_VARIABLE} is unset, so the default ./datasets)."
+        )
+        fix = (
+            f"Put the dataset there, or set {ROOT_VARIABLE} to the directory that holds "
+            f"{'coco/' if kind == 'coco' else 'cityscapes/'} (export {ROOT_VARIABLE}=/path/to/datasets)."
+        )
+    else:
+        where = f"Looked in {first} and {second} (the paths '{name}' was registered with)."
+        fix = f"Register '{name}' again with the paths of your copy."
+    shown = problems[:_MAX_LISTED]
+    if len(problems) > len(shown):
+        shown.append(f"... and {len(problems) - len(shown)} more")
+    layout = _expected_layout(kind, first, second)
+    return DatasetNotFoundError(
+        f"Dataset '{name}' is missing or incomplete:\n  "
+        + "\n  ".join(shown)
+        + f"\n{where}\nExpected layout:\n  "
+        + "\n  ".join(layout)
+        + f"\n{fix}"
+    )
+
+
+def _coco_problems(json_file: str, image_root: str) -> List[str]:
+    problems = []
+    if not os.path.isfile(json_file):
+        problems.append(f"annotation file {json_file} does not exist")
+    if not os.path.isdir(image_root):
+        problems.append(f"image directory {image_root} does not exist")
+    elif not os.listdir(image_root):
+        problems.append(f"image directory {image_root} is empty")
+    return problems
+
+
+def _cityscapes_problems(image_dir: str, gt_dir: str) -> List[str]:
+    if not os.path.isdir(image_dir):
+        return [f"image directory {image_dir} does not exist"]
+    if not os.path.isdir(gt_dir):
+        return [f"annotation directory {gt_dir} does not exist"]
+    images = sorted(glob.glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
+    if not images:
+        return [f"no {{city}}/*_leftImg8bit.png images under {image_dir}"]
+    problems = []
+    for image in images:
+        city = os.path.basename(os.path.dirname(image))
+        stem = os.path.basename(image)[: -len("leftImg8bit.png")]
+        for suffix in ("gtFine_polygons.json", "gtFine_instanceIds.png", "gtFine_labelIds.png"):
+            path = os.path.join(gt_dir, city, stem + suffix)
+            if not os.path.isfile(path):
+                problems.append(f"{path} does not exist (annotation of {image})")
+    return problems
+
+
+def check_dataset(name: str) -> None:
+    """
+    Check that the files registered dataset ``name`` needs are on disk.
+
+    COCO-style datasets (metadata ``json_file`` + ``image_root``) need the json file and a non-empty
+    image directory; Cityscapes-style ones (``image_dir`` + ``gt_dir``) need at least one image and,
+    for every image, its three gtFine files. Datasets with neither kind of metadata pass.
+
+    Raises:
+        DatasetNotFoundError: naming the dataset, what is missing, the directory looked at, the
+            expected layout and the variable (or registration) that moves it.
+    """
+    kind = _kind(name)
+    if kind is None:
+        return
+    meta = MetadataCatalog.get(name)
+    if kind == "coco":
+        first, second = os.path.abspath(meta.json_file), os.path.abspath(meta.image_root)
+        problems = _coco_problems(first, second)
+    else:
+        first, second = os.path.abspath(meta.image_dir), os.path.abspath(meta.gt_dir)
+        problems = _cityscapes_problems(first, second)
+    if problems:
+        raise _not_found(name, kind, first, second, problems)
+
+
+def is_builtin(name: str) -> bool:
+    """True for a detectron2 built-in COCO/Cityscapes instance name still at its built-in place."""
+    kind = _kind(name)
+    if kind is None:
+        return False
+    meta = MetadataCatalog.get(name)
+    first = meta.json_file if kind == "coco" else meta.image_dir
+    return _builtin_root(name, first) is not None
+
+
+def _read_json(path: str):
+    """(object, None) or (None, what is wrong)."""
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot be read ({e})"
+
+
+def _is_number_list(value, length=None) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and (length is None or len(value) == length)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _coco_format_problem(json_file: str) -> Optional[str]:
+    data, problem = _read_json(json_file)
+    if problem:
+        return problem
+    if not isinstance(data, dict):
+        return f"the top level is a JSON {type(data).__name__}, not an object"
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            return f"key '{key}' is missing or not a list"
+    category_ids = set()
+    for i, category in enumerate(data["categories"]):
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            return f"categories[{i}] needs 'id' and 'name'"
+        category_ids.add(category["id"])
+    image_ids = set()
+    for i, image in enumerate(data["images"]):
+        missing = [
+            k
+            for k in ("id", "file_name", "height", "width")
+            if not isinstance(image, dict) or k not in image
+        ]
+        if missing:
+            return f"images[{i}] has no {', '.join(repr(k) for k in missing)}"
+        image_ids.add(image["id"])
+    for i, ann in enumerate(data["annotations"]):
+        label = f"annotation id {ann.get('id')}" if isinstance(ann, dict) else f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            return f"{label} is not an object"
+        missing = [k for k in ("image_id", "category_id", "bbox") if k not in ann]
+        if missing:
+            return f"{label} has no {', '.join(repr(k) for k in missing)}"
+        if ann["image_id"] not in image_ids:
+            return f"{label} refers to image_id {ann['image_id']!r}, which is not in 'images'"
+        if ann["category_id"] not in category_ids:
+            return f"{label} has category_id {ann['category_id']!r}, which is not in 'categories'"
+        if not _is_number_list(ann["bbox"], 4):
+            return f"{label} has bbox {ann['bbox']!r}: expected [x, y, width, height]"
+        segm = ann.get("segmentation")
+        if segm is not None and not isinstance(segm, (list, dict)):
+            return f"{label} has a segmentation that is neither polygons (list) nor RLE (dict)"
+        if isinstance(segm, dict) and not ("counts" in segm and "size" in segm):
+            return f"{label} has an RLE segmentation without 'counts' and 'size'"
+        if ann.get("ignore", 0):
+            return f"{label} has \"ignore\": {ann['ignore']!r}, which detectron2 does not support"
+    ids = [ann.get("id") for ann in data["annotations"]]
+    if len(set(ids)) != len(ids):
+        return "annotation ids are not unique"
+    return None
+
+
+def _cityscapes_label_problem(label) -> Optional[str]:
+    from cityscapesscripts.helpers.labels import name2label
+
+    if not isinstance(label, str):
+        return f"label {label!r} is not a string"
+    base = label[: -len("group")] if label.endswith("group") and label not in name2label else label
+    if base not in name2label:
+        return f"label '{label}' is not a Cityscapes label (cityscapesscripts.helpers.labels)"
+    return None
+
+
+def _cityscapes_file_problem(path: str) -> Optional[str]:
+    data, problem = _read_json(path)
+    if problem:
+        return problem
+    if not isinstance(data, dict):
+        return f"the top level is a JSON {type(data).__name__}, not an object"
+    for key in ("imgHeight", "imgWidth"):
+        if not isinstance(data.get(key), int):
+            return f"key '{key}' is missing or not an integer"
+    if not isinstance(data.get("objects"), list):
+        return "key 'objects' is missing or not a list"
+    for i, obj in enumerate(data["objects"]):
+        if not isinstance(obj, dict) or "label" not in obj or "polygon" not in obj:
+            return f"objects[{i}] needs 'label' and 'polygon'"
+        if "deleted" in obj:
+            continue
+        problem = _cityscapes_label_problem(obj["label"])
+        if problem:
+            return f"objects[{i}]: {problem}"
+        polygon = obj["polygon"]
+        if (
+            not isinstance(polygon, list)
+            or len(polygon) < 3
+            or not all(_is_number_list(p, 2) for p in polygon)
+        ):
+            return f"objects[{i}] ('{obj['label']}'): polygon must be a list of at least 3 [x, y] points"
+    return None
+
+
+def diagnose_annotations(name: str) -> Optional[Tuple[str, str]]:
+    """
+    Find why the annotations of registered dataset ``name`` cannot be loaded.
+
+    Reads the COCO json (metadata ``json_file``) or every ``*_gtFine_polygons.json`` under the
+    Cityscapes ``gt_dir`` and checks the structure the detectron2 loaders rely on. Meant for the
+    failure path: it reads the files again.
+
+    Returns:
+        ``(file, what is wrong)`` for the first problem found, or None if none is found.
+    """
+    kind = _kind(name)
+    meta = MetadataCatalog.get(name)
+    if kind == "coco":
+        problem = _coco_format_problem(meta.json_file)
+        return (meta.json_file, problem) if problem else None
+    if kind == "cityscapes":
+        for path in sorted(glob.glob(os.path.join(meta.gt_dir, "*", "*_gtFine_polygons.json"))):
+            problem = _cityscapes_file_problem(path)
+            if problem:
+                return path, problem
+    return None

@@ -1,0 +1,429 @@
+"""Bad training/evaluation data: each case is repaired (and counted) or rejected with an error
+naming the file and annotation. Real files on disk, detectron2's real loaders and trainer."""
+import json
+import logging
+import os
+import uuid
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data import detection_utils as d2_utils
+from detectron2.data.datasets import load_coco_json
+from detectron2.engine import SimpleTrainer
+from detectron2.structures import BoxMode
+from PIL import Image
+from shapely.geometry import Polygon, box as shapely_box
+
+from hpvit_d2.data.mapper import BadImageError, SafeDatasetMapper, read_image_checked
+from hpvit_d2.data.sanitize import BadAnnotationError, clip_polygon, sanitize_dataset_dicts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RED = (220, 30, 30)
+CLASSES = ["red", "green"]
+
+
+# ---------------------------------------------------------------- helpers: data written to disk
+def rgb_image(height=64, width=64, rect=(8, 8, 40, 40)):
+    """(H, W, 3) uint8 dark noise with a red rectangle rect = (x0, y0, x1, y1)."""
+    pixels = np.random.default_rng(0).integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    x0, y0, x1, y1 = rect
+    pixels[y0:y1, x0:x1] = RED
+    return pixels
+
+
+def square_annotation(ann_id, rect=(8, 8, 40, 40), category=0):
+    """A detectron2 annotation dict for rect = (x0, y0, x1, y1): XYWH box + polygon."""
+    x0, y0, x1, y1 = rect
+    return {"id": ann_id, "category_id": category, "iscrowd": 0, "bbox_mode": BoxMode.XYWH_ABS,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+
+
+def record(path, height=64, width=64, annotations=None, image_id=1):
+    return {"file_name": str(path), "height": height, "width": width, "image_id": image_id,
+            "annotations": [square_annotation(image_id)] if annotations is None else annotations}
+
+
+@pytest.fixture
+def dataset_name():
+    """A fresh dataset name with thing_classes red/green; unregistered afterwards."""
+    name = f"bad_data_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(name).set(thing_classes=CLASSES)
+    yield name
+    MetadataCatalog.remove(name)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+
+
+def save_png(path, pixels):
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def write_exif_jpeg(path, upright, orientation=6):
+    """Store ``upright`` rotated so that applying EXIF ``orientation`` 6 gives it back."""
+    assert orientation == 6
+    raw = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    raw.save(path, quality=95, exif=exif.tobytes())
+    return str(path)
+
+
+def first_batch(records, mapper=None, num_workers=0):
+    """All records through detectron2's real train loader, one batch; by file name."""
+    mapper = mapper or SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
+                                         use_instance_mask=True)
+    loader = build_detection_train_loader(dataset=records, mapper=mapper,
+                                          total_batch_size=len(records), num_workers=num_workers,
+                                          aspect_ratio_grouping=False)
+    batch = next(iter(loader))
+    return {os.path.basename(d["file_name"]): d for d in batch}
+
+
+def red_fraction(image_chw, box):
+    """Fraction of pixels inside an XYXY box that are red, on a (3, H, W) uint8 tensor."""
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    patch = image_chw[:, y0:y1, x0:x1].float()
+    red = (patch[0] > 150) & (patch[1] < 90) & (patch[2] < 90)
+    return float(red.float().mean())
+
+
+# ------------------------------------------------------------------------- image formats (mapper)
+def test_grayscale_png_becomes_rgb(tmp_path):
+    gray = rgb_image()[..., 0]
+    path = save_png(tmp_path / "gray.png", gray)
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
+                               use_instance_mask=True)
+    out = first_batch([record(path)], mapper)["gray.png"]
+    assert out["image"].shape == (3, 64, 64)
+    for c in range(3):
+        assert torch.equal(out["image"][c], torch.from_numpy(gray))
+    assert mapper.counts["grayscale"] == 1
+
+
+def test_rgba_png_is_composited_over_black(tmp_path):
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = rgb_image()
+    rgba[..., 3] = 255
+    rgba[:, 32:, 3] = 0      # right half transparent
+    rgba[:32, :32, 3] = 128  # top-left quarter half transparent
+    path = save_png(tmp_path / "rgba.png", rgba)
+    image = read_image_checked(path, "RGB")
+    assert image.shape == (64, 64, 3)
+    expected = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)
+    assert (image[:, 32:] == 0).all() and (image[32:, :32] == rgba[32:, :32, :3]).all()
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="BGR")
+    out = first_batch([record(path)], mapper)["rgba.png"]
+    bgr_chw = np.ascontiguousarray(expected[..., ::-1].transpose(2, 0, 1))
+    assert torch.equal(out["image"], torch.from_numpy(bgr_chw))
+    assert mapper.counts["alpha"] == 1
+
+
+def test_16bit_png_scaled_to_8bit(tmp_path):
+    values = (np.arange(64 * 64).reshape(64, 64) * 15).astype(np.uint16)  # 0..61425
+    gray_path = save_png(tmp_path / "gray16.png", values)
+    assert Image.open(gray_path).mode.startswith("I;16")
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    # detectron2's own reader saturates almost every pixel at 255; ours keeps the full range
+    stock = d2_utils.read_image(gray_path, "RGB")
+    assert (stock == 255).mean() > 0.9
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
+                               use_instance_mask=True)
+    color = np.stack([values, values // 2, values // 3], axis=-1)
+    color_path = str(tmp_path / "color16.png")
+    assert cv2.imwrite(color_path, color[..., ::-1])  # cv2 writes 16-bit RGB PNGs, BGR order
+    batch = first_batch([record(gray_path, image_id=1), record(color_path, image_id=2)], mapper)
+    gray_out = batch["gray16.png"]["image"]
+    for c in range(3):
+        np.testing.assert_array_equal(gray_out[c].numpy(), expected)
+    color_out = batch["color16.png"]["image"].numpy().transpose(1, 2, 0).astype(np.int32)
+    assert np.abs(color_out - color / 257.0).max() <= 1.0  # high byte: within one level
+    assert mapper.counts["16bit"] == 1
+
+
+def test_exif_rotated_jpeg_annotations_line_up(tmp_path):
+    upright = rgb_image(height=48, width=64, rect=(6, 26, 30, 44))  # red block bottom-left
+    path = write_exif_jpeg(tmp_path / "rotated.jpg", upright)
+    assert Image.open(path).size == (48, 64)  # stored sideways
+    rec = record(path, height=48, width=64,
+                 annotations=[square_annotation(5, rect=(6, 26, 30, 44))])
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
+                               use_instance_mask=True)
+    out = first_batch([rec], mapper)["rotated.jpg"]
+    assert out["image"].shape == (3, 48, 64)
+    box = out["instances"].gt_boxes.tensor[0]
+    assert red_fraction(out["image"], box) > 0.95
+    mask = out["instances"].gt_masks.polygons[0][0].reshape(-1, 2)
+    assert red_fraction(out["image"], [*mask.min(0), *mask.max(0)]) > 0.95
+    assert mapper.counts["exif_rotated"] == 1
+    # annotated with the sensor's (unrotated) size: named error with the EXIF hint
+    with pytest.raises(d2_utils.SizeMismatchError, match=r"rotated\.jpg.*EXIF orientation 6"):
+        mapper(record(path, height=64, width=48))
+
+
+def test_corrupt_and_truncated_images_are_named(tmp_path):
+    good = save_png(tmp_path / "good.png", rgb_image())
+    data = open(good, "rb").read()
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not an image")
+    with pytest.raises(BadImageError, match=r"truncated\.png.*truncated"):
+        first_batch([record(truncated)])
+    with pytest.raises(BadImageError, match=r"garbage\.jpg.*corrupt"):
+        read_image_checked(str(garbage), "RGB")
+    # through a worker process, the message still names the file
+    with pytest.raises(Exception, match=r"truncated\.png"):
+        first_batch([record(truncated)], num_workers=1)
+    with pytest.raises(BadImageError, match=r"missing\.png.*does not exist"):
+        read_image_checked(str(tmp_path / "missing.png"), "RGB")
+
+
+def test_size_mismatch_names_the_file(tmp_path):
+    path = save_png(tmp_path / "wide.png", rgb_image(height=64, width=80))
+    mapper = SafeDatasetMapper(is_train=False, augmentations=[], image_format="RGB")
+    with pytest.raises(d2_utils.SizeMismatchError, match=r"wide\.png.*80x64.*width=64.*Fix"):
+        mapper(record(path, height=64, width=64))
+
+
+# ------------------------------------------------------------------- images (dataset level)
+def test_small_image_dropped_for_training_kept_for_eval(tmp_path, dataset_name, caplog):
+    small = save_png(tmp_path / "small.png", rgb_image(height=20, width=64, rect=(2, 2, 10, 10)))
+    big = save_png(tmp_path / "big.png", rgb_image())
+    dicts = [record(small, height=20, annotations=[square_annotation(1, (2, 2, 10, 10))]),
+             record(big, image_id=2)]
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        train = sanitize_dataset_dicts(dicts, dataset_name, filter_empty=True)
+    assert [os.path.basename(d["file_name"]) for d in train] == ["big.png"]
+    assert "images smaller than 32 px dropped: 1" in caplog.text
+    evaluation = sanitize_dataset_dicts(dicts, dataset_name, filter_empty=False)
+    assert len(evaluation) == 2
+    # without dataset-level filtering the mapper skips it in training (detectron2 draws another)
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    assert mapper(dicts[0]) is None and mapper.counts["small_images_skipped"] == 1
+    assert first_batch(dicts, mapper).keys() == {"big.png"}
+    assert SafeDatasetMapper(is_train=False, augmentations=[], image_format="RGB")(
+        dicts[0])["image"].shape == (3, 20, 64)
+
+
+def test_image_without_annotations_dropped_for_training_kept_for_eval(tmp_path, dataset_name,
+                                                                       caplog):
+    path = save_png(tmp_path / "a.png", rgb_image())
+    dicts = [record(path, annotations=[]), record(path, image_id=2),
+             record(path, image_id=3, annotations=[dict(square_annotation(3), iscrowd=1)])]
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        train = sanitize_dataset_dicts(dicts, dataset_name, filter_empty=True)
+    assert [d["image_id"] for d in train] == [2]
+    assert "images without annotations dropped: 2" in caplog.text
+    assert [d["image_id"] for d in sanitize_dataset_dicts(dicts, dataset_name)] == [1, 2, 3]
+
+
+def test_missing_size_read_from_header_and_missing_file_named(tmp_path, dataset_name):
+    path = write_exif_jpeg(tmp_path / "r.jpg", rgb_image(height=48, width=64))
+    rec = record(path)
+    del rec["height"], rec["width"]
+    (out,) = sanitize_dataset_dicts([rec], dataset_name)
+    assert (out["height"], out["width"]) == (48, 64)  # as read: EXIF rotation applied
+    with pytest.raises(ValueError, match=r"(?s)1 of 2 image files do not exist.*nowhere\.png"):
+        sanitize_dataset_dicts([rec, record(tmp_path / "nowhere.png")], dataset_name)
+
+
+# -------------------------------------------------------------- annotations (dataset level)
+def test_zero_area_box_dropped(tmp_path, dataset_name, caplog):
+    path = save_png(tmp_path / "a.png", rgb_image())
+    flat = dict(square_annotation(2), bbox=[10, 10, 0, 5])
+    negative = dict(square_annotation(3), bbox=[10, 10, 5, -3])
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts(
+            [record(path, annotations=[square_annotation(1), flat, negative])], dataset_name)
+    assert [a["id"] for a in out["annotations"]] == [1]
+    assert "zero-area boxes dropped: 2" in caplog.text
+
+
+def test_polygon_with_fewer_than_three_points_dropped(tmp_path, dataset_name, caplog):
+    path = save_png(tmp_path / "a.png", rgb_image())
+    good = [8, 8, 40, 8, 40, 40]
+    mixed = dict(square_annotation(1), segmentation=[[8, 8, 40, 8], good, [1, 2, 3, 4, 5]])
+    only_short = dict(square_annotation(2), segmentation=[[8, 8, 40, 40]])
+    collinear = dict(square_annotation(3), segmentation=[[8, 8, 20, 20, 30, 30]])
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts(
+            [record(path, annotations=[mixed, only_short, collinear])], dataset_name)
+    assert [a["id"] for a in out["annotations"]] == [1]
+    assert out["annotations"][0]["segmentation"] == [good]
+    assert "polygons with < 3 points dropped: 3" in caplog.text
+    assert "zero-area polygons dropped: 1" in caplog.text
+    assert "annotations without a valid polygon dropped: 2" in caplog.text
+    # detectron2 alone: PolygonMasks fails on it, without saying which file or annotation
+    with pytest.raises(Exception) as stock:
+        d2_utils.annotations_to_instances([dict(only_short, bbox_mode=BoxMode.XYWH_ABS)], (64, 64))
+    assert "a.png" not in str(stock.value)
+
+
+def test_clip_polygon_matches_shapely():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        points = rng.uniform(-30, 100, size=(int(rng.integers(3, 9)), 2))
+        polygon = Polygon(points)
+        if not polygon.is_valid:
+            continue
+        clipped = clip_polygon(points, 64, 48)
+        want = polygon.intersection(shapely_box(0, 0, 64, 48)).area
+        got = Polygon(clipped).area if len(clipped) >= 3 else 0.0
+        assert abs(got - want) < 1e-6 * max(1.0, want)
+
+
+def test_mask_and_box_outside_image_clipped_or_dropped(tmp_path, dataset_name, caplog):
+    path = save_png(tmp_path / "a.png", rgb_image())
+    partly = dict(square_annotation(1), bbox=[40, 40, 40, 40],
+                  segmentation=[[40, 40, 80, 40, 80, 80, 40, 80]])
+    outside = dict(square_annotation(2), bbox=[100, 100, 10, 10],
+                   segmentation=[[100, 100, 110, 100, 110, 110]])
+    box_inside_mask_outside = dict(square_annotation(3), bbox=[0, 0, 10, 10],
+                                   segmentation=[[-20, -20, -10, -20, -10, -10]])
+    empty_rle = dict(square_annotation(4),
+                     segmentation=mask_util.encode(np.zeros((64, 64), np.uint8, order="F")))
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts(
+            [record(path, annotations=[partly, outside, box_inside_mask_outside, empty_rle])],
+            dataset_name)
+    (kept,) = out["annotations"]
+    assert kept["id"] == 1 and kept["bbox"] == [40, 40, 24, 24]
+    assert Polygon(np.reshape(kept["segmentation"][0], (-1, 2))).area == pytest.approx(24 * 24)
+    for text in ("boxes clipped to the image: 1", "boxes outside the image dropped: 1",
+                 "polygons outside the image dropped: 1", "empty mask dropped: 1"):
+        assert text.replace("empty mask", "annotations with an empty mask") in caplog.text
+    assert partly["bbox"] == [40, 40, 40, 40]  # the input is not modified
+    # an RLE of another size cannot be placed: named error
+    wrong_size = dict(square_annotation(9),
+                      segmentation=mask_util.encode(np.ones((32, 64), np.uint8, order="F")))
+    with pytest.raises(BadAnnotationError, match=r"a\.png.*annotation id 9.*32x64.*64x64"):
+        sanitize_dataset_dicts([record(path, annotations=[wrong_size])], dataset_name)
+
+
+def test_unknown_category_rejected_with_file_and_annotation_id(tmp_path, dataset_name):
+    path = save_png(tmp_path / "cats.png", rgb_image())
+    bad = dict(square_annotation(42), category_id=7)
+    with pytest.raises(BadAnnotationError) as err:
+        sanitize_dataset_dicts([record(path, annotations=[square_annotation(1), bad])],
+                               dataset_name)
+    message = str(err.value)
+    assert "cats.png" in message and "annotation id 42" in message
+    assert "category_id 7" in message and "0..1" in message and "0=red, 1=green" in message
+
+
+def test_annotation_id_found_in_json_when_loader_drops_it(tmp_path, dataset_name):
+    """detectron2's built-in COCO registration drops annotation ids: they are looked up."""
+    save_png(tmp_path / "img.png", rgb_image())
+    coco = {"images": [{"id": 3, "file_name": "img.png", "height": 64, "width": 64}],
+            "annotations": [{"id": 77, "image_id": 3, "category_id": 1, "bbox": [8, 8, 32, 32],
+                             "area": 1024, "iscrowd": 0,
+                             "segmentation": [[8, 8, 40, 8, 40, 40, 8, 40]]}],
+            "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
+    json_path = tmp_path / "ann.json"
+    json_path.write_text(json.dumps(coco))
+    dicts = load_coco_json(str(json_path), str(tmp_path), dataset_name)
+    MetadataCatalog.get(dataset_name).set(json_file=str(json_path))
+    assert "id" not in dicts[0]["annotations"][0]
+    dicts[0]["annotations"][0]["category_id"] = 5  # e.g. metadata of another class list
+    with pytest.raises(BadAnnotationError, match=r"img\.png.*annotation id 77.*category_id 5"):
+        sanitize_dataset_dicts(dicts, dataset_name)
+
+
+# ----------------------------------------------------------------- end to end: one train step
+def _write_bad_coco(root):
+    """A COCO json with every repairable bad case; returns its path."""
+    images, annotations = [], []
+
+    def add(name, height, width, anns):
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": name, "height": height, "width": width})
+        for ann in anns:
+            annotations.append(dict(ann, id=len(annotations) + 1, image_id=image_id, iscrowd=0,
+                                    area=100.0))
+
+    def square(x0, y0, x1, y1, cat=1):
+        return {"category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+
+    save_png(os.path.join(root, "gray.png"), rgb_image()[..., 0])
+    add("gray.png", 64, 64, [square(8, 8, 40, 40)])
+    rgba = np.dstack([rgb_image(), np.full((64, 64), 200, np.uint8)])
+    save_png(os.path.join(root, "rgba.png"), rgba)
+    add("rgba.png", 64, 64,
+        [square(8, 8, 40, 40), dict(square(8, 8, 40, 40), bbox=[5, 5, 0, 9])])
+    save_png(os.path.join(root, "gray16.png"), rgb_image()[..., 0].astype(np.uint16) * 257)
+    add("gray16.png", 64, 64, [square(8, 8, 40, 40, cat=2),
+                                     dict(square(8, 8, 40, 40), segmentation=[[1, 1, 9, 9]])])
+    write_exif_jpeg(os.path.join(root, "exif.jpg"), rgb_image(48, 64, rect=(6, 26, 30, 44)))
+    add("exif.jpg", 48, 64, [square(6, 26, 30, 44)])
+    save_png(os.path.join(root, "small.png"), rgb_image(20, 20, rect=(2, 2, 10, 10)))
+    add("small.png", 20, 20, [square(2, 2, 10, 10)])
+    save_png(os.path.join(root, "empty.png"), rgb_image())
+    add("empty.png", 64, 64, [])
+    save_png(os.path.join(root, "outside.png"), rgb_image(rect=(40, 40, 64, 64)))
+    add("outside.png", 64, 64, [square(40, 40, 90, 90, cat=2), square(100, 100, 120, 120)])
+    path = os.path.join(root, "instances.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_cfg(tmp_path_factory):
+    """The model of the engine tests' tiny config (its dataset registration is undone)."""
+    registered = set(DatasetCatalog.list())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HPVIT_TEST_COCO", str(tmp_path_factory.mktemp("unused")))
+        cfg = LazyConfig.load(os.path.join(ROOT, "tests", "configs", "engine_tiny.py"))
+    for name in set(DatasetCatalog.list()) - registered:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    return cfg.model
+
+
+def test_training_step_on_all_bad_cases(tmp_path, dataset_name, tiny_model_cfg, caplog):
+    json_path = _write_bad_coco(str(tmp_path))
+    MetadataCatalog.remove(dataset_name)
+    dicts = load_coco_json(json_path, str(tmp_path), dataset_name, extra_annotation_keys=["id"])
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        dicts = sanitize_dataset_dicts(dicts, dataset_name, filter_empty=True)
+    names = sorted(os.path.basename(d["file_name"]) for d in dicts)
+    assert names == ["exif.jpg", "gray.png", "gray16.png", "outside.png", "rgba.png"]
+    summary = [r.message for r in caplog.records if "Sanitized dataset" in r.message]
+    assert len(summary) == 1 and "7 images in, 5 kept" in summary[0]
+
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB",
+                               use_instance_mask=True)
+    loader = build_detection_train_loader(dataset=dicts, mapper=mapper, total_batch_size=5,
+                                          num_workers=0, aspect_ratio_grouping=False)
+    model = instantiate(tiny_model_cfg)
+    trainer = SimpleTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=1e-3))
+    trainer.train(0, 1)
+    losses = trainer.storage.latest()
+    assert np.isfinite(losses["total_loss"][0])
+    assert {"grayscale", "alpha", "16bit", "exif_rotated"} <= set(mapper.counts)
+
+    # what cannot be repaired stops with an error naming the file (and annotation):
+    # an unknown category before the first iteration, a truncated image at the first iteration
+    bad_category = [dict(d, annotations=[dict(a, category_id=9) for a in d["annotations"]])
+                    if d["file_name"].endswith("outside.png") else d for d in dicts]
+    with pytest.raises(BadAnnotationError, match=r"outside\.png.*annotation id \d+.*category_id 9"):
+        sanitize_dataset_dicts(bad_category, dataset_name, filter_empty=True)
+    rgba = os.path.join(str(tmp_path), "rgba.png")
+    data = open(rgba, "rb").read()
+    with open(rgba, "wb") as f:
+        f.write(data[: len(data) // 2])
+    loader = build_detection_train_loader(dataset=dicts, mapper=mapper, total_batch_size=5,
+                                          num_workers=0, aspect_ratio_grouping=False)
+    trainer = SimpleTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=1e-3))
+    with pytest.raises(BadImageError, match=r"rgba\.png.*truncated"):
+        trainer.train(0, 1)
