@@ -1,0 +1,140 @@
+"""
+One image in, ``Instances`` out: detectron2's ``DefaultPredictor`` for LazyConfig models.
+
+Pre-processing is read from the config, as the test data loader would apply it:
+``dataloader.test.mapper.augmentations`` (e.g. ``ResizeShortestEdge``) and
+``dataloader.test.mapper.image_format`` ("RGB" for this project's configs, or "BGR").
+"""
+import logging
+from contextlib import nullcontext
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from detectron2.config import instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, Instances
+
+from .model_zoo import build_model
+
+__all__ = ["LazyPredictor"]
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = ("RGB", "BGR")
+
+
+def _select(cfg, dotted: str):
+    """``cfg[a][b]...`` for ``dotted="a.b..."``, with a KeyError naming the missing config key."""
+    node = cfg
+    for part in dotted.split("."):
+        if part not in node:
+            raise KeyError(f"the config has no {dotted} (missing {part!r}): LazyPredictor reads "
+                           "test-time pre-processing from dataloader.test.mapper")
+        node = node[part]
+    return node
+
+
+def _test_dataset_name(cfg) -> Optional[str]:
+    names = cfg.get("dataloader", {}).get("test", {}).get("dataset", {}).get("names")
+    if isinstance(names, str):
+        return names
+    return names[0] if names else None
+
+
+def _to_float32(instances: Instances) -> Instances:
+    """Half-precision fields (from autocast) as float32, so callers see one dtype."""
+    for name, value in instances.get_fields().items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            instances.set(name, value.float())
+        elif isinstance(value, Boxes):
+            instances.set(name, Boxes(value.tensor.float()))
+    return instances
+
+
+class LazyPredictor:
+    """
+    Run a LazyConfig detector on single images (BGR uint8 arrays, as ``cv2.imread`` returns).
+
+    ``LazyPredictor(cfg)`` builds ``cfg.model`` on ``cfg.train.device`` and loads
+    ``cfg.train.init_checkpoint`` (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
+    a model you already have, on its own device. Inference runs under ``torch.inference_mode``;
+    on CUDA, with ``amp`` (default: ``cfg.train.amp.enabled``), under autocast in ``amp_dtype``.
+
+    Attributes:
+        model (nn.Module): the detector, in eval mode.
+        metadata (Metadata or None): metadata of the config's test dataset (class names).
+        augmentations (list[Augmentation]): test-time transforms from the config.
+        input_format (str): "RGB" or "BGR", the channel order the model expects.
+    """
+
+    def __init__(self, cfg, model: Optional[nn.Module] = None, amp: Optional[bool] = None,
+                 amp_dtype: torch.dtype = torch.float16):
+        """
+        Args:
+            cfg: a LazyConfig (``omegaconf.DictConfig``) with ``dataloader.test.mapper``.
+            model (nn.Module or None): the detector; None builds it from ``cfg``.
+            amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
+            amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
+        """
+        self.cfg = cfg
+        self.augmentations = T.AugmentationList(
+            instantiate(_select(cfg, "dataloader.test.mapper.augmentations"))
+        )
+        self.input_format = _select(cfg, "dataloader.test.mapper.image_format")
+        if self.input_format not in _FORMATS:
+            raise ValueError(f"dataloader.test.mapper.image_format={self.input_format!r}: "
+                             f"LazyPredictor supports {_FORMATS}")
+        train = cfg.get("train", {})
+        if model is None:
+            model = build_model(cfg, weights=train.get("init_checkpoint") or None,
+                                device=train.get("device", "cpu"))
+        self.model = model.eval()
+        model_format = getattr(model, "input_format", self.input_format)
+        if model_format != self.input_format:
+            logger.warning("dataloader.test.mapper.image_format=%s but model.input_format=%s: "
+                           "images are fed as %s", self.input_format, model_format,
+                           self.input_format)
+        name = _test_dataset_name(cfg)
+        self.metadata = MetadataCatalog.get(name) if name else None
+        if amp is None:
+            amp = bool(train.get("amp", {}).get("enabled", False))
+        if amp_dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"amp_dtype={amp_dtype}: use torch.float16 or torch.bfloat16")
+        self.amp = amp
+        self.amp_dtype = amp_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return nullcontext()
+
+    def __call__(self, original_image: np.ndarray) -> Instances:
+        """
+        Args:
+            original_image (np.ndarray): (H, W, 3) uint8, BGR channel order.
+        Returns:
+            Instances on the CPU, in the coordinates of ``original_image`` (image_size (H, W)):
+            ``pred_boxes`` (N, 4) XYXY, ``scores`` (N,), ``pred_classes`` (N,) and, for Mask
+            R-CNN, ``pred_masks`` (N, H, W) bool.
+        """
+        if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3
+                and original_image.shape[2] == 3 and original_image.dtype == np.uint8):
+            desc = (f"{original_image.dtype} array of shape {original_image.shape}"
+                    if isinstance(original_image, np.ndarray) else type(original_image).__name__)
+            raise ValueError(f"original_image: expected an (H, W, 3) uint8 BGR array, got {desc}")
+        height, width = original_image.shape[:2]
+        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
+        aug_input = T.AugInput(np.ascontiguousarray(image))
+        self.augmentations(aug_input)
+        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
+        inputs = {"image": tensor.to(self.device), "height": height, "width": width}
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model([inputs])[0]
+        return _to_float32(outputs["instances"].to("cpu"))
