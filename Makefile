@@ -16,7 +16,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m hpvit_d2.demo_backbone
+	$(PY) -m hpvit_d2.demo_run
 
 bench: setup
 	$(PY) projects/HPViT/benchmark.py

@@ -1,0 +1,388 @@
+"""
+``make demo``: train the tiny HPViT Mask R-CNN and the equal-size ViTDet baseline on the embedded
+shapes dataset with the same budget, evaluate both with COCOEvaluator, and compare them.
+
+    python -m hpvit_d2.demo_run                     # DEMO_ITERS iterations per model (default 240)
+    DEMO_ITERS=400 python -m hpvit_d2.demo_run      # more time, higher AP
+    python -m hpvit_d2.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
+        --val-dataset hpvit_shapes_val_mini --output-dir /tmp/demo   # a smoke run
+
+Both models train through the project's training entry (``python -m hpvit_d2.engine.launch``,
+the code behind projects/HPViT/train_net.py), as two processes running side by side with an even
+share of the CPU threads (``--sequential`` runs one after the other with all of them). Writes to
+``--output-dir`` (default ``output/demo``):
+
+- ``hpvit_tiny.json``, ``vitdet_tiny.json``: metrics per model (COCO box and mask AP, params,
+  GFLOPs, latency, s/iteration);
+- ``comparison.md``: the comparison table (also printed);
+- ``training_curves.png``: losses against iteration, from each run's ``metrics.json``;
+- ``predictions_{k}.png``: ground truth and both models' predictions on val images (Visualizer);
+- ``hpvit_tiny/``, ``vitdet_tiny/``: each run's output directory (log, metrics.json, weights).
+"""
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["DEFAULT_ITERS", "MODELS", "DemoRun", "main", "markdown_table", "parse_args"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_ITERS = 240
+
+
+@dataclass
+class DemoRun:
+    """One model of the comparison: its config and where its training run writes."""
+
+    name: str
+    config: str
+    slug: str
+    output_dir: Path = Path()
+    log_file: Path = Path()
+
+
+MODELS = (
+    ("HPViT-tiny", "mask_rcnn_hpvit_tiny.py", "hpvit_tiny"),
+    ("ViTDet-tiny", "mask_rcnn_vitdet_tiny.py", "vitdet_tiny"),
+)
+
+# (column title, key in the per-model metrics, format)
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("params (M)", "params_m", "{:.2f}"),
+    ("GFLOPs", "gflops", "{:.2f}"),
+    ("latency (ms/img)", "latency_ms", "{:.0f}"),
+    ("s/iter (train)", "s_per_iter", "{:.2f}"),
+    ("box AP", "bbox/AP", "{:.1f}"),
+    ("mask AP", "segm/AP", "{:.1f}"),
+    ("box AP50", "bbox/AP50", "{:.1f}"),
+    ("box APs", "bbox/APs", "{:.1f}"),
+    ("box APm", "bbox/APm", "{:.1f}"),
+    ("box APl", "bbox/APl", "{:.1f}"),
+    ("mask APs", "segm/APs", "{:.1f}"),
+    ("mask APm", "segm/APm", "{:.1f}"),
+    ("mask APl", "segm/APl", "{:.1f}"),
+)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--iters", type=int, default=None,
+                   help=f"training iterations per model (env DEMO_ITERS; default {DEFAULT_ITERS})")
+    p.add_argument("--output-dir", default="output/demo")
+    p.add_argument("--train-dataset", default="hpvit_shapes_train")
+    p.add_argument("--val-dataset", default="hpvit_shapes_val")
+    p.add_argument("--num-vis", type=int, default=4, help="val images drawn with predictions")
+    p.add_argument("--latency-images", type=int, default=10, help="val images timed per model")
+    p.add_argument("--sequential", action="store_true",
+                   help="train one model after the other, each with all CPU threads")
+    args = p.parse_args(argv)
+    if args.iters is None:
+        env = os.environ.get("DEMO_ITERS", str(DEFAULT_ITERS))
+        try:
+            args.iters = int(env)
+        except ValueError:
+            p.error(f"DEMO_ITERS must be an integer number of iterations, got {env!r}")
+    if args.iters < 1:
+        p.error(f"--iters / DEMO_ITERS must be >= 1, got {args.iters}")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (subprocesses of the project's training entry)
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
+    return [
+        sys.executable, "-m", "hpvit_d2.engine.launch",
+        "--config-file", str(CONFIG_DIR / run.config),
+        f"train.output_dir={run.output_dir}",
+        f"train.max_iter={args.iters}",
+        f"train.eval_period={args.iters}",
+        f"train.checkpointer.period={args.iters}",
+        f"dataloader.train.dataset.names={args.train_dataset}",
+        f"dataloader.test.dataset.names={args.val_dataset}",
+    ]
+
+
+def _last_record(metrics_file: Path) -> dict:
+    """The last complete line of a detectron2 metrics.json ({} if none yet)."""
+    try:
+        lines = metrics_file.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+def _progress_line(runs: Sequence[DemoRun], iters: int, start: float) -> str:
+    parts = []
+    for run in runs:
+        rec = _last_record(run.output_dir / "metrics.json")
+        it = min(rec.get("iteration", -1) + 1, iters)
+        if "bbox/AP" in rec:
+            state = f" evaluated: box AP {rec['bbox/AP']:.1f}, mask AP {rec.get('segm/AP', 0):.1f}"
+        elif "total_loss" in rec:
+            state = f" loss {rec['total_loss']:.3f}"
+        else:
+            state = ""
+        parts.append(f"{run.name} {it}/{iters}{state}")
+    return f"[demo {time.time() - start:5.0f}s] " + " | ".join(parts)
+
+
+def train_runs(runs: Sequence[DemoRun], args: argparse.Namespace, poll_seconds: float = 15.0):
+    """Train every run through hpvit_d2.engine.launch; print progress; raise if one fails."""
+    cpus = os.cpu_count() or 1
+    groups = [[r] for r in runs] if args.sequential else [list(runs)]
+    start = time.time()
+    for group in groups:
+        threads = max(1, cpus // len(group))
+        procs = []
+        for run in group:
+            run.output_dir.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            log = open(run.log_file, "w")
+            print(f"[demo] training {run.name} ({args.iters} iterations, {threads} thread(s)); "
+                  f"log: {run.log_file}", flush=True)
+            procs.append((run, subprocess.Popen(_train_command(run, args), stdout=log,
+                                                stderr=subprocess.STDOUT, env=env), log))
+        last = time.time()
+        while any(p.poll() is None for _, p, _ in procs):
+            time.sleep(0.5)
+            if time.time() - last >= poll_seconds:
+                print(_progress_line(group, args.iters, start), flush=True)
+                last = time.time()
+        for run, proc, log in procs:
+            log.close()
+            if proc.returncode != 0:
+                tail = "\n".join(run.log_file.read_text().splitlines()[-25:])
+                raise RuntimeError(f"training {run.name} failed (exit {proc.returncode}); "
+                                   f"see {run.log_file}. Last lines:\n{tail}")
+    print(_progress_line(runs, args.iters, start), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring the trained models
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_metrics(run: DemoRun) -> Dict[str, float]:
+    """Final COCO metrics and mean s/iteration from the run's metrics.json."""
+    path = run.output_dir / "metrics.json"
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    out: Dict[str, float] = {}
+    for rec in records:
+        out.update({k: v for k, v in rec.items() if k.startswith(("bbox/", "segm/"))})
+    if "bbox/AP" not in out or "segm/AP" not in out:
+        raise RuntimeError(f"{path} has no bbox/AP or segm/AP: the final evaluation of "
+                           f"{run.name} did not run; see {run.log_file}")
+    times = [rec["time"] for rec in records if "time" in rec]
+    out["s_per_iter"] = statistics.mean(times) if times else float("nan")
+    return out
+
+
+def _load_model(run: DemoRun):
+    """(cfg, model in eval mode) with the run's final weights."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from .engine.weights import load_weights
+
+    cfg = LazyConfig.load(str(CONFIG_DIR / run.config))
+    model = instantiate(cfg.model).eval()
+    load_weights(model, str(run.output_dir / "model_final.pth"), strict=True)
+    return cfg, model
+
+
+def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
+    """Test-time inputs ({"image": (3, H, W) uint8 RGB, "height", "width"}) of dataset dicts."""
+    import numpy as np
+    import torch
+    from detectron2.data.detection_utils import read_image
+
+    inputs = []
+    for d in dataset_dicts:
+        img = read_image(d["file_name"], format="RGB")
+        inputs.append({"image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
+                       "height": d["height"], "width": d["width"]})
+    return inputs
+
+
+def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
+    """Parameters (M), GFLOPs of one inference (first input), median latency (ms) over inputs."""
+    import torch
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    from .flops import sdpa_flop_handle
+
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    with torch.no_grad():
+        flops = FlopCountAnalysis(model, [inputs[0]])
+        flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
+        flops.unsupported_ops_warnings(False)
+        flops.uncalled_modules_warnings(False)
+        gflops = flops.total() / 1e9
+        model([inputs[0]])  # warm-up
+        times = []
+        for x in inputs:
+            t = time.perf_counter()
+            model([x])
+            times.append(time.perf_counter() - t)
+    return {"params_m": params, "gflops": gflops, "latency_ms": 1000 * statistics.median(times),
+            "latency_threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[Dict[str, float]]) -> str:
+    """The comparison table, one row per model, every column of ``COLUMNS``."""
+    head = "| " + " | ".join(c[0] for c in COLUMNS) + " |"
+    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = row.get(key)
+            missing = value is None or (isinstance(value, float) and value != value)
+            cells.append("n/a" if missing else fmt.format(value))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])
+
+
+def plot_curves(runs: Sequence[DemoRun], path: Path) -> None:
+    """Total loss and its main terms against iteration, one line per model, from metrics.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for run in runs:
+        records = [json.loads(line) for line in (run.output_dir / "metrics.json").read_text()
+                   .splitlines() if line.strip()]
+        records = [r for r in records if "total_loss" in r]
+        for ax, key in zip(axes, keys):
+            ax.plot([r["iteration"] + 1 for r in records], [r[key] for r in records],
+                    marker="o", markersize=2, label=run.name)
+    for ax, key in zip(axes, keys):
+        ax.set_title(key)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_predictions(runs: Sequence[DemoRun], models, dataset_dicts: Sequence[dict],
+                     inputs: Sequence[dict], metadata, out_dir: Path,
+                     score_thresh: float = 0.3) -> List[Path]:
+    """One PNG per image: ground truth, then each model's predictions (score >= score_thresh)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from detectron2.utils.visualizer import Visualizer
+
+    paths = []
+    for k, (d, x) in enumerate(zip(dataset_dicts, inputs)):
+        rgb = x["image"].permute(1, 2, 0).numpy()
+        panels = [("ground truth", Visualizer(rgb, metadata).draw_dataset_dict(d).get_image())]
+        for run, model in zip(runs, models):
+            with torch.no_grad():
+                inst = model([x])[0]["instances"].to("cpu")
+            inst = inst[inst.scores >= score_thresh]
+            panels.append((f"{run.name} ({len(inst)} >= {score_thresh})",
+                           Visualizer(rgb, metadata).draw_instance_predictions(inst).get_image()))
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
+        for ax, (title, img) in zip(axes, panels):
+            ax.imshow(img)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        path = out_dir / f"predictions_{k}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, float]]:
+    args = parse_args(argv)
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from .data.shapes import SHAPES_SPLITS, ensure_shapes_split
+
+    out = Path(args.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (args.train_dataset, args.val_dataset):
+        if name not in SHAPES_SPLITS:
+            raise SystemExit(f"error: {name!r} is not a shapes dataset; choose from "
+                             f"{sorted(SHAPES_SPLITS)}")
+        ensure_shapes_split(name)  # generate once here, not in both training processes
+    runs = [DemoRun(name, cfg, slug, out / slug, out / f"{slug}.log") for name, cfg, slug in MODELS]
+
+    start = time.time()
+    train_runs(runs, args)
+    train_wall = time.time() - start
+
+    # One thread: comparable latencies, and no OpenMP oversubscription on a busy machine.
+    torch.set_num_threads(1)
+    val_dicts = DatasetCatalog.get(args.val_dataset)
+    timed = val_dicts[: max(1, args.latency_images)]
+    inputs = _model_inputs(timed)
+    models, rows = [], []
+    for run in runs:
+        cfg, model = _load_model(run)
+        models.append(model)
+        row = {"model": run.name, "config": f"configs/{run.config}", "iterations": args.iters,
+               "train_dataset": args.train_dataset, "val_dataset": args.val_dataset,
+               "batch_size": cfg.dataloader.train.total_batch_size,
+               "train_wall_seconds_both": train_wall}
+        row.update(_read_metrics(run))
+        row.update(measure_model(model, inputs))
+        (out / f"{run.slug}.json").write_text(json.dumps(row, indent=2))
+        rows.append(row)
+
+    table = markdown_table(rows)
+    caption = (f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
+               f"{args.train_dataset} -> "
+               f"{args.val_dataset}; latency: batch 1, {rows[0]['latency_threads']} thread(s), "
+               f"median of {len(inputs)} images; GFLOPs: one 256x256 inference (fvcore).")
+    (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
+    plot_curves(runs, out / "training_curves.png")
+    shown = val_dicts[: args.num_vis]
+    vis = draw_predictions(runs, models, shown, _model_inputs(shown),
+                           MetadataCatalog.get(args.val_dataset), out)
+    print("\n" + table + "\n\n" + caption)
+    print(f"\n[demo] done in {time.time() - start:.0f}s (training both: {train_wall:.0f}s). "
+          f"Wrote {out}/comparison.md, {', '.join(r.slug + '.json' for r in runs)}, "
+          f"training_curves.png and {len(vis)} predictions_*.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
