@@ -7,17 +7,14 @@ x0.1 at 87%), from random initialisation. The schedule is given in fractions of 
 """
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 import detectron2.data.transforms as T
 from detectron2.evaluation import COCOEvaluator
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from detectron2.solver import WarmupParamScheduler
 from omegaconf import OmegaConf
 
+from hpvit_d2.data.build import get_dataset_dicts
 from hpvit_d2.data.mapper import SafeDatasetMapper
 import hpvit_d2.data.shapes  # noqa: F401  (registers hpvit_shapes_train / hpvit_shapes_val)
 
@@ -43,7 +40,7 @@ model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="hpvit_shapes_train"),
+    dataset=L(get_dataset_dicts)(names="hpvit_shapes_train"),
     mapper=L(SafeDatasetMapper)(
         is_train=True,
         augmentations=[L(T.RandomFlip)(horizontal=True)],
@@ -54,7 +51,7 @@ dataloader.train = L(build_detection_train_loader)(
     num_workers=1,
 )
 dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="hpvit_shapes_val", filter_empty=False),
+    dataset=L(get_dataset_dicts)(names="hpvit_shapes_val", filter_empty=False),
     mapper=L(SafeDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
     num_workers=1,
 )
