@@ -81,3 +81,15 @@ class GroundTruthModel(nn.Module):
 
     def forward(self, inputs: List[Dict]) -> List[Dict]:
         return [{"instances": self._instances(self._by_file[x["file_name"]])} for x in inputs]
+
+
+def evaluate_ground_truth(cfg, dataset_dicts: List[dict], **perturbation) -> dict:
+    """Run ``cfg.dataloader.evaluator`` on ``cfg.dataloader.test`` with GroundTruthModel(**perturbation)."""
+    from detectron2.config import instantiate
+    from detectron2.evaluation import inference_on_dataset
+
+    return inference_on_dataset(
+        GroundTruthModel(dataset_dicts, **perturbation),
+        instantiate(cfg.dataloader.test),
+        instantiate(cfg.dataloader.evaluator),
+    )

@@ -16,7 +16,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
 from omegaconf import OmegaConf
 
-from gt_model import GroundTruthModel
+from gt_model import GroundTruthModel, evaluate_ground_truth
 from hpvit_d2.data.build import get_dataset_dicts
 from hpvit_d2.data.datasets import register_cityscapes_instances
 from hpvit_d2.evaluation import CityscapesInstanceEvaluator
@@ -72,11 +72,7 @@ def test_cityscapes_ap_from_ground_truth(cityscapes, path, tmp_path):
     assert len(dicts) == 3 and sum(a["iscrowd"] for d in dicts for a in d["annotations"]) == 1
 
     def evaluate(**perturbation):
-        return inference_on_dataset(
-            GroundTruthModel(dicts, **perturbation),
-            instantiate(cfg.dataloader.test),
-            instantiate(cfg.dataloader.evaluator),
-        )
+        return evaluate_ground_truth(cfg, dicts, **perturbation)
 
     exact = evaluate()
     for task in ("bbox", "segm", "cityscapes"):

@@ -13,7 +13,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
-from gt_model import GroundTruthModel
+from gt_model import GroundTruthModel, evaluate_ground_truth
 from hpvit_d2.data.build import get_dataset_dicts
 from tiny_coco_seg import write_tiny_coco_seg
 
@@ -68,11 +68,7 @@ def test_coco_ap_from_ground_truth(coco, path, tmp_path):
     dicts = get_dataset_dicts(coco, filter_empty=False)
 
     def evaluate(**perturbation):
-        return inference_on_dataset(
-            GroundTruthModel(dicts, **perturbation),
-            instantiate(cfg.dataloader.test),
-            instantiate(cfg.dataloader.evaluator),
-        )
+        return evaluate_ground_truth(cfg, dicts, **perturbation)
 
     exact = evaluate()
     for task in ("bbox", "segm"):

@@ -25,13 +25,7 @@ SIZE = 128  # test image side, and the backbone's img_size after shrinking
 CHANNELS = 32  # pyramid and head width after shrinking
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The shrunk models are too small to gain from threads; one avoids waiting on a busy core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_expected_configs_are_collected():

@@ -32,13 +32,7 @@ def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model is too small to gain from threads; one avoids waiting on a busy core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def _equal_state(a, b) -> bool:
 def test_get_config_by_name_or_path():
     by_name = model_zoo.get_config(TINY, overrides=["train.max_iter=7"])
     by_path = model_zoo.get_config(str(REPO / "configs" / TINY))
-    assert by_name.train.max_iter == 7 and by_path.train.max_iter == 300
+    assert by_name.train.max_iter == 7 and by_path.train.max_iter not in (7, None)
     assert by_name.model.backbone.bottom_up.embed_dim == by_path.model.backbone.bottom_up.embed_dim
     assert model_zoo.get_config_file("cityscapes/mask_rcnn_hpvit_b.py").endswith(
         os.path.join("configs", "cityscapes", "mask_rcnn_hpvit_b.py"))

@@ -1,0 +1,97 @@
+"""HPViT's fused attention against detectron2's ViT attention: same parameters, same outputs."""
+import pytest
+import torch
+from detectron2.modeling.backbone import vit as d2_vit
+from detectron2.modeling.backbone.utils import window_partition, window_unpartition
+
+from hpvit_d2.modeling.attention import Attention, Block, merge_windows, split_windows
+
+DIM, HEADS = 48, 3
+
+
+def attention_pair(use_rel_pos: bool, input_size, qkv_bias: bool = True):
+    """detectron2's Attention and ours, ours loaded (strictly) with detectron2's random weights."""
+    d2 = d2_vit.Attention(DIM, num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
+                          rel_pos_zero_init=False, input_size=input_size).eval()
+    ours = Attention(DIM, num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
+                     input_size=input_size).eval()
+    with torch.no_grad():
+        d2.qkv.bias.normal_() if qkv_bias else None  # padded tokens must see a non-zero qkv bias
+    ours.load_state_dict(d2.state_dict(), strict=True)
+    return d2, ours
+
+
+def d2_windowed(attn, x, window_size):
+    """What detectron2's Block does around its attention."""
+    H, W = x.shape[1:3]
+    windows, pad_hw = window_partition(x, window_size)
+    return window_unpartition(attn(windows), window_size, pad_hw, (H, W))
+
+
+@pytest.mark.parametrize("use_rel_pos", [True, False])
+@pytest.mark.parametrize("hw", [(8, 8), (6, 11)])
+def test_global_attention_equals_detectron2(use_rel_pos, hw):
+    d2, ours = attention_pair(use_rel_pos, hw)
+    x = torch.randn(2, *hw, DIM)
+    with torch.no_grad():
+        expected, got = d2(x), ours(x)
+    assert got.shape == expected.shape == x.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("use_rel_pos", [True, False])
+# whole windows, padded windows, one window larger than the map
+@pytest.mark.parametrize("hw", [(8, 12), (9, 13), (3, 5)])
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_window_attention_equals_detectron2(use_rel_pos, hw, qkv_bias):
+    window = 4
+    d2, ours = attention_pair(use_rel_pos, (window, window), qkv_bias)
+    x = torch.randn(2, *hw, DIM)
+    with torch.no_grad():
+        expected = d2_windowed(d2, x, window)
+        got = ours(x, window_size=window)
+    assert got.shape == expected.shape == x.shape
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_rel_pos_tables_are_resized_like_detectron2():
+    """A global block built for 8x8 run on 10x6: rel-pos tables are interpolated the same way."""
+    d2, ours = attention_pair(True, (8, 8))
+    x = torch.randn(1, 10, 6, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), d2(x), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("window_size, hw", [(0, (7, 9)), (4, (7, 9))])
+def test_block_equals_detectron2_block_with_gradients(window_size, hw):
+    kw = dict(dim=DIM, num_heads=HEADS, use_rel_pos=True, rel_pos_zero_init=False,
+              window_size=window_size, input_size=hw)
+    d2 = d2_vit.Block(**kw)
+    ours = Block(**kw)
+    assert set(ours.state_dict()) == set(d2.state_dict())
+    with torch.no_grad():
+        d2.attn.qkv.bias.normal_()
+    ours.load_state_dict(d2.state_dict(), strict=True)
+    x = torch.randn(2, *hw, DIM)
+    expected, got = d2(x), ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    grads = dict(ours.named_parameters())
+    for name, p in d2.named_parameters():
+        torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-3, rtol=1e-3, msg=name)
+
+
+def test_split_and_merge_windows_round_trip_and_fill():
+    x = torch.randn(2, 5, 7, 6)
+    fill = torch.arange(6.0)
+    windows, padded_hw = split_windows(x, 4, fill=fill)
+    assert padded_hw == (8, 8) and windows.shape == (2 * 4, 16, 6)
+    torch.testing.assert_close(merge_windows(windows, 4, padded_hw, (5, 7)), x, atol=0, rtol=0)
+    padded = merge_windows(windows, 4, padded_hw, padded_hw)
+    assert torch.equal(padded[:, 5:], fill.expand(2, 3, 8, 6))
+    assert torch.equal(padded[:, :5, 7:], fill.expand(2, 5, 1, 6))
+    # Same layout as detectron2's window_partition.
+    expected, _ = window_partition(x, 4)
+    zeros, _ = split_windows(x, 4)
+    torch.testing.assert_close(zeros, expected.reshape(8, 16, 6), atol=0, rtol=0)

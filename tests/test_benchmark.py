@@ -1,0 +1,98 @@
+"""The benchmark harness runs end to end on tiny models and writes every output, every column."""
+import contextlib
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from hpvit_d2 import benchmark
+
+# One thread: tiny models are all small ops, which two threads on a busy 2-core machine slow 100x.
+ARGS = ["--scale", "tiny", "--threads", "1", "--sizes", "64", "--train-sizes", "64",
+        "--runs", "2", "--warmup", "1",
+        "--models", "vit", "plain", "--maskrcnn-models", "vit", "hpvit-1191-avg",
+        "--train-models", "vit", "hpvit-1191-avg"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert benchmark.main(ARGS + ["--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def _table(md: str):
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return header, rows
+
+
+def test_writes_json_markdown_and_png(bench_run):
+    out, printed = bench_run
+    md = (out / "benchmark.md").read_text()
+    assert md in printed  # the table is printed too
+    header, rows = _table(md)
+    assert header == list(benchmark.COLUMNS)
+    assert all(len(r) == len(header) for r in rows)
+    planned = {(r[0], r[2]) for r in rows}
+    assert planned == {
+        ("backbone", "detectron2 ViT-B (ViTDet)"), ("backbone", "HPViT-B plain mode"),
+        ("maskrcnn", "detectron2 ViT-B (ViTDet)"), ("maskrcnn", "HPViT-B (1,1,9,1) avg"),
+        ("train", "detectron2 ViT-B (ViTDet)"), ("train", "HPViT-B (1,1,9,1) avg"),
+        ("train", "HPViT-B (1,1,9,1) avg + act ckpt"),
+    }
+    with Image.open(out / "benchmark.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+    results = json.loads((out / "benchmark.json").read_text())
+    assert results["threads"] >= 1 and results["roofline_gmacs"] > 0
+    assert len(results["roofline_samples"]) == 2 * 2  # one per round, two timed groups
+    assert "threads" in md.splitlines()[0] and "roofline" in md.splitlines()[0]
+
+
+def test_every_inference_row_has_every_number(bench_run):
+    out, _ = bench_run
+    header, rows = _table((out / "benchmark.md").read_text())
+    col = {name: i for i, name in enumerate(header)}
+    for r in rows:
+        assert float(r[col["params (M)"]]) > 0
+        assert float(r[col["peak mem (MB)"]]) > float(r[col["pass peak (MB)"]]) > 0
+        assert r[col["mem vs d2"]].endswith("x")
+        if r[0] == "train":
+            continue
+        for name in ("GFLOPs", "median (s)", "img/s", "GMAC/s"):
+            assert float(r[col[name]]) > 0, (name, r)
+        low, high = (float(v) for v in r[col["spread (s)"]].split("-"))
+        assert low <= float(r[col["median (s)"]]) <= high
+        assert r[col["% roofline"]].endswith("%") and r[col["speed vs d2"]].endswith("x")
+        if r[2].startswith("detectron2"):
+            assert r[col["speed vs d2"]] == "1.00x"
+
+
+def test_json_keeps_raw_measurements(bench_run):
+    out, _ = bench_run
+    results = json.loads((out / "benchmark.json").read_text())
+    for row in results["rows"]:
+        assert len(row["times"]) == (0 if row["part"] == "train" else 2)
+        assert row["peak_method"]
+    gflops = {(r["part"], r["model"]): r["gflops"] for r in results["rows"]}
+    # The whole detector does more work than its backbone.
+    assert gflops[("maskrcnn", "vit")] > gflops[("backbone", "vit")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--amp"], "--device cuda"),
+    (["--runs", "0"], "--runs"),
+])
+def test_bad_arguments_are_named(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        benchmark.main(argv)
+
+
+def test_cuda_request_without_cuda_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        benchmark.main(["--device", "cuda", "--scale", "tiny", "--out", str(tmp_path)])
