@@ -1,50 +1,142 @@
-"""detectron2's ViT attention and block, with attention computed by PyTorch's fused kernel."""
+"""
+detectron2's ViT attention and block, computed with PyTorch's fused attention kernel.
+
+Same parameters, same outputs (to float rounding) as ``detectron2.modeling.backbone.vit``; the
+forward pass is rewritten because it is where the time and memory go:
+
+- attention runs in ``F.scaled_dot_product_attention``, the decomposed relative positions passed
+  as its additive bias: no explicit (B, heads, N, N) score tensor, softmax copy and rel-pos sum;
+- window attention projects only the real tokens. ``qkv`` runs before the map is padded to whole
+  windows and the padded tokens get the ``qkv`` bias (what detectron2's zero padding of the
+  normalised input gives them); the output projection runs after the windows are merged and
+  cropped. At 512x512 ViT-B pads 32x32 tokens to 42x42, so this skips 42% of the qkv and proj
+  work of window blocks;
+- q, k and v are strided views of the qkv output (no split copies).
+"""
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos
 
-__all__ = ["Attention", "Block", "decomposed_rel_pos_bias"]
+__all__ = ["Attention", "Block", "decomposed_rel_pos_bias", "merge_windows", "split_windows"]
 
 
-def decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, q_size, k_size):
+def split_windows(
+    x: torch.Tensor, window_size: int, fill: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """
+    Cut a channels-last map into non-overlapping windows, padding at the bottom and right.
+
+    Args:
+        x (Tensor): (B, H, W, C).
+        window_size (int): window side ws.
+        fill (Tensor or None): (C,) value given to padded tokens; zeros if None.
+    Returns:
+        windows (Tensor): (B * Hp/ws * Wp/ws, ws * ws, C), row-major windows of row-major tokens.
+        (Hp, Wp): the padded size, multiples of ws.
+    """
+    B, H, W, C = x.shape
+    ws = window_size
+    Hp, Wp = -(-H // ws) * ws, -(-W // ws) * ws
+    if (Hp, Wp) != (H, W):
+        padded = x.new_empty(B, Hp, Wp, C)
+        padded[:, :H, :W] = x
+        value = 0.0 if fill is None else fill.to(x.dtype)
+        padded[:, H:] = value
+        padded[:, :H, W:] = value
+        x = padded
+    windows = x.view(B, Hp // ws, ws, Wp // ws, ws, C).transpose(2, 3)
+    return windows.reshape(-1, ws * ws, C), (Hp, Wp)
+
+
+def merge_windows(
+    windows: torch.Tensor, window_size: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
+    """
+    Inverse of :func:`split_windows`, cropped back to the unpadded map.
+
+    Args:
+        windows (Tensor): (B * Hp/ws * Wp/ws, ws * ws, C).
+        window_size (int): window side ws.
+        padded_hw, hw (tuple[int, int]): (Hp, Wp) and (H, W).
+    Returns:
+        Tensor (B, H, W, C); a view (not a copy) when there was padding.
+    """
+    ws = window_size
+    (Hp, Wp), (H, W) = padded_hw, hw
+    nh, nw = Hp // ws, Wp // ws
+    C = windows.shape[-1]
+    x = windows.view(-1, nh, nw, ws, ws, C).transpose(2, 3).reshape(-1, Hp, Wp, C)
+    return x[:, :H, :W] if (Hp, Wp) != (H, W) else x
+
+
+def decomposed_rel_pos_bias(
+    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, q_size: Tuple[int, int],
+    k_size: Tuple[int, int],
+) -> torch.Tensor:
     """
     Decomposed relative-position term of MViTv2/ViTDet as an additive attention bias.
 
     Args:
-        q (Tensor): unscaled queries, (B, q_h * q_w, C).
+        q (Tensor): unscaled queries, (..., q_h * q_w, C); any leading dims (e.g. B, heads).
         rel_pos_h, rel_pos_w (Tensor): tables (Lh, C) and (Lw, C), resized to the sizes if needed.
         q_size, k_size (tuple[int, int]): (h, w) of the query and key maps.
     Returns:
-        Tensor (B, q_h * q_w, k_h * k_w).
+        Tensor (..., q_h * q_w, k_h * k_w), in q's dtype.
     """
     q_h, q_w = q_size
     k_h, k_w = k_size
-    Rh = get_rel_pos(q_h, k_h, rel_pos_h)
-    Rw = get_rel_pos(q_w, k_w, rel_pos_w)
-    r_q = q.reshape(q.shape[0], q_h, q_w, -1)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)
+    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)
+    Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype)
+    lead = q.shape[:-2]
+    r_q = q.reshape(-1, q_h, q_w, q.shape[-1])
+    # einsum returns permuted strides; the (small) terms are made contiguous so that the (large)
+    # sum is laid out row-major and the final reshape is a view, not a copy.
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).contiguous()
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).contiguous()
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(q.shape[0], q_h * q_w, k_h * k_w)
+    return bias.view(*lead, q_h * q_w, k_h * k_w)
 
 
 class Attention(d2_vit.Attention):
-    """Same parameters as detectron2's; forward uses scaled_dot_product_attention (faster, less memory)."""
+    """
+    detectron2's ``Attention`` (same parameters), with fused attention and window handling inside
+    (so that the projections skip the padding).
+    """
 
-    def forward(self, x):
-        """x: (B, H, W, C) -> (B, H, W, C)."""
-        B, H, W, _ = x.shape
-        qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, nHeads, H*W, head_dim)
+    def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
+        """
+        Args:
+            x (Tensor): (B, H, W, C).
+            window_size (int): 0 for global attention (detectron2's ``Attention``), else attention
+                within ws x ws windows after zero-padding the map (detectron2's ``Block`` with
+                ``window_partition`` / ``window_unpartition``).
+        Returns:
+            Tensor (B, H, W, C).
+        """
+        B, H, W, C = x.shape
+        qkv = self.qkv(x)  # (B, H, W, 3C)
+        if window_size > 0:
+            qkv, padded_hw = split_windows(qkv, window_size, fill=self.qkv.bias)
+            side = (window_size, window_size)
+        else:
+            qkv = qkv.reshape(B, H * W, 3 * C)
+            side = (H, W)
+        batch, tokens = qkv.shape[:2]
+        # (3, batch, heads, tokens, head_dim), strided views of the qkv output
+        q, k, v = qkv.view(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         bias = None
         if self.use_rel_pos:
-            q_flat = q.reshape(B * self.num_heads, H * W, -1)
-            bias = decomposed_rel_pos_bias(q_flat, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))
-            bias = bias.view(B, self.num_heads, H * W, H * W).to(q.dtype)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        x = x.transpose(1, 2).reshape(B, H, W, -1)
-        return self.proj(x)
+            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, side, side)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.transpose(1, 2).reshape(batch, tokens, C)
+        if window_size > 0:
+            out = merge_windows(out, window_size, padded_hw, (H, W))
+        else:
+            out = out.view(B, H, W, C)
+        return self.proj(out)
 
 
 class Block(d2_vit.Block):
@@ -52,6 +144,7 @@ class Block(d2_vit.Block):
 
     def __init__(self, dim, num_heads, qkv_bias=True, use_rel_pos=False, rel_pos_zero_init=True,
                  window_size=0, input_size=None, **kwargs):
+        """Arguments of ``detectron2.modeling.backbone.vit.Block``."""
         super().__init__(dim, num_heads, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
                          rel_pos_zero_init=rel_pos_zero_init, window_size=window_size,
                          input_size=input_size, **kwargs)
@@ -63,3 +156,11 @@ class Block(d2_vit.Block):
             rel_pos_zero_init=rel_pos_zero_init,
             input_size=input_size if window_size == 0 else (window_size, window_size),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        x = x + self.drop_path(self.attn(self.norm1(x), window_size=self.window_size))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.use_residual_block:
+            x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x

@@ -1,0 +1,601 @@
+"""
+Speed and memory of HPViT-B against detectron2's ViT-B / ViTDet-B, measured in one run.
+
+    python projects/HPViT/benchmark.py [--sizes 512 1024] [--runs 3] [--threads 2] [--out DIR]
+
+Models (``--models``): ``vit`` (detectron2's ``ViT``; in Mask R-CNN, ViTDet-B with
+``SimpleFeaturePyramid``), ``plain`` (HPViT in plain mode with the same weights; in Mask R-CNN, the
+same ViTDet with HPViT's attention), and ``hpvit-{2262,1191}-{conv,avg}`` (HPViT-B with
+``stage_depths`` (2, 2, 6, 2) or (1, 1, 9, 1) and conv or average pooling; in Mask R-CNN, HPViT +
+FPN). Every model is built from the project's configs (configs/mask_rcnn_{vitdet,hpvit}_b.py);
+weights are shared where models share parameters (blocks, patch embedding, heads).
+
+Parts (``--parts``): ``backbone`` (the ViT trunk alone, inference), ``maskrcnn`` (the whole
+detector, inference, 100 detections per image) and ``train`` (one training step of the trunk:
+forward and backward, with and without activation checkpointing; peak memory only). By default
+the backbone part has every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), so
+that the default run stays around 20 minutes on 2 cores.
+
+How it measures:
+- latency: models of one (part, size) are timed in the same process, after ``--warmup`` passes
+  each, in ``--runs`` rounds that alternate the order of the models; the matrix-multiply
+  roofline (4096x768 @ 768x3072) is measured in every round too. Threads are fixed (printed).
+- params, fvcore FLOPs (hpvit_d2.flops) and peak memory: in a fresh subprocess per row, so that
+  nothing else lives in it. CPU: peak resident memory of the pass (the kernel's high-water mark,
+  reset with /proc/self/clear_refs after the model is built), and the total process peak. CUDA:
+  ``torch.cuda.max_memory_allocated``.
+- GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; % of the roofline.
+
+Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` to ``--out`` and prints the table.
+"""
+import argparse
+import copy
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+__all__ = ["Row", "VARIANTS", "build_model", "main", "matmul_roofline", "measure_row", "run"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+BASELINE = "vit"
+ROOFLINE_SHAPE = (4096, 768, 3072)  # (M, K, N): a ViT-B MLP matmul on 4096 tokens
+
+# name -> (label, how the trunk differs from the configs' defaults)
+VARIANTS: Dict[str, dict] = {
+    "vit": dict(label="detectron2 ViT-B (ViTDet)", kind="vit"),
+    "plain": dict(label="HPViT-B plain mode", kind="plain"),
+    "hpvit-2262-conv": dict(label="HPViT-B (2,2,6,2) conv", kind="hpvit",
+                            stage_depths=(2, 2, 6, 2), pool_type="conv"),
+    "hpvit-2262-avg": dict(label="HPViT-B (2,2,6,2) avg", kind="hpvit",
+                           stage_depths=(2, 2, 6, 2), pool_type="avg"),
+    "hpvit-1191-conv": dict(label="HPViT-B (1,1,9,1) conv", kind="hpvit",
+                            stage_depths=(1, 1, 9, 1), pool_type="conv"),
+    "hpvit-1191-avg": dict(label="HPViT-B (1,1,9,1) avg", kind="hpvit",
+                           stage_depths=(1, 1, 9, 1), pool_type="avg"),
+}
+PARTS = ("backbone", "maskrcnn", "train")
+# "base" is ViT-B with the configs' heads; "tiny" (a narrow trunk, small heads, few proposals)
+# only exercises the harness quickly.
+SCALES = {
+    "base": dict(trunk={}, heads={}),
+    "tiny": dict(
+        trunk=dict(embed_dim=64, num_heads=2),
+        heads={"proposal_generator.post_nms_topk": (1000, 20),
+               "roi_heads.box_predictor.test_topk_per_image": 5,
+               "roi_heads.box_head.conv_dims": [32] * 4,
+               "roi_heads.mask_head.conv_dims": [32] * 5},
+    ),
+}
+DEFAULT_BACKBONE_MODELS = ("vit", "plain", "hpvit-2262-conv", "hpvit-2262-avg", "hpvit-1191-conv")
+DEFAULT_MASKRCNN_MODELS = ("vit", "plain", "hpvit-2262-conv")
+DEFAULT_TRAIN_MODELS = ("vit", "plain", "hpvit-2262-conv")
+COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)", "img/s",
+           "speed vs d2", "GMAC/s", "% roofline", "peak mem (MB)", "pass peak (MB)", "mem vs d2")
+
+
+@dataclass
+class Row:
+    """One measured (part, size, model). Times in seconds, memory in MB, FLOPs in G."""
+
+    part: str
+    size: int
+    model: str
+    checkpoint: bool = False
+    compiled: bool = False
+    params_m: Optional[float] = None
+    gflops: Optional[float] = None
+    times: List[float] = field(default_factory=list)
+    peak_mb: Optional[float] = None
+    pass_peak_mb: Optional[float] = None
+    peak_method: str = ""
+
+    @property
+    def name(self) -> str:
+        suffix = " + act ckpt" if self.checkpoint else ""
+        return VARIANTS[self.model]["label"] + suffix + (" (compiled)" if self.compiled else "")
+
+    @property
+    def key(self) -> str:
+        return f"{self.part}/{self.size}/{self.model}/{int(self.checkpoint)}/{int(self.compiled)}"
+
+
+# ---------------------------------------------------------------------------------- models
+def _model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
+    """LazyConfig node of the whole Mask R-CNN for ``variant`` (see VARIANTS)."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import LazyConfig
+
+    from .modeling import HPViT
+
+    spec = VARIANTS[variant]
+    if spec["kind"] == "hpvit":
+        model = LazyConfig.load(str(CONFIG_DIR / "mask_rcnn_hpvit_b.py")).model
+        trunk = model.backbone.bottom_up
+        trunk.stage_depths, trunk.pool_type = spec["stage_depths"], spec["pool_type"]
+    else:
+        model = LazyConfig.load(str(CONFIG_DIR / "mask_rcnn_vitdet_b.py")).model
+        model.backbone.square_pad = size
+        if spec["kind"] == "plain":
+            vit = model.backbone.net
+            keep = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "drop_path_rate",
+                    "window_size", "mlp_ratio", "qkv_bias", "norm_layer", "window_block_indexes",
+                    "use_rel_pos")
+            model.backbone.net = L(HPViT)(**{k: vit[k] for k in keep}, patch_stride=16,
+                                          stage_depths=(vit.depth,), out_features=("scale4",))
+            model.backbone.in_feature = "scale4"
+        trunk = model.backbone.net
+    trunk.update(SCALES[scale]["trunk"])
+    if checkpoint:
+        trunk.use_act_checkpoint = True
+    # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
+    model.roi_heads.box_predictor.test_score_thresh = 0.0
+    for dotted, value in SCALES[scale]["heads"].items():
+        *parents, leaf = dotted.split(".")
+        node = model
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return model
+
+
+def _trunk(model: torch.nn.Module) -> torch.nn.Module:
+    backbone = model.backbone
+    return backbone.net if hasattr(backbone, "net") else backbone.bottom_up
+
+
+def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
+                checkpoint: bool = False, seed: int = 0) -> torch.nn.Module:
+    """The module timed for (variant, part): the trunk alone, or the whole Mask R-CNN."""
+    from detectron2.config import instantiate
+
+    torch.manual_seed(seed)
+    model = instantiate(_model_config(variant, scale, size, checkpoint))
+    return model if part == "maskrcnn" else _trunk(model)
+
+
+def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
+    """
+    Give every model the reference's weights where they share parameters: tensors of the same
+    name and shape, and the ViT trunk through the plain-ViT conversion (resized rel-pos tables).
+    """
+    from .checkpoint import convert_plain_vit, find_vit_backbone
+
+    ref_state = models[reference].state_dict()
+    for name, model in models.items():
+        if name == reference:
+            continue
+        own = model.state_dict()
+        same = {k: v for k, v in ref_state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(same, strict=False)
+        prefix, trunk = find_vit_backbone(model)
+        trunk_state, _ = convert_plain_vit(ref_state, trunk)
+        trunk.load_state_dict(trunk_state, strict=False)
+
+
+def make_inputs(part: str, size: int, batch: int, device: str):
+    """Random images: a (B, 3, size, size) tensor, or detectron2's list of dicts for Mask R-CNN."""
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(batch, 3, size, size, generator=gen) * 255
+    if part == "maskrcnn":
+        return [{"image": im.to(device), "height": size, "width": size} for im in images]
+    return ((images - 114.0) / 57.0).to(device)
+
+
+def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
+    """A function running one pass: inference (backbone, maskrcnn) or a training step (train)."""
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else None
+
+    if part == "train":
+        model.train()
+
+        def step():
+            with autocast() if autocast else _null():
+                out = model(inputs)
+                loss = sum(v.float().square().mean() for v in out.values())
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad(), autocast() if autocast else _null():
+                model(inputs)
+    return step
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------------------------- measurements
+def _sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_roofline(device: str = "cpu", repeats: int = 3) -> float:
+    """GMAC/s of a (4096x768) @ (768x3072) fp32 matrix product: the median of ``repeats``."""
+    m, k, n = ROOFLINE_SHAPE
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return m * k * n / statistics.median(times) / 1e9
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(field_name: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def measure_row(spec: dict) -> dict:
+    """
+    In this (fresh) process: build the row's model, run one pass, and return params, the pass's
+    peak memory and the process's peak (MB), and fvcore FLOPs (inference parts).
+    """
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    model = build_model(spec["model"], spec["part"], spec["scale"], spec["size"],
+                        spec["checkpoint"]).to(device)
+    inputs = make_inputs(spec["part"], spec["size"], spec["batch"], device)
+    step = make_step(model, spec["part"], inputs, device, spec["amp"])
+    result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        result.update(peak_mb=peak / 2**20, pass_peak_mb=(peak - base) / 2**20,
+                      peak_method="torch.cuda.max_memory_allocated")
+    else:
+        reset = _reset_peak_rss()
+        base_kb = _status_kb("VmRSS")
+        step()
+        if reset and base_kb is not None:
+            peak_kb = _status_kb("VmHWM")
+            result.update(peak_mb=peak_kb / 1024, pass_peak_mb=(peak_kb - base_kb) / 1024,
+                          peak_method="VmHWM after clear_refs")
+        else:
+            peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            result.update(peak_mb=peak_kb / 1024, pass_peak_mb=None,
+                          peak_method="ru_maxrss (process lifetime)")
+    if spec["part"] != "train":
+        result["gflops"] = _count_gflops(model, spec["part"], inputs) / 1e9
+    return result
+
+
+def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
+    from .flops import count_flops, sdpa_flop_handle
+
+    model.eval()
+    with torch.no_grad():
+        if part == "maskrcnn":
+            from detectron2.utils.analysis import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model, inputs)
+            analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            return float(analysis.total())
+        return float(count_flops(model, inputs).total())
+
+
+def _measure_in_subprocess(spec: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "hpvit_d2.benchmark", "--measure-row", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"measuring {spec['part']}/{spec['size']}/{spec['model']} in a subprocess failed "
+            f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _time_rows(rows: List[Row], models: Dict[str, Callable], args, log) -> List[float]:
+    """Warm up, then time every model once per round, alternating the order; returns rooflines."""
+    for row in rows:
+        for _ in range(args.warmup):
+            models[row.key]()
+    rooflines = []
+    for r in range(args.runs):
+        order = rows if r % 2 == 0 else rows[::-1]
+        rooflines.append(matmul_roofline(args.device))
+        for row in order:
+            _sync(args.device)
+            start = time.perf_counter()
+            models[row.key]()
+            _sync(args.device)
+            row.times.append(time.perf_counter() - start)
+            log(f"  round {r + 1}/{args.runs} {row.name}: {row.times[-1]:.3f} s")
+    return rooflines
+
+
+# --------------------------------------------------------------------------------- the run
+def plan_rows(args) -> List[Row]:
+    """Every (part, size, model) the arguments ask for, in measuring order."""
+    rows = []
+    for part in args.parts:
+        sizes = args.train_sizes if part == "train" else args.sizes
+        models = {"backbone": args.models, "maskrcnn": args.maskrcnn_models,
+                  "train": args.train_models}[part]
+        for size in sizes:
+            for model in models:
+                if part == "train":
+                    rows.append(Row(part, size, model))
+                    if VARIANTS[model]["kind"] != "vit":  # detectron2's needs fairscale
+                        rows.append(Row(part, size, model, checkpoint=True))
+                else:
+                    rows.append(Row(part, size, model))
+                    if part == "backbone" and model in args.compile:
+                        rows.append(Row(part, size, model, compiled=True))
+    return rows
+
+
+def run(args, log=print) -> dict:
+    """Measure everything ``args`` asks for; returns the JSON-able results."""
+    torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
+    rows = plan_rows(args)
+    log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
+        f"amp bf16: {args.amp}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
+    measured: Dict[tuple, Row] = {}
+    for row in rows:
+        if row.compiled:  # same module as the row before it: params and FLOPs carry over
+            twin = measured[(row.part, row.size, row.model)]
+            row.params_m, row.gflops = twin.params_m, twin.gflops
+            continue
+        spec = dict(model=row.model, part=row.part, size=row.size, checkpoint=row.checkpoint,
+                    scale=args.scale, batch=args.batch, threads=args.threads, device=args.device,
+                    amp=args.amp)
+        log(f"memory/params/FLOPs (subprocess): {row.part} {row.size} {row.name}")
+        result = _measure_in_subprocess(spec)
+        for k, v in result.items():
+            setattr(row, k, v)
+        measured[(row.part, row.size, row.model)] = row
+
+    rooflines: List[float] = []
+    groups: Dict[tuple, List[Row]] = {}
+    for row in rows:
+        if row.part != "train":
+            groups.setdefault((row.part, row.size), []).append(row)
+    for (part, size), group in groups.items():
+        log(f"timing {part} at {size}x{size}")
+        built = {}
+        for row in group:
+            if row.model not in built:
+                built[row.model] = build_model(row.model, part, args.scale, size).to(args.device)
+        share_weights(built, BASELINE if BASELINE in built else next(iter(built)))
+        inputs = make_inputs(part, size, args.batch, args.device)
+        steps = {}
+        for row in group:
+            model = built[row.model]
+            if row.compiled:
+                model = torch.compile(copy.deepcopy(model))
+            steps[row.key] = make_step(model, part, inputs, args.device, args.amp)
+        rooflines += _time_rows(group, steps, args, log)
+        del built, steps
+        gc.collect()
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": _machine(args.device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "amp_bf16": args.amp,
+        "scale": args.scale,
+        "batch": args.batch,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "roofline_gmacs": (statistics.median(rooflines) if rooflines
+                           else matmul_roofline(args.device)),
+        "roofline_samples": rooflines,
+        "rows": [dict(asdict(r), name=r.name) for r in rows],
+    }
+
+
+def _machine(device: str) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}"
+    if device.startswith("cuda"):
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+# ------------------------------------------------------------------------------- reporting
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_g(value) -> str:
+    """GFLOPs: one decimal, or three significant digits below 10."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
+def table_rows(results: dict) -> List[List[str]]:
+    """The table's cells, one list per row, in COLUMNS order."""
+    rows = [Row(**{k: v for k, v in r.items() if k != "name"}) for r in results["rows"]]
+    roofline = results["roofline_gmacs"]
+    base = {(r.part, r.size): r for r in rows if r.model == BASELINE and not r.compiled}
+    out = []
+    for r in rows:
+        median = statistics.median(r.times) if r.times else None
+        b = base.get((r.part, r.size))
+        b_median = statistics.median(b.times) if b and b.times else None
+        gmacs = r.gflops / median if (r.gflops and median) else None
+        speed = b_median / median if (b_median and median) else None
+        mem_ratio = (r.pass_peak_mb / b.pass_peak_mb
+                     if b and r.pass_peak_mb and b.pass_peak_mb else None)
+        out.append([
+            r.part, str(r.size), r.name, _fmt(r.params_m, 1), _fmt_g(r.gflops),
+            _fmt(median, 3),
+            f"{min(r.times):.3f}-{max(r.times):.3f}" if r.times else "-",
+            _fmt(results["batch"] / median if median else None, 2),
+            _fmt(speed, 2) + ("x" if speed else ""),
+            _fmt_g(gmacs),
+            _fmt(100 * gmacs / roofline if gmacs else None, 0) + ("%" if gmacs else ""),
+            _fmt(r.peak_mb, 0), _fmt(r.pass_peak_mb, 0),
+            _fmt(mem_ratio, 2) + ("x" if mem_ratio else ""),
+        ])
+    return out
+
+
+def markdown_table(results: dict) -> str:
+    """A header line (machine, date, threads, roofline) and the markdown table."""
+    head = (f"{results['date']}, {results['machine']}, torch {results['torch']}, "
+            f"{results['threads']} threads, device {results['device']}"
+            f"{' (AMP bf16)' if results['amp_bf16'] else ''}, batch {results['batch']}, "
+            f"{results['runs']} runs after {results['warmup']} warm-up; matmul roofline "
+            f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
+            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}).")
+    lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bar chart: median latency (with min-max) per model, one panel per (part, size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: Dict[str, List[dict]] = {}
+    for r in results["rows"]:
+        key = f"{r['part']} {r['size']}x{r['size']}"
+        panels.setdefault(key, []).append(r)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 1.2 + 0.45 * max(
+        len(v) for v in panels.values()) * len(panels)), squeeze=False)
+    for ax, (title, rs) in zip(axes[:, 0], panels.items()):
+        timed = [r for r in rs if r["times"]]
+        if timed:
+            med = [statistics.median(r["times"]) for r in timed]
+            err = [[m - min(r["times"]) for m, r in zip(med, timed)],
+                   [max(r["times"]) - m for m, r in zip(med, timed)]]
+            ax.barh([r["name"] for r in timed], med, xerr=err, color="tab:blue")
+            ax.set_xlabel("latency (s), median and min-max")
+        else:
+            ax.barh([r["name"] for r in rs], [r["pass_peak_mb"] or 0 for r in rs],
+                    color="tab:orange")
+            ax.set_xlabel("peak memory of the step (MB)")
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{results['machine'][:60]}, {results['threads']} threads", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out_dir: Path) -> str:
+    """Write benchmark.json, benchmark.md, benchmark.png into ``out_dir``; return the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "benchmark.json").write_text(json.dumps(results, indent=1))
+    table = markdown_table(results)
+    (out_dir / "benchmark.md").write_text(table)
+    plot(results, out_dir / "benchmark.png")
+    return table
+
+
+# -------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024],
+                   help="square input sizes for the backbone and maskrcnn parts")
+    p.add_argument("--train-sizes", type=int, nargs="+", default=[512],
+                   help="input sizes of the training-step memory rows")
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_BACKBONE_MODELS),
+                   choices=list(VARIANTS), help="models of the backbone part")
+    p.add_argument("--maskrcnn-models", nargs="+", default=list(DEFAULT_MASKRCNN_MODELS),
+                   choices=list(VARIANTS), help="models of the maskrcnn part")
+    p.add_argument("--train-models", nargs="+", default=list(DEFAULT_TRAIN_MODELS),
+                   choices=list(VARIANTS),
+                   help="models of the train part (HPViT ones also with activation checkpointing)")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--runs", type=int, default=3, help="timed passes per model")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes per model first")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast (CUDA only; the default is fp32)")
+    p.add_argument("--compile", nargs="*", default=[], choices=list(VARIANTS), metavar="MODEL",
+                   help="also time torch.compile of these backbones (compiling takes minutes)")
+    p.add_argument("--scale", default="base", choices=list(SCALES),
+                   help="trunk width: base (ViT-B) or tiny (to test the harness)")
+    p.add_argument("--out", default="output/benchmark", help="directory for json, md and png")
+    p.add_argument("--measure-row", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.measure_row:
+        print(json.dumps(measure_row(json.loads(args.measure_row))))
+        return 0
+    if args.amp and not args.device.startswith("cuda"):
+        raise SystemExit("--amp is the CUDA bf16 path: add --device cuda (CPU runs in fp32)")
+    if args.runs < 1 or args.warmup < 0:
+        raise SystemExit(f"--runs {args.runs} / --warmup {args.warmup}: "
+                         "need runs >= 1 and warmup >= 0")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    results = run(args, log)
+    table = write_outputs(results, Path(args.out))
+    print(table)
+    print(f"wrote {Path(args.out) / 'benchmark.json'}, benchmark.md, benchmark.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
