@@ -211,15 +211,18 @@ def is_builtin(name: str) -> bool:
     return _builtin_root(name, first) is not None
 
 
-def _read_json(path: str):
-    """(object, None) or (None, what is wrong)."""
+def _read_json_object(path: str):
+    """(dict, None) or (None, what is wrong): the file must hold one JSON object."""
     try:
         with open(path) as f:
-            return json.load(f), None
+            data = json.load(f)
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
     except (OSError, UnicodeDecodeError) as e:
         return None, f"cannot be read ({e})"
+    if not isinstance(data, dict):
+        return None, f"the top level is a JSON {type(data).__name__}, not an object"
+    return data, None
 
 
 def _is_number_list(value, length=None) -> bool:
@@ -231,11 +234,9 @@ def _is_number_list(value, length=None) -> bool:
 
 
 def _coco_format_problem(json_file: str) -> Optional[str]:
-    data, problem = _read_json(json_file)
+    data, problem = _read_json_object(json_file)
     if problem:
         return problem
-    if not isinstance(data, dict):
-        return f"the top level is a JSON {type(data).__name__}, not an object"
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             return f"key '{key}' is missing or not a list"
@@ -292,11 +293,9 @@ def _cityscapes_label_problem(label) -> Optional[str]:
 
 
 def _cityscapes_file_problem(path: str) -> Optional[str]:
-    data, problem = _read_json(path)
+    data, problem = _read_json_object(path)
     if problem:
         return problem
-    if not isinstance(data, dict):
-        return f"the top level is a JSON {type(data).__name__}, not an object"
     for key in ("imgHeight", "imgWidth"):
         if not isinstance(data.get(key), int):
             return f"key '{key}' is missing or not an integer"
