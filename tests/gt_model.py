@@ -93,3 +93,17 @@ def evaluate_ground_truth(cfg, dataset_dicts: List[dict], **perturbation) -> dic
         instantiate(cfg.dataloader.test),
         instantiate(cfg.dataloader.evaluator),
     )
+
+
+def eval_config(path: str, dataset: str, output_dir):
+    """The LazyConfig at ``path`` (relative to the repo), evaluating ``dataset`` into ``output_dir``."""
+    import os
+
+    from detectron2.config import LazyConfig
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = LazyConfig.load(os.path.join(repo, path))
+    cfg.dataloader.test.dataset.names = dataset
+    cfg.dataloader.test.num_workers = 0
+    cfg.train.output_dir = str(output_dir)
+    return cfg

@@ -16,7 +16,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
 from omegaconf import OmegaConf
 
-from gt_model import GroundTruthModel, evaluate_ground_truth
+from gt_model import GroundTruthModel, eval_config, evaluate_ground_truth
 from hpvit_d2.data.build import get_dataset_dicts
 from hpvit_d2.data.datasets import register_cityscapes_instances
 from hpvit_d2.evaluation import CityscapesInstanceEvaluator
@@ -35,14 +35,6 @@ def cityscapes(tmp_path_factory):
         name, os.path.join(root, "leftImg8bit", "val"), os.path.join(root, "gtFine", "val")
     )
     return name, root
-
-
-def _config(path, dataset, output_dir):
-    cfg = LazyConfig.load(os.path.join(REPO, path))
-    cfg.dataloader.test.dataset.names = dataset
-    cfg.dataloader.test.num_workers = 0
-    cfg.train.output_dir = str(output_dir)
-    return cfg
 
 
 def test_configs_differ_only_in_backbone():
@@ -67,7 +59,7 @@ def test_configs_differ_only_in_backbone():
 @pytest.mark.parametrize("path", CONFIGS)
 def test_cityscapes_ap_from_ground_truth(cityscapes, path, tmp_path):
     name, _ = cityscapes
-    cfg = _config(path, name, tmp_path)
+    cfg = eval_config(path, name, tmp_path)
     dicts = get_dataset_dicts(name, filter_empty=False)
     assert len(dicts) == 3 and sum(a["iscrowd"] for d in dicts for a in d["annotations"]) == 1
 
@@ -107,7 +99,7 @@ cs.main()
 def test_official_metric_equals_cityscapesscripts(cityscapes, tmp_path):
     name, root = cityscapes
     dicts = get_dataset_dicts(name, filter_empty=False)
-    loader = instantiate(_config(CONFIGS[0], name, tmp_path).dataloader.test)
+    loader = instantiate(eval_config(CONFIGS[0], name, tmp_path).dataloader.test)
     evaluator = CityscapesInstanceEvaluator(name, output_dir=str(tmp_path / "kept"))
     ours = inference_on_dataset(
         GroundTruthModel(dicts, shift=0.2, drop_first=True), loader, evaluator

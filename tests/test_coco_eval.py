@@ -13,7 +13,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
-from gt_model import GroundTruthModel, evaluate_ground_truth
+from gt_model import GroundTruthModel, eval_config, evaluate_ground_truth
 from hpvit_d2.data.build import get_dataset_dicts
 from tiny_coco_seg import write_tiny_coco_seg
 
@@ -28,14 +28,6 @@ def coco(tmp_path_factory):
     name = f"test_coco_{uuid.uuid4().hex[:8]}"
     register_coco_instances(name, {}, json_file, str(root / "images"))
     return name
-
-
-def _config(path, dataset, output_dir):
-    cfg = LazyConfig.load(os.path.join(REPO, path))
-    cfg.dataloader.test.dataset.names = dataset
-    cfg.dataloader.test.num_workers = 0
-    cfg.train.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -64,7 +56,7 @@ def test_tiny_coco_loads_every_case(coco):
 
 @pytest.mark.parametrize("path", CONFIGS)
 def test_coco_ap_from_ground_truth(coco, path, tmp_path):
-    cfg = _config(path, coco, tmp_path)
+    cfg = eval_config(path, coco, tmp_path)
     dicts = get_dataset_dicts(coco, filter_empty=False)
 
     def evaluate(**perturbation):

@@ -17,12 +17,10 @@ What the Cityscapes Mask R-CNN configs share (fine instance segmentation, 8 thin
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
-from detectron2.solver import WarmupParamScheduler
-from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from hpvit_d2.evaluation import CityscapesInstanceEvaluator
 
-from ..common.mask_rcnn_base import dataloader, model, optimizer, train
+from ..common.mask_rcnn_base import dataloader, lr_multiplier, model, optimizer, train
 
 model.roi_heads.num_classes = 8
 
@@ -58,12 +56,7 @@ train.max_iter = 24000
 train.checkpointer.period = 4000
 train.eval_period = 4000
 
-lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(
-        values=[1.0, 0.1, 0.01],
-        milestones=[21333, 23111],
-        num_updates=train.max_iter,
-    ),
-    warmup_length=250 / train.max_iter,
-    warmup_factor=0.001,
-)
+# The COCO recipe's warm-up and step schedule (x0.1 at 88.9%, x0.01 at 96.3%), on 24000 iterations.
+lr_multiplier.scheduler.milestones = [21333, 23111]
+lr_multiplier.scheduler.num_updates = train.max_iter
+lr_multiplier.warmup_length = 250 / train.max_iter
