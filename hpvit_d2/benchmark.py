@@ -150,11 +150,6 @@ def _model_config(variant: str, scale: str, size: int, checkpoint: bool = False)
     return model
 
 
-def _trunk(model: torch.nn.Module) -> torch.nn.Module:
-    backbone = model.backbone
-    return backbone.net if hasattr(backbone, "net") else backbone.bottom_up
-
-
 def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
                 checkpoint: bool = False, seed: int = 0) -> torch.nn.Module:
     """The module timed for (variant, part): the trunk alone, or the whole Mask R-CNN."""
@@ -162,7 +157,9 @@ def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
 
     torch.manual_seed(seed)
     model = instantiate(_model_config(variant, scale, size, checkpoint))
-    return model if part == "maskrcnn" else _trunk(model)
+    from .checkpoint import find_vit_backbone
+
+    return model if part == "maskrcnn" else find_vit_backbone(model)[1]
 
 
 def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
@@ -179,7 +176,7 @@ def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
         own = model.state_dict()
         same = {k: v for k, v in ref_state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(same, strict=False)
-        prefix, trunk = find_vit_backbone(model)
+        _, trunk = find_vit_backbone(model)
         trunk_state, _ = convert_plain_vit(ref_state, trunk)
         trunk.load_state_dict(trunk_state, strict=False)
 
@@ -195,13 +192,12 @@ def make_inputs(part: str, size: int, batch: int, device: str):
 
 def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
     """A function running one pass: inference (backbone, maskrcnn) or a training step (train)."""
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else None
 
     if part == "train":
         model.train()
 
         def step():
-            with autocast() if autocast else _null():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 out = model(inputs)
                 loss = sum(v.float().square().mean() for v in out.values())
             loss.backward()
@@ -210,17 +206,9 @@ def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool)
         model.eval()
 
         def step():
-            with torch.no_grad(), autocast() if autocast else _null():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 model(inputs)
     return step
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -305,19 +293,12 @@ def measure_row(spec: dict) -> dict:
 
 
 def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
-    from .flops import count_flops, sdpa_flop_handle
+    from .flops import count_detector_flops, count_flops
 
     model.eval()
     with torch.no_grad():
-        if part == "maskrcnn":
-            from detectron2.utils.analysis import FlopCountAnalysis
-
-            analysis = FlopCountAnalysis(model, inputs)
-            analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
-            analysis.unsupported_ops_warnings(False)
-            analysis.uncalled_modules_warnings(False)
-            return float(analysis.total())
-        return float(count_flops(model, inputs).total())
+        analysis = count_detector_flops(model, inputs) if part == "maskrcnn" else count_flops(model, inputs)
+        return float(analysis.total())
 
 
 def _measure_in_subprocess(spec: dict) -> dict:

@@ -227,18 +227,12 @@ def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
 def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
     """Parameters (M), GFLOPs of one inference (first input), median latency (ms) over inputs."""
     import torch
-    from detectron2.utils.analysis import FlopCountAnalysis
-
-    from .flops import sdpa_flop_handle
+    from .flops import count_detector_flops
 
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
     params = sum(p.numel() for p in model.parameters()) / 1e6
     with torch.no_grad():
-        flops = FlopCountAnalysis(model, [inputs[0]])
-        flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
-        flops.unsupported_ops_warnings(False)
-        flops.uncalled_modules_warnings(False)
-        gflops = flops.total() / 1e9
+        gflops = count_detector_flops(model, [inputs[0]]).total() / 1e9
         model([inputs[0]])  # warm-up
         times = []
         for x in inputs:

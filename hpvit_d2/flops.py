@@ -4,7 +4,7 @@ from typing import Any, List
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-__all__ = ["count_flops", "sdpa_flop_handle"]
+__all__ = ["count_detector_flops", "count_flops", "sdpa_flop_handle"]
 
 
 def _shape(value) -> List[int]:
@@ -24,10 +24,20 @@ def sdpa_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-def count_flops(model: torch.nn.Module, *inputs) -> FlopCountAnalysis:
-    """A FlopCountAnalysis of ``model(*inputs)`` with fused attention counted; warnings silenced."""
-    analysis = FlopCountAnalysis(model, inputs)
+def _count_fused_attention(analysis: FlopCountAnalysis) -> FlopCountAnalysis:
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis
+
+
+def count_flops(model: torch.nn.Module, *inputs) -> FlopCountAnalysis:
+    """A FlopCountAnalysis of ``model(*inputs)`` with fused attention counted; warnings silenced."""
+    return _count_fused_attention(FlopCountAnalysis(model, inputs))
+
+
+def count_detector_flops(model: torch.nn.Module, batched_inputs: List[dict]) -> FlopCountAnalysis:
+    """The same for a detectron2 meta-architecture taking ``[{"image": (3, H, W), ...}]``."""
+    from detectron2.utils.analysis import FlopCountAnalysis as DetectorFlopCountAnalysis
+
+    return _count_fused_attention(DetectorFlopCountAnalysis(model, batched_inputs))

@@ -142,20 +142,11 @@ class Attention(d2_vit.Attention):
 class Block(d2_vit.Block):
     """detectron2's ViT block with the attention above; parameter names and shapes are unchanged."""
 
-    def __init__(self, dim, num_heads, qkv_bias=True, use_rel_pos=False, rel_pos_zero_init=True,
-                 window_size=0, input_size=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         """Arguments of ``detectron2.modeling.backbone.vit.Block``."""
-        super().__init__(dim, num_heads, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
-                         rel_pos_zero_init=rel_pos_zero_init, window_size=window_size,
-                         input_size=input_size, **kwargs)
-        self.attn = Attention(
-            dim,
-            num_heads=num_heads,
-            qkv_bias=qkv_bias,
-            use_rel_pos=use_rel_pos,
-            rel_pos_zero_init=rel_pos_zero_init,
-            input_size=input_size if window_size == 0 else (window_size, window_size),
-        )
+        super().__init__(*args, **kwargs)
+        # detectron2 built its Attention with the right arguments; only the forward differs.
+        self.attn.__class__ = Attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) -> (B, H, W, C)."""
