@@ -10,7 +10,6 @@ from typing import List, Optional, Sequence, Union
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.build import (
     filter_images_with_few_keypoints,
-    filter_images_with_only_crowd_annotations,
     load_proposals_into_dataset,
     print_instances_class_histogram,
 )
@@ -49,7 +48,8 @@ def load_dataset(name: str, filter_empty: bool = False) -> List[dict]:
             "register_coco_instances, hpvit_d2.data.datasets.register_cityscapes_instances) or use a "
             "built-in name such as coco_2017_train or cityscapes_fine_instance_seg_train."
         )
-    if is_builtin(name):
+    builtin = is_builtin(name)
+    if builtin:  # fail fast, before detectron2's slow loader
         check_dataset(name)
     try:
         dicts = DatasetCatalog.get(name)
@@ -66,7 +66,8 @@ def load_dataset(name: str, filter_empty: bool = False) -> List[dict]:
             f"Dataset '{name}': annotation file {path} is malformed: {problem}. "
             "Fix or replace the file (re-download it if it came with the dataset)."
         ) from e
-    check_dataset(name)
+    if not builtin:  # e.g. the shapes dataset, whose files are written by its loader
+        check_dataset(name)
     if not isinstance(dicts, list):
         return dicts
     if not dicts:
@@ -113,8 +114,6 @@ def get_dataset_dicts(
     dicts = list(itertools.chain.from_iterable(per_dataset))
 
     has_instances = "annotations" in dicts[0]
-    if filter_empty and has_instances:
-        dicts = filter_images_with_only_crowd_annotations(dicts)
     if min_keypoints > 0 and has_instances:
         dicts = filter_images_with_few_keypoints(dicts, min_keypoints)
     if (
