@@ -33,7 +33,6 @@ from typing import Dict, List, Optional, Sequence
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "DemoRun", "main", "markdown_table", "parse_args"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_ITERS = 240
 
 
@@ -101,9 +100,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
+    from . import model_zoo
+
     return [
         sys.executable, "-m", "hpvit_d2.engine.launch",
-        "--config-file", str(CONFIG_DIR / run.config),
+        "--config-file", model_zoo.get_config_file(run.config),
         f"train.output_dir={run.output_dir}",
         f"train.max_iter={args.iters}",
         f"train.eval_period={args.iters}",
@@ -113,24 +114,25 @@ def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
     ]
 
 
-def _last_record(metrics_file: Path) -> dict:
-    """The last complete line of a detectron2 metrics.json ({} if none yet)."""
+def _metrics_records(metrics_file: Path) -> List[dict]:
+    """The complete lines of a detectron2 metrics.json ([] if it does not exist yet)."""
     try:
         lines = metrics_file.read_text().splitlines()
     except OSError:
-        return {}
-    for line in reversed(lines):
+        return []
+    records = []
+    for line in lines:
         try:
-            return json.loads(line)
-        except ValueError:
+            records.append(json.loads(line))
+        except ValueError:  # a line being written
             continue
-    return {}
+    return records
 
 
 def _progress_line(runs: Sequence[DemoRun], iters: int, start: float) -> str:
     parts = []
     for run in runs:
-        rec = _last_record(run.output_dir / "metrics.json")
+        rec = (_metrics_records(run.output_dir / "metrics.json") or [{}])[-1]
         it = min(rec.get("iteration", -1) + 1, iters)
         if "bbox/AP" in rec:
             state = f" evaluated: box AP {rec['bbox/AP']:.1f}, mask AP {rec.get('segm/AP', 0):.1f}"
@@ -181,12 +183,7 @@ def train_runs(runs: Sequence[DemoRun], args: argparse.Namespace, poll_seconds: 
 def _read_metrics(run: DemoRun) -> Dict[str, float]:
     """Final COCO metrics and mean s/iteration from the run's metrics.json."""
     path = run.output_dir / "metrics.json"
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
+    records = _metrics_records(path)
     out: Dict[str, float] = {}
     for rec in records:
         out.update({k: v for k, v in rec.items() if k.startswith(("bbox/", "segm/"))})
@@ -200,14 +197,10 @@ def _read_metrics(run: DemoRun) -> Dict[str, float]:
 
 def _load_model(run: DemoRun):
     """(cfg, model in eval mode) with the run's final weights."""
-    from detectron2.config import LazyConfig, instantiate
+    from . import model_zoo
 
-    from .engine.weights import load_weights
-
-    cfg = LazyConfig.load(str(CONFIG_DIR / run.config))
-    model = instantiate(cfg.model).eval()
-    load_weights(model, str(run.output_dir / "model_final.pth"), strict=True)
-    return cfg, model
+    cfg = model_zoo.get_config(run.config)
+    return cfg, model_zoo.build_model(cfg, str(run.output_dir / "model_final.pth"), strict=True)
 
 
 def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
@@ -273,9 +266,8 @@ def plot_curves(runs: Sequence[DemoRun], path: Path) -> None:
     keys = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
     for run in runs:
-        records = [json.loads(line) for line in (run.output_dir / "metrics.json").read_text()
-                   .splitlines() if line.strip()]
-        records = [r for r in records if "total_loss" in r]
+        records = [r for r in _metrics_records(run.output_dir / "metrics.json")
+                   if "total_loss" in r]
         for ax, key in zip(axes, keys):
             ax.plot([r["iteration"] + 1 for r in records], [r[key] for r in records],
                     marker="o", markersize=2, label=run.name)
