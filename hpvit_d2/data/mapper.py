@@ -14,9 +14,8 @@ Reading (``read_image_checked``), each conversion counted in ``mapper.counts``:
     - size different from the dict's height/width -> ``SizeMismatchError`` naming the file and
       what to fix (with a hint when the cause is an EXIF rotation).
 In training, images whose shorter side is below ``min_image_size`` are skipped (the mapper
-returns None, detectron2 draws another image) and annotations are cleaned with
-``sanitize_annotations`` (the category check needs the dataset name: it is done by
-``sanitize_dataset_dicts``).
+returns None, detectron2 draws another image). Annotations are cleaned once, at load time, by
+``sanitize_dataset_dicts`` (through ``hpvit_d2.data.build.get_dataset_dicts``), not per image.
 """
 import copy
 import logging
@@ -32,7 +31,7 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_every_n_seconds
 from PIL import Image, ImageOps
 
-from .sanitize import COUNT_LABELS, MIN_IMAGE_SIZE, sanitize_annotations
+from .sanitize import COUNT_LABELS, MIN_IMAGE_SIZE
 
 __all__ = ["BadImageError", "SafeDatasetMapper", "read_image_checked", "normalize_pil_mode"]
 
@@ -225,7 +224,6 @@ class SafeDatasetMapper(DatasetMapper):
             dataset_dict.pop("annotations", None)
             dataset_dict.pop("sem_seg_file_name", None)
         elif "annotations" in dataset_dict:
-            dataset_dict["annotations"] = sanitize_annotations(dataset_dict, counts=self.counts)
             self._transform_annotations(dataset_dict, transforms, image_shape)
         self._note(before, file_name)
         return dataset_dict

@@ -15,6 +15,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 
 from .. import modeling  # noqa: F401  (registers build_hpvit_fpn_backbone)
 from ..config import add_hpvit_config
+from ..data.build import get_dataset_dicts
 from ..data.mapper import SafeDatasetMapper
 from .weights import load_weights
 
@@ -26,12 +27,18 @@ logger = logging.getLogger("hpvit_d2")
 class Trainer(DefaultTrainer):
     """
     DefaultTrainer with COCO evaluation, AdamW + layer-wise lr decay (SOLVER.OPTIMIZER=ADAMW), and
-    the project's SafeDatasetMapper (bad images converted or rejected naming the file).
+    the project's checked data: datasets loaded and sanitized by get_dataset_dicts, images read by
+    SafeDatasetMapper (bad ones converted or rejected naming the file).
     """
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=SafeDatasetMapper(cfg, True))
+        dataset = get_dataset_dicts(
+            cfg.DATASETS.TRAIN,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        return build_detection_train_loader(cfg, dataset=dataset, mapper=SafeDatasetMapper(cfg, True))
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
