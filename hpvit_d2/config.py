@@ -1,36 +1,70 @@
 """yacs config keys for HPViT (MODEL.HPVIT.*), for users of detectron2's DefaultTrainer."""
+import inspect
+from typing import Dict
+
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_hpvit_config"]
+__all__ = ["HPVIT_YACS_ARGUMENTS", "add_hpvit_config", "hpvit_kwargs_from_cfg"]
+
+# HPViT constructor arguments settable from yacs, as MODEL.HPVIT.<NAME.upper()>.
+HPVIT_YACS_ARGUMENTS = (
+    "img_size", "patch_size", "patch_stride", "embed_dim", "depth", "num_heads", "mlp_ratio",
+    "qkv_bias", "drop_path_rate", "use_abs_pos", "use_rel_pos", "rel_pos_zero_init",
+    "window_size", "window_block_indexes", "residual_block_indexes", "stage_depths",
+    "pool_type", "pretrain_img_size", "pretrain_use_cls_token", "out_features",
+    "fused_attention", "use_act_checkpoint",
+)
+
+
+def _class_defaults() -> Dict[str, object]:
+    """The neutral defaults of HPViT and of the detectron2 ViT arguments it passes on."""
+    from detectron2.modeling import ViT
+
+    from .modeling import HPViT
+
+    defaults = {}
+    for cls in (ViT, HPViT):
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                defaults[name] = p.default
+    return defaults
 
 
 def add_hpvit_config(cfg: CN) -> CN:
-    """Add MODEL.HPVIT.* (defaults: HPViT-B) and SOLVER.{OPTIMIZER, LR_DECAY_RATE, BETAS}."""
+    """
+    Add MODEL.HPVIT.* with the class's neutral defaults (the recipe is in the yaml files, e.g.
+    configs/yacs/mask_rcnn_hpvit_b.yaml), MODEL.HPVIT.NORM_EPS (LayerNorm eps, 1e-5 as
+    ``nn.LayerNorm``), MODEL.FPN.SQUARE_PAD and SOLVER.{OPTIMIZER, LR_DECAY_RATE, BETAS,
+    POOL_WEIGHT_DECAY}.
+    """
+    defaults = _class_defaults()
     cfg.MODEL.HPVIT = CN()
-    c = cfg.MODEL.HPVIT
-    c.IMG_SIZE = 1024
-    c.PATCH_SIZE = 16
-    c.PATCH_STRIDE = 4
-    c.EMBED_DIM = 768
-    c.DEPTH = 12
-    c.NUM_HEADS = 12
-    c.MLP_RATIO = 4.0
-    c.QKV_BIAS = True
-    c.DROP_PATH_RATE = 0.1
-    c.NORM_EPS = 1e-6
-    c.USE_ABS_POS = True
-    c.USE_REL_POS = True
-    c.REL_POS_ZERO_INIT = True
-    c.WINDOW_SIZE = 14
-    c.WINDOW_BLOCK_INDEXES = [0, 1, 2, 3, 4, 5, 6, 8]
-    c.STAGE_DEPTHS = [2, 2, 6, 2]
-    c.POOL_TYPE = "conv"
-    c.PRETRAIN_IMG_SIZE = 224
-    c.PRETRAIN_USE_CLS_TOKEN = True
-    c.OUT_FEATURES = ["scale2", "scale3", "scale4", "scale5"]
-    c.USE_ACT_CHECKPOINT = False
-    # AdamW with ViTDet's layer-wise lr decay (hpvit_d2.engine.yacs_train.Trainer reads these).
+    for name in HPVIT_YACS_ARGUMENTS:
+        value = defaults[name]
+        if name == "out_features" and value is None:
+            value = ["scale2", "scale3", "scale4", "scale5"]
+        setattr(cfg.MODEL.HPVIT, name.upper(), list(value) if isinstance(value, tuple) else value)
+    cfg.MODEL.HPVIT.NORM_EPS = 1e-5
+    cfg.MODEL.FPN.SQUARE_PAD = 0
+    # AdamW with layer-wise lr decay (hpvit_d2.engine.yacs_train.Trainer reads these).
     cfg.SOLVER.OPTIMIZER = "ADAMW"
-    cfg.SOLVER.LR_DECAY_RATE = 0.7
+    cfg.SOLVER.LR_DECAY_RATE = 1.0
     cfg.SOLVER.BETAS = (0.9, 0.999)
+    cfg.SOLVER.POOL_WEIGHT_DECAY = 0.0
     return cfg
+
+
+def hpvit_kwargs_from_cfg(cfg: CN) -> Dict[str, object]:
+    """HPViT constructor arguments from MODEL.HPVIT.* (norm_layer from NORM_EPS, in_chans from PIXEL_MEAN)."""
+    from functools import partial
+
+    import torch.nn as nn
+
+    c = cfg.MODEL.HPVIT
+    kwargs = {}
+    for name in HPVIT_YACS_ARGUMENTS:
+        value = getattr(c, name.upper())
+        kwargs[name] = tuple(value) if isinstance(value, list) else value
+    kwargs["norm_layer"] = partial(nn.LayerNorm, eps=c.NORM_EPS)
+    kwargs["in_chans"] = len(cfg.MODEL.PIXEL_MEAN)
+    return kwargs

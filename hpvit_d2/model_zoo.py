@@ -2,137 +2,157 @@
 Model-zoo style access to this project's LazyConfigs: a config by name, a built model with weights.
 
     from hpvit_d2 import model_zoo
-    cfg = model_zoo.get_config("mask_rcnn_hpvit_tiny.py")
+    cfg = model_zoo.get_config("mask_rcnn_hpvit_tiny.py", ["train.max_iter=10"])
     model = model_zoo.get("mask_rcnn_hpvit_tiny.py", weights="output/hpvit_tiny/model_final.pth")
 
-Config names are paths, or paths relative to the repository's ``configs/`` directory. Weights are a
-local file or a URL (``https://``, ``detectron2://``: fetched and cached by iopath); they are loaded
-through :func:`hpvit_d2.engine.weights.load_weights`, which prints what was loaded, converted and
-left at initialisation.
+Config names are paths, or names under the configs shipped in the package (``hpvit_d2/configs``,
+also reachable as ``configs/`` in a source checkout). Weights are a local file, a Hugging Face
+model directory, or a URL (``https://``, ``detectron2://``: fetched and cached by iopath); they are
+read by :class:`hpvit_d2.checkpoint.HPViTCheckpointer`, strictly by default.
 """
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from detectron2.config import LazyConfig, instantiate
-from detectron2.utils.file_io import PathManager
 
-from .engine.weights import load_weights
+from .checkpoint import HPViTCheckpointer
+from .overrides import ConfigError, apply_overrides
 
-__all__ = ["CONFIG_ROOT", "build_model", "get", "get_config", "get_config_file"]
+__all__ = ["CONFIG_ROOT", "ConfigError", "ConfigNotFoundError", "build_model", "check_device",
+           "configs_fitting", "get", "get_config", "get_config_file", "list_configs"]
 
 logger = logging.getLogger(__name__)
 
-# The repository's configs/ (present in a source checkout and an editable install).
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigNotFoundError(ConfigError, FileNotFoundError):
+    """A config path or name that is neither a file nor a shipped config."""
+
+
+def list_configs() -> List[str]:
+    """Names of the shipped configs (paths under ``CONFIG_ROOT``), without the shared ``common/``."""
+    return sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*")
+                  if p.suffix in (".py", ".yaml") and "common" not in p.relative_to(CONFIG_ROOT).parts
+                  and p.name != "__init__.py")
 
 
 def get_config_file(config_path: str) -> str:
     """
-    Absolute path of ``config_path``: an existing file as given, else relative to ``CONFIG_ROOT``.
+    Absolute path of ``config_path``: an existing file as given, else a shipped config by name
+    (``mask_rcnn_hpvit_tiny.py``, ``cityscapes/mask_rcnn_hpvit_b.py``, with or without ``configs/``).
 
     Raises:
-        FileNotFoundError: neither exists; the message lists the configs that do.
+        ConfigNotFoundError: neither exists; the message lists the shipped configs.
     """
     if os.path.isfile(config_path):
         return os.path.abspath(config_path)
-    candidate = CONFIG_ROOT / config_path
+    name = config_path[len("configs/"):] if config_path.startswith("configs/") else config_path
+    candidate = CONFIG_ROOT / name
     if candidate.is_file():
         return str(candidate)
-    if CONFIG_ROOT.is_dir():
-        known = sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*.py")
-                       if "common" not in p.relative_to(CONFIG_ROOT).parts)
-        hint = f"configs in {CONFIG_ROOT}: {', '.join(known)}"
-    else:
-        hint = (f"{CONFIG_ROOT} does not exist (hpvit_d2 is not installed from a source checkout): "
-                "pass the path of a config file")
-    raise FileNotFoundError(f"config_path={config_path!r}: no such file, nor under {CONFIG_ROOT}; "
-                            f"{hint}")
+    raise ConfigNotFoundError(
+        f"config {config_path!r}: no such file, nor a shipped config; shipped: "
+        f"{', '.join(list_configs())}")
 
 
 def get_config(config_path: str, overrides: Sequence[str] = ()):
     """
-    Load a LazyConfig by path or by name under ``configs/``, applying ``KEY=VALUE`` overrides.
+    Load a LazyConfig by path or name, with ``KEY=VALUE`` overrides (checked: a key that does not
+    exist is an error naming the closest one; ``+KEY=VALUE`` adds a new key).
 
     Returns:
         omegaconf.DictConfig with ``model``, ``dataloader``, ``train``, ``optimizer``,
         ``lr_multiplier``.
     """
-    cfg = LazyConfig.load(get_config_file(config_path))
-    return LazyConfig.apply_overrides(cfg, list(overrides))
+    path = get_config_file(config_path)
+    try:
+        cfg = LazyConfig.load(path)
+    except Exception as e:
+        raise ConfigError(f"config {path}: cannot be loaded ({type(e).__name__}: {e})") from e
+    return apply_overrides(cfg, overrides)
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path and not os.path.exists(path)
+def _vit_node(cfg):
+    backbone = cfg.model.get("backbone", {})
+    for key in ("bottom_up", "net"):
+        if key in backbone:
+            return backbone[key]
+    return None
 
 
-def _check_weights_reachable(weights: str) -> None:
-    """Fail early, naming ``weights``, if it is a missing file or a URL that cannot be fetched."""
-    path = weights.split("?", 1)[0]  # detectron2's "?matching_heuristics=True" suffix
-    if _is_url(path):
+def configs_fitting(geometry) -> List[str]:
+    """Shipped detection configs whose backbone ViT has this (width, depth, patch size)."""
+    import inspect
+
+    from detectron2.modeling import ViT
+
+    defaults = {k: p.default for k, p in inspect.signature(ViT.__init__).parameters.items()}
+    names = []
+    for name in list_configs():
+        if not name.endswith(".py"):
+            continue
         try:
-            PathManager.get_local_path(path)
-        except Exception as e:
-            raise OSError(
-                f"weights={weights!r} cannot be downloaded ({type(e).__name__}: {e}). Without "
-                "network access, download the file on another machine and pass its local path as "
-                "weights (or --weights / train.init_checkpoint)"
-            ) from None
-    elif not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"weights={weights!r}: no such file. Pass a checkpoint written by training "
-            "(output/.../model_final.pth), a plain ViT checkpoint, or a URL"
-        )
+            node = _vit_node(LazyConfig.load(str(CONFIG_ROOT / name)))
+        except Exception:  # a config whose imports fail here cannot fit anything
+            continue
+        if node is None:
+            continue
+        values = tuple(node.get(k, defaults[k]) for k in ("embed_dim", "depth", "patch_size"))
+        if values == tuple(geometry):
+            names.append(name)
+    return names
 
 
-def _check_device(device: str) -> torch.device:
-    dev = torch.device(device)
+def check_device(device: str) -> torch.device:
+    """``torch.device(device)``, refused with a ConfigError when it is CUDA on a machine without one."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device {device!r} is not a device ({e}); use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but CUDA is not available: use device='cpu'")
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use "
+                          "train.device=cpu (or device='cpu')")
     return dev
 
 
 def build_model(cfg, weights: Optional[str] = None, device: str = "cpu",
-                strict: bool = False) -> nn.Module:
+                strict: bool = True, verbose: bool = True) -> nn.Module:
     """
-    Instantiate ``cfg.model`` on ``device``, load ``weights`` (if given) and switch to eval mode.
+    Instantiate ``cfg.model`` on ``device``, load ``weights`` and switch to eval mode.
 
-    The load report of :func:`~hpvit_d2.engine.weights.load_weights` is printed. Without weights
-    the model keeps its random initialisation (a warning says so).
-
-    Raises:
-        FileNotFoundError / OSError: ``weights`` is a missing file or an unreachable URL.
-        hpvit_d2.checkpoint.CheckpointError: unreadable checkpoint, or weights missing with
-            ``strict``.
+    With ``strict`` (default) every model tensor must come from ``weights``: a checkpoint of
+    another model, a plain ViT (backbone only) or a partial one is a CheckpointError naming the
+    cause. ``strict=False`` loads what fits and reports the rest. Without weights the model keeps
+    its random initialisation (a warning says so). The load report is printed when ``verbose``.
     """
-    dev = _check_device(device)
-    if weights:
-        _check_weights_reachable(weights)
+    dev = check_device(device)
     model = instantiate(cfg.model)
     if weights:
-        report = load_weights(model, weights, strict=strict)
-        print(report)
+        checkpointer = HPViTCheckpointer(model, require="everything" if strict else "nothing")
+        checkpointer.load(weights)
+        if verbose:
+            print(checkpointer.report.summary())
     else:
         logger.warning("No weights given: the model keeps its random initialisation")
     return model.to(dev).eval()
 
 
 def get(config_path: str, weights: Optional[str] = None, device: str = "cpu",
-        strict: bool = False, overrides: Sequence[str] = ()) -> nn.Module:
+        strict: bool = True, overrides: Sequence[str] = ()) -> nn.Module:
     """
-    A model built from a config of this project, in eval mode, with ``weights`` loaded.
+    A model built from a config, in eval mode, with ``weights`` loaded.
 
     Args:
-        config_path (str): a config file, or its path relative to ``configs/``
-            (e.g. ``"mask_rcnn_hpvit_tiny.py"``).
-        weights (str or None): checkpoint path or URL: a trained detector (the model's own keys)
-            or a plain ViT checkpoint (converted into the backbone). None: random initialisation.
+        config_path (str): a config file, or a shipped config's name (``"mask_rcnn_hpvit_tiny.py"``).
+        weights (str or None): a trained detector checkpoint (path, URL or Hugging Face directory
+            of a plain ViT with ``strict=False``). None: random initialisation.
         device (str): "cpu", "cuda", "cuda:1"...
-        strict (bool): any model (detector checkpoint) or pre-trained backbone (plain ViT)
-            weight missing from the checkpoint is an error instead of a line in the report.
+        strict (bool): refuse weights that do not fill the whole model (see build_model).
         overrides (list[str]): ``KEY=VALUE`` config overrides, as on the command line.
     """
     return build_model(get_config(config_path, overrides), weights, device=device, strict=strict)

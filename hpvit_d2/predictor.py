@@ -59,7 +59,7 @@ class LazyPredictor:
     Run a LazyConfig detector on single images (BGR uint8 arrays, as ``cv2.imread`` returns).
 
     ``LazyPredictor(cfg)`` builds ``cfg.model`` on ``cfg.train.device`` and loads
-    ``cfg.train.init_checkpoint`` (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
+    ``cfg.train.init_checkpoint`` strictly (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
     a model you already have, on its own device. Inference runs under ``torch.inference_mode``;
     on CUDA, with ``amp`` (default: ``cfg.train.amp.enabled``), under autocast in ``amp_dtype``.
 
@@ -71,11 +71,13 @@ class LazyPredictor:
     """
 
     def __init__(self, cfg, model: Optional[nn.Module] = None, amp: Optional[bool] = None,
-                 amp_dtype: torch.dtype = torch.float16):
+                 amp_dtype: torch.dtype = torch.float16, strict: bool = True):
         """
         Args:
             cfg: a LazyConfig (``omegaconf.DictConfig``) with ``dataloader.test.mapper``.
-            model (nn.Module or None): the detector; None builds it from ``cfg``.
+            model (nn.Module or None): the detector; None builds it from ``cfg`` and loads
+                ``cfg.train.init_checkpoint``, strictly unless ``strict=False`` (see
+                ``hpvit_d2.model_zoo.build_model``).
             amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
         """
@@ -90,7 +92,7 @@ class LazyPredictor:
         train = cfg.get("train", {})
         if model is None:
             model = build_model(cfg, weights=train.get("init_checkpoint") or None,
-                                device=train.get("device", "cpu"))
+                                device=train.get("device", "cpu"), strict=strict)
         self.model = model.eval()
         model_format = getattr(model, "input_format", self.input_format)
         if model_format != self.input_format:

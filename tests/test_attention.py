@@ -1,23 +1,29 @@
-"""HPViT's fused attention against detectron2's ViT attention: same parameters, same outputs."""
+"""HPViT's fused forward of detectron2's ViT attention and block: same modules, same outputs."""
 import pytest
 import torch
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import window_partition, window_unpartition
 
-from hpvit_d2.modeling.attention import Attention, Block, merge_windows, split_windows
+from hpvit_d2.modeling.attention import (
+    fused_attention,
+    fused_block_forward,
+    merge_windows,
+    split_windows,
+)
 
 DIM, HEADS = 48, 3
 
 
 def attention_pair(use_rel_pos: bool, input_size, qkv_bias: bool = True):
-    """detectron2's Attention and ours, ours loaded (strictly) with detectron2's random weights."""
+    """detectron2's Attention with random weights, and the fused computation over the same module."""
     d2 = d2_vit.Attention(DIM, num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
                           rel_pos_zero_init=False, input_size=input_size).eval()
-    ours = Attention(DIM, num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
-                     input_size=input_size).eval()
     with torch.no_grad():
         d2.qkv.bias.normal_() if qkv_bias else None  # padded tokens must see a non-zero qkv bias
-    ours.load_state_dict(d2.state_dict(), strict=True)
+
+    def ours(x, window_size=0):
+        return fused_attention(d2, x, window_size)
+
     return d2, ours
 
 
@@ -66,20 +72,19 @@ def test_rel_pos_tables_are_resized_like_detectron2():
 def test_block_equals_detectron2_block_with_gradients(window_size, hw):
     kw = dict(dim=DIM, num_heads=HEADS, use_rel_pos=True, rel_pos_zero_init=False,
               window_size=window_size, input_size=hw)
-    d2 = d2_vit.Block(**kw)
-    ours = Block(**kw)
-    assert set(ours.state_dict()) == set(d2.state_dict())
+    block = d2_vit.Block(**kw)
     with torch.no_grad():
-        d2.attn.qkv.bias.normal_()
-    ours.load_state_dict(d2.state_dict(), strict=True)
+        block.attn.qkv.bias.normal_()
     x = torch.randn(2, *hw, DIM)
-    expected, got = d2(x), ours(x)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    expected = block(x)
     expected.square().sum().backward()
+    d2_grads = {n: p.grad.clone() for n, p in block.named_parameters()}
+    block.zero_grad()
+    got = fused_block_forward(block, x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     got.square().sum().backward()
-    grads = dict(ours.named_parameters())
-    for name, p in d2.named_parameters():
-        torch.testing.assert_close(grads[name].grad, p.grad, atol=1e-3, rtol=1e-3, msg=name)
+    for name, p in block.named_parameters():
+        torch.testing.assert_close(p.grad, d2_grads[name], atol=1e-3, rtol=1e-3, msg=name)
 
 
 def test_split_and_merge_windows_round_trip_and_fill():

@@ -83,18 +83,50 @@ def test_stage_shapes_and_strides(hw, expected):
     assert model.size_divisibility == 32
 
 
-def test_default_is_hpvit_b():
+def test_unfused_plain_mode_is_detectron2_vit_bit_for_bit():
+    """Same seed, same construction: detectron2's ViT.__init__ builds both; same output exactly."""
+    common = dict(TINY, img_size=224, patch_size=16, use_rel_pos=True, rel_pos_zero_init=False,
+                  window_size=7, window_block_indexes=(0, 2))
+    torch.manual_seed(3)
+    d2 = ViT(**common).eval()
+    torch.manual_seed(3)
+    ours = HPViT(patch_stride=16, stage_depths=(4,), fused_attention=False, **common).eval()
+    for (n1, p1), (n2, p2) in zip(d2.state_dict().items(), ours.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    x = torch.randn(1, 3, 160, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x)["scale4"], d2(x)["last_feat"])
+
+
+def test_defaults_are_detectron2_vit_defaults_plus_the_hierarchy():
+    import inspect
+
     model = HPViT()
+    d2_defaults = {k: p.default for k, p in inspect.signature(ViT.__init__).parameters.items()}
+    assert not d2_defaults["use_rel_pos"] and d2_defaults["window_size"] == 0
+    assert all(b.window_size == 0 and not b.attn.use_rel_pos for b in model.blocks)
     assert model.patch_embed.proj.kernel_size == (16, 16)
-    assert model.patch_embed.proj.stride == (4, 4)
-    assert model.patch_embed.proj.padding == (6, 6)
+    assert model.patch_embed.proj.stride == (4, 4) and model.patch_embed.proj.padding == (6, 6)
     assert model.pos_embed.shape == (1, 197, 768)
-    assert len(model.blocks) == 12 and len(model.pools) == 3
+    assert model.stage_depths == (2, 2, 6, 2) and len(model.pools) == 3
+    assert model.size_divisibility == 32
+    with pytest.raises(TypeError, match="window_sise"):
+        HPViT(window_sise=14)
+
+
+def test_config_recipe_is_hpvit_b():
+    from detectron2.config import instantiate
+
+    from hpvit_d2.model_zoo import get_config
+
+    model = instantiate(get_config("mask_rcnn_hpvit_b.py").model.backbone.bottom_up)
+    assert model.patch_embed.proj.stride == (4, 4)
     assert [b.window_size for b in model.blocks] == [14] * 7 + [0, 14, 0, 0, 0]
     # Global blocks size their rel-pos tables for their stage at img_size: 1/16 -> 64, 1/32 -> 32.
     assert model.blocks[7].attn.rel_pos_h.shape == (127, 64)
     assert model.blocks[11].attn.rel_pos_h.shape == (63, 64)
     assert model.blocks[0].attn.rel_pos_h.shape == (27, 64)
+    assert model.blocks[11].drop_path.drop_prob == pytest.approx(0.1)
     pool_params = sum(p.numel() for p in model.pools.parameters())
     assert pool_params == 3 * (768 * 768 * 4 + 768)
 

@@ -1,4 +1,5 @@
-"""Plain-ViT checkpoint reuse: every source format converts, loads and lands where it should."""
+"""Plain-ViT checkpoint reuse: every source format converts, loads and lands where it should;
+reading is safe; the converter refuses what cannot fill its target."""
 import os
 import pickle
 import subprocess
@@ -10,22 +11,17 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import FPN, ViT
 
-from hpvit_d2.checkpoint import (
-    CheckpointError,
-    convert_plain_vit,
-    load_checkpoint_file,
-    load_plain_vit,
-    resize_rel_pos,
-)
-from hpvit_d2.convert import main as convert_main
-from hpvit_d2.modeling import HPViT
+from hpvit_d2.checkpoint import CheckpointError, HPViTCheckpointer, load_checkpoint_file
+from hpvit_d2.cli.convert import main as convert_main
+from hpvit_d2.modeling import HPViT, IncompatibleCheckpointError, convert_plain_vit
+from hpvit_d2.modeling.checkpoint_filter import resize_rel_pos
 
 WIDTH, DEPTH, HEADS = 192, 12, 3  # timm's vit_tiny / deit_tiny
 
 
 def target_hpvit(**kw):
     args = dict(img_size=128, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, window_size=4,
-                window_block_indexes=tuple(range(6)), stage_depths=(2, 2, 6, 2))
+                window_block_indexes=tuple(range(6)), stage_depths=(2, 2, 6, 2), use_rel_pos=True)
     args.update(kw)
     return HPViT(**args)
 
@@ -105,7 +101,9 @@ def test_vitdet_checkpoint_files_resize_rel_pos(tmp_path, suffix):
     else:
         torch.save({"model": state, "iteration": 5}, path)
     model = target_hpvit(window_size=7)
-    report = load_plain_vit(model, str(path), strict=True)
+    checkpointer = HPViTCheckpointer(model, require="backbone")
+    checkpointer.load(str(path))
+    report = checkpointer.report.conversion
     assert report.source_format == "ViTDet (detectron2)"
     assert "roi_heads.box_predictor.cls_score.weight" in report.unused
     assert_blocks_equal(model, state, prefix="backbone.net.")
@@ -120,6 +118,7 @@ def test_vitdet_checkpoint_files_resize_rel_pos(tmp_path, suffix):
 def test_bare_plain_state_dict_round_trip():
     plain = HPViT(img_size=224, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, patch_stride=16,
                   stage_depths=(DEPTH,), out_features=("scale4",), rel_pos_zero_init=False,
+                  use_rel_pos=True,
                   window_size=7, window_block_indexes=(0, 1))
     state, report = convert_plain_vit(plain.state_dict(), ViT(img_size=224, embed_dim=WIDTH,
                                       depth=DEPTH, num_heads=HEADS, use_rel_pos=True,
@@ -139,9 +138,13 @@ def test_resize_rel_pos_matches_detectron2_runtime_interpolation():
     torch.testing.assert_close(get_rel_pos(8, 8, ours), runtime)
 
 
-def test_not_a_vit_checkpoint_is_an_error():
-    with pytest.raises(CheckpointError, match="patch_embed.proj.weight"):
+def test_not_a_vit_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(IncompatibleCheckpointError, match="patch_embed.proj.weight"):
         convert_plain_vit({"model": {"conv1.weight": torch.zeros(3)}}, target_hpvit())
+    path = tmp_path / "resnet.pth"
+    torch.save({"model": {"conv1.weight": torch.zeros(3)}}, path)
+    with pytest.raises(CheckpointError, match=f"{path}: not a ViT checkpoint"):
+        HPViTCheckpointer(target_hpvit()).load(str(path))
 
 
 class _Payload:
@@ -160,6 +163,8 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, suffix):
         pickle.dump({"model": {"patch_embed.proj.weight": _Payload(marker)}}, f)
     with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint_file(str(path))
+    with pytest.raises(CheckpointError, match=str(path)):  # through the checkpointer too
+        HPViTCheckpointer(target_hpvit()).load(str(path))
     assert not marker.exists()
 
 
@@ -185,7 +190,8 @@ def test_cli_writes_file_detectron2_checkpointer_loads(tmp_path, capsys):
     dst = tmp_path / "out" / "hpvit_init.pth"
     assert convert_main([str(src), str(dst), "--config", str(config)]) == 0
     printed = capsys.readouterr().out
-    assert "checkpoint format: MAE" in printed and "pools.*.conv.weight (3)" in printed
+    assert "(MAE, ViT converted into the backbone)" in printed
+    assert "bottom_up.pools.0.conv.{bias, weight}" in printed and "bottom_up 6" in printed
 
     detector = FPN(bottom_up=target_hpvit(), in_features=["scale2", "scale3", "scale4", "scale5"],
                    out_channels=32)
@@ -201,12 +207,12 @@ def test_cli_strict_refuses_missing_block_weight(tmp_path, capsys):
     torch.save(ckpt, src)
     dst = tmp_path / "out.pth"
     config = str(write_tiny_config(tmp_path))
-    assert convert_main([str(src), str(dst), "--config", config, "--strict"]) == 3
-    assert "1 pre-trained backbone weights" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="1 pre-trained backbone weights missing"):
+        convert_main([str(src), str(dst), "--config", config, "--strict"])
     assert not dst.exists()
     # Without --strict it converts and reports the missing weight.
     assert convert_main([str(src), str(dst), "--config", config]) == 0
-    assert "WARNING: 1 pre-trained backbone weights" in capsys.readouterr().out
+    assert "bottom_up.blocks.3.mlp.fc1.weight" in capsys.readouterr().out
 
 
 def test_cli_unreadable_file_one_line_no_traceback(tmp_path):

@@ -1,25 +1,14 @@
-"""Reusing plain-ViT checkpoints: safe reading, conversion with a report, atomic writing."""
-from .convert import (
-    ConversionReport,
-    convert_plain_vit,
-    extract_state_dict,
-    find_vit_backbone,
-    resize_abs_pos,
-    resize_rel_pos,
-)
+"""Reading and writing weights: one checkpointer (safe, converting, strict on request, reporting)."""
+from .checkpointer import REQUIRE_LEVELS, HPViTCheckpointer
 from .io import CheckpointError, load_checkpoint_file, safe_pickle_load, save_atomic
-from .loading import load_plain_vit
+from .report import LoadReport
 
 __all__ = [
     "CheckpointError",
-    "ConversionReport",
-    "convert_plain_vit",
-    "extract_state_dict",
-    "find_vit_backbone",
+    "HPViTCheckpointer",
+    "LoadReport",
+    "REQUIRE_LEVELS",
     "load_checkpoint_file",
-    "load_plain_vit",
-    "resize_abs_pos",
-    "resize_rel_pos",
     "safe_pickle_load",
     "save_atomic",
 ]

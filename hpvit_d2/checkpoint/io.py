@@ -1,17 +1,40 @@
-"""Reading checkpoints without executing code, and writing them atomically."""
-import io
+"""
+Reading checkpoint files without executing code, and writing them atomically.
+
+Formats read: ``.pth``/``.pt``/anything torch saved (``torch.load(weights_only=True)``),
+``.pkl`` (detectron2 model-zoo; an unpickler that admits only arrays, numbers, strings and
+containers), ``.safetensors``, and Hugging Face ``save_pretrained`` directories
+(``config.json`` + ``model.safetensors``).
+"""
+import contextlib
+import json
 import os
 import pickle
 import tempfile
-from typing import Any
+from typing import Any, Dict, Optional
 
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint_file", "save_atomic", "safe_pickle_load"]
+__all__ = [
+    "CheckpointError",
+    "HF_SUPPORTED_MODEL_TYPES",
+    "check_hf_architecture",
+    "current_umask",
+    "load_checkpoint_file",
+    "resolve_weights_path",
+    "safe_pickle_load",
+    "save_atomic",
+    "write_text_atomic",
+]
+
+# Hugging Face `model_type`s whose encoder converts to a ViT (config.json's "model_type").
+HF_SUPPORTED_MODEL_TYPES = ("vit", "vit_mae", "deit")
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file cannot be read, is unsafe, or has an unknown layout."""
+    """A checkpoint file cannot be read, is unsafe, or does not fit the model; names the file."""
 
 
 # Everything a detectron2 model-zoo .pkl needs: numpy arrays and scalars, plain containers.
@@ -39,61 +62,150 @@ class _SafeUnpickler(pickle.Unpickler):
         )
 
 
-def safe_pickle_load(f) -> Any:
+def safe_pickle_load(f, encoding: str = "latin1") -> Any:
     """Unpickle a file object admitting only numpy arrays, numbers, strings and containers."""
-    return _SafeUnpickler(f, encoding="latin1").load()
+    return _SafeUnpickler(f, encoding=encoding).load()
+
+
+def check_hf_architecture(directory: str) -> Dict[str, Any]:
+    """
+    The ``config.json`` of a Hugging Face model directory, checked to be a ViT, ViTMAE or DeiT.
+
+    Raises:
+        CheckpointError: no readable config.json, or another architecture (named).
+    """
+    path = os.path.join(directory, HF_CONFIG)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory}: not a Hugging Face model directory ({HF_CONFIG} "
+                              f"unreadable: {e})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type not in HF_SUPPORTED_MODEL_TYPES:
+        arch = ", ".join(config.get("architectures") or []) if isinstance(config, dict) else ""
+        raise CheckpointError(
+            f"{directory}: a Hugging Face '{model_type}' model ({arch or 'no architectures'}), "
+            f"not a plain ViT; supported model types: {', '.join(HF_SUPPORTED_MODEL_TYPES)}")
+    return config
+
+
+def resolve_weights_path(path: str) -> str:
+    """
+    The weights file of ``path``: itself, or ``model.safetensors`` of a Hugging Face directory
+    (whose config.json is checked first). A ``?query`` suffix is kept.
+
+    Raises:
+        CheckpointError: a directory that is not a supported Hugging Face model.
+    """
+    local, sep, query = path.partition("?")
+    if os.path.isdir(local):
+        check_hf_architecture(local)
+        weights = os.path.join(local, HF_WEIGHTS)
+        if not os.path.isfile(weights):
+            shards = os.path.join(local, HF_WEIGHTS + ".index.json")
+            detail = ("its weights are sharded (model.safetensors.index.json): save it with a "
+                      "larger max_shard_size" if os.path.isfile(shards) else f"no {HF_WEIGHTS}")
+            raise CheckpointError(f"{local}: {detail}")
+        return weights + sep + query
+    return path
+
+
+def _hf_sidecar_check(path: str) -> None:
+    """A ``.safetensors`` file next to a config.json is checked like its directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(os.path.join(directory, HF_CONFIG)):
+        check_hf_architecture(directory)
 
 
 def load_checkpoint_file(path: str) -> Any:
     """
-    Load a checkpoint file safely.
-
-    ``.pkl`` files (detectron2 model-zoo format) go through a restricted unpickler; anything else
-    through ``torch.load(weights_only=True)``. Paths may be URLs or detectron2:// paths (iopath).
+    Load a checkpoint safely (see the module docstring for formats). Paths may be URLs or
+    detectron2:// paths (fetched and cached by iopath), or Hugging Face model directories.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or would execute code when loaded.
     """
     from detectron2.utils.file_io import PathManager
 
+    path = resolve_weights_path(path.split("?", 1)[0])
     try:
         local = PathManager.get_local_path(path)
     except Exception as e:  # network failures, unknown handlers
         raise CheckpointError(f"{path}: cannot be fetched ({type(e).__name__}: {e}); "
-                              "download it elsewhere and pass the local file") from e
+                              "download it elsewhere and pass the local file") from None
     if not os.path.isfile(local):
         raise CheckpointError(f"{path}: no such file")
     try:
         if local.endswith(".pkl"):
             with open(local, "rb") as f:
                 return safe_pickle_load(f)
+        if local.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            _hf_sidecar_check(local)
+            return load_file(local)
         return torch.load(local, map_location="cpu", weights_only=True)
     except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: not loadable with weights_only=True ({str(e).splitlines()[0]}); it is either "
             "corrupt or contains objects other than tensors and plain containers"
         ) from None
     except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        message = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {message})") from None
 
 
-def save_atomic(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same directory, then rename it over ``path``."""
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_atomic(obj: Any, path: str, mode: Optional[int] = None) -> None:
+    """
+    ``torch.save`` to a temporary file in the same directory, then rename it over ``path``: a
+    crash mid-write never leaves a partial file at ``path``. The file gets ``mode`` (default:
+    0o666 minus the umask, as ``open`` would give it), not the 0600 of temporary files.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            torch.save(obj, buf)
-            f.write(buf.getbuffer())
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(text: str, path: str) -> None:
+    """Write a small text file (e.g. ``last_checkpoint``) by rename, with umask permissions."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

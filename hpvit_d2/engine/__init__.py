@@ -1,4 +1,9 @@
-"""Training and evaluation entries (LazyConfig and yacs) with loud checkpoint loading."""
-from .weights import load_weights
+"""Training and evaluation: detectron2's trainers with this project's checkpointer, loader and hooks."""
+from .distributed import elastic_restart_count, launch_job, started_by_torchrun
+from .hooks import DDPSyncCheck, SaveOnSignal
+from .rng import RNGState
+from .train_loop import build_ddp, build_train_loader, do_test, do_train, evaluate
 
-__all__ = ["load_weights"]
+__all__ = ["DDPSyncCheck", "RNGState", "SaveOnSignal", "build_ddp", "build_train_loader",
+           "do_test", "do_train", "elastic_restart_count", "evaluate", "launch_job",
+           "started_by_torchrun"]

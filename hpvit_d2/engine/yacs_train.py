@@ -1,35 +1,42 @@
 """detectron2's DefaultTrainer for yacs configs with MODEL.BACKBONE.NAME = build_hpvit_fpn_backbone."""
-import logging
 import os
-from functools import partial
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 from detectron2.evaluation import COCOEvaluator
-from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 from .. import modeling  # noqa: F401  (registers build_hpvit_fpn_backbone)
+from ..checkpoint import HPViTCheckpointer
 from ..config import add_hpvit_config
 from ..data.build import get_dataset_dicts
 from ..data.mapper import SafeDatasetMapper
-from .weights import load_weights
+from ..solver import vit_optimizer_params
 
-__all__ = ["Trainer", "setup", "main"]
-
-logger = logging.getLogger("hpvit_d2")
+__all__ = ["Trainer", "setup", "train", "evaluate"]
 
 
 class Trainer(DefaultTrainer):
     """
-    DefaultTrainer with COCO evaluation, AdamW + layer-wise lr decay (SOLVER.OPTIMIZER=ADAMW), and
-    the project's checked data: datasets loaded and sanitized by get_dataset_dicts, images read by
-    SafeDatasetMapper (bad ones converted or rejected naming the file).
+    DefaultTrainer with COCO evaluation, AdamW + layer-wise lr decay (SOLVER.OPTIMIZER=ADAMW,
+    hpvit_d2.solver), the project's checkpointer, and checked data: datasets loaded and sanitized
+    by get_dataset_dicts, images read by SafeDatasetMapper.
     """
+
+    def __init__(self, cfg, require: str = "architecture"):
+        self._require = require
+        super().__init__(cfg)
+
+    def build_hooks(self):
+        # Called by DefaultTrainer.__init__ before the checkpoint hook is made: swap checkpointers.
+        old = self.checkpointer
+        self.checkpointer = HPViTCheckpointer(old.model, old.save_dir, require=self._require,
+                                              **old.checkpointables)
+        return super().build_hooks()
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -53,44 +60,38 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         if cfg.SOLVER.OPTIMIZER.upper() != "ADAMW":
             return super().build_optimizer(cfg, model)
-        params = get_default_optimizer_params(
+        params = vit_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
+            lr_decay_rate=cfg.SOLVER.LR_DECAY_RATE,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            pool_weight_decay=cfg.SOLVER.POOL_WEIGHT_DECAY,
             overrides={"pos_embed": {"weight_decay": 0.0}},
-            lr_factor_func=partial(get_vit_lr_decay_rate, lr_decay_rate=cfg.SOLVER.LR_DECAY_RATE,
-                                   num_layers=cfg.MODEL.HPVIT.DEPTH),
         )
         optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
                                       weight_decay=cfg.SOLVER.WEIGHT_DECAY)
         return maybe_add_gradient_clipping(cfg, optimizer)
 
 
-def setup(args):
+def setup(config_file: str, opts, args):
+    """A frozen yacs config from ``config_file`` and ``KEY VALUE`` overrides; logging set up."""
     cfg = get_cfg()
     add_hpvit_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hpvit_d2")
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        report = load_weights(model, cfg.MODEL.WEIGHTS, strict=getattr(args, "strict", False))
-        if report:
-            print(report)
-        return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    if args.resume and trainer.checkpointer.has_checkpoint():
-        trainer.resume_or_load(resume=True)
-    else:
-        model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-        report = load_weights(model, cfg.MODEL.WEIGHTS, strict=getattr(args, "strict", False))
-        if report:
-            print(report)
+def train(cfg, resume: bool, require: str = "architecture"):
+    trainer = Trainer(cfg, require=require)
+    trainer.resume_or_load(resume=resume)
     return trainer.train()
+
+
+def evaluate(cfg, require: str = "everything"):
+    model = Trainer.build_model(cfg)
+    HPViTCheckpointer(model, require=require).load(cfg.MODEL.WEIGHTS)
+    return Trainer.test(cfg, model)

@@ -1,8 +1,26 @@
-"""HPViT modeling: the backbone, its attention block, pooling layers, and the yacs builder."""
-from .attention import Attention, Block
+"""HPViT modeling: the backbone (detectron2's ViT with two changes), pooling, fused block forward,
+the plain-ViT checkpoint filter, the yacs builder."""
+from .attention import fused_attention, fused_block_forward
 from .build import build_hpvit_backbone, build_hpvit_fpn_backbone
-from .hpvit import HPViT
+from .checkpoint_filter import (
+    ConversionReport,
+    IncompatibleCheckpointError,
+    checkpoint_filter_fn,
+    convert_plain_vit,
+)
+from .hpvit import HPViT, find_vit_backbone
 from .pooling import TokenPool
 
-__all__ = ["HPViT", "Attention", "Block", "TokenPool", "build_hpvit_backbone",
-           "build_hpvit_fpn_backbone"]
+__all__ = [
+    "ConversionReport",
+    "HPViT",
+    "IncompatibleCheckpointError",
+    "TokenPool",
+    "build_hpvit_backbone",
+    "build_hpvit_fpn_backbone",
+    "checkpoint_filter_fn",
+    "convert_plain_vit",
+    "find_vit_backbone",
+    "fused_attention",
+    "fused_block_forward",
+]

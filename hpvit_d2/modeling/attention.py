@@ -1,11 +1,13 @@
 """
-detectron2's ViT attention and block, computed with PyTorch's fused attention kernel.
+detectron2's ViT block, computed faster: the same modules and parameters, a different forward.
 
-Same parameters, same outputs (to float rounding) as ``detectron2.modeling.backbone.vit``; the
-forward pass is rewritten because it is where the time and memory go:
+``fused_block_forward(block, x)`` gives the output of ``block(x)`` for a
+``detectron2.modeling.backbone.vit.Block`` (to float rounding). HPViT runs its blocks through it
+when built with ``fused_attention=True``; the blocks stay detectron2's modules, so parameter
+names, shapes and initialisation are detectron2's. What is faster:
 
 - attention runs in ``F.scaled_dot_product_attention``, the decomposed relative positions passed
-  as its additive bias: no explicit (B, heads, N, N) score tensor, softmax copy and rel-pos sum;
+  as its additive bias: no explicit score tensor, softmax copy and rel-pos sum;
 - window attention projects only the real tokens. ``qkv`` runs before the map is padded to whole
   windows and the padded tokens get the ``qkv`` bias (what detectron2's zero padding of the
   normalised input gives them); the output projection runs after the windows are merged and
@@ -20,7 +22,13 @@ import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos
 
-__all__ = ["Attention", "Block", "decomposed_rel_pos_bias", "merge_windows", "split_windows"]
+__all__ = [
+    "decomposed_rel_pos_bias",
+    "fused_attention",
+    "fused_block_forward",
+    "merge_windows",
+    "split_windows",
+]
 
 
 def split_windows(
@@ -100,58 +108,45 @@ def decomposed_rel_pos_bias(
     return bias.view(*lead, q_h * q_w, k_h * k_w)
 
 
-class Attention(d2_vit.Attention):
+def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
     """
-    detectron2's ``Attention`` (same parameters), with fused attention and window handling inside
-    (so that the projections skip the padding).
+    What detectron2's ``Attention`` computes (with ``Block``'s window partitioning around it).
+
+    Args:
+        attn (detectron2 Attention): the parameters (``qkv``, ``proj``, ``rel_pos_h/w``).
+        x (Tensor): (B, H, W, C).
+        window_size (int): 0 for global attention, else attention within ws x ws windows of the
+            map zero-padded to whole windows (detectron2's ``window_partition``).
+    Returns:
+        Tensor (B, H, W, C).
     """
-
-    def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
-        """
-        Args:
-            x (Tensor): (B, H, W, C).
-            window_size (int): 0 for global attention (detectron2's ``Attention``), else attention
-                within ws x ws windows after zero-padding the map (detectron2's ``Block`` with
-                ``window_partition`` / ``window_unpartition``).
-        Returns:
-            Tensor (B, H, W, C).
-        """
-        B, H, W, C = x.shape
-        qkv = self.qkv(x)  # (B, H, W, 3C)
-        if window_size > 0:
-            qkv, padded_hw = split_windows(qkv, window_size, fill=self.qkv.bias)
-            side = (window_size, window_size)
-        else:
-            qkv = qkv.reshape(B, H * W, 3 * C)
-            side = (H, W)
-        batch, tokens = qkv.shape[:2]
-        # (3, batch, heads, tokens, head_dim), strided views of the qkv output
-        q, k, v = qkv.view(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = None
-        if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, side, side)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        out = out.transpose(1, 2).reshape(batch, tokens, C)
-        if window_size > 0:
-            out = merge_windows(out, window_size, padded_hw, (H, W))
-        else:
-            out = out.view(B, H, W, C)
-        return self.proj(out)
+    B, H, W, C = x.shape
+    qkv = attn.qkv(x)  # (B, H, W, 3C)
+    if window_size > 0:
+        qkv, padded_hw = split_windows(qkv, window_size, fill=attn.qkv.bias)
+        side = (window_size, window_size)
+    else:
+        qkv = qkv.reshape(B, H * W, 3 * C)
+        side = (H, W)
+    batch, tokens = qkv.shape[:2]
+    # (3, batch, heads, tokens, head_dim), strided views of the qkv output
+    q, k, v = qkv.view(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    bias = None
+    if attn.use_rel_pos:
+        bias = decomposed_rel_pos_bias(q, attn.rel_pos_h, attn.rel_pos_w, side, side)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+    out = out.transpose(1, 2).reshape(batch, tokens, C)
+    if window_size > 0:
+        out = merge_windows(out, window_size, padded_hw, (H, W))
+    else:
+        out = out.view(B, H, W, C)
+    return attn.proj(out)
 
 
-class Block(d2_vit.Block):
-    """detectron2's ViT block with the attention above; parameter names and shapes are unchanged."""
-
-    def __init__(self, *args, **kwargs):
-        """Arguments of ``detectron2.modeling.backbone.vit.Block``."""
-        super().__init__(*args, **kwargs)
-        # detectron2 built its Attention with the right arguments; only the forward differs.
-        self.attn.__class__ = Attention
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, W, C) -> (B, H, W, C)."""
-        x = x + self.drop_path(self.attn(self.norm1(x), window_size=self.window_size))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
-        if self.use_residual_block:
-            x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x
+def fused_block_forward(block: d2_vit.Block, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` for a detectron2 ViT ``Block``, with :func:`fused_attention`. x: (B, H, W, C)."""
+    x = x + block.drop_path(fused_attention(block.attn, block.norm1(x), block.window_size))
+    x = x + block.drop_path(block.mlp(block.norm2(x)))
+    if block.use_residual_block:
+        x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return x

@@ -7,11 +7,9 @@ Speed and memory of HPViT-B against detectron2's ViT-B / ViTDet-B, in one run on
     python projects/HPViT/benchmark.py --device cuda --amp  # CUDA, bf16 autocast
 
 Prints the table and writes benchmark.{json,md,png} to --out (default output/benchmark).
-See hpvit_d2/benchmark.py for what is measured and how.
+See hpvit_d2/cli/bench.py for what is measured and how.
 """
-import sys
-
-from hpvit_d2.benchmark import main
+from hpvit_d2.cli.bench import entry
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    entry()

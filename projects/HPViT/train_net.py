@@ -1,17 +1,16 @@
 #!/usr/bin/env python
 """
-Train or evaluate HPViT (or ViTDet) Mask R-CNN from a LazyConfig (.py) or a yacs config (.yaml).
+Train or evaluate HPViT (or ViTDet) from a LazyConfig (.py) or a yacs config (.yaml).
 
     python projects/HPViT/train_net.py --config-file configs/mask_rcnn_hpvit_b.py --num-gpus 8
-    python projects/HPViT/train_net.py --config-file configs/mask_rcnn_hpvit_b.py --eval-only \
+    python projects/HPViT/train_net.py --config-file mask_rcnn_hpvit_b.py --eval-only \
         train.init_checkpoint=output/model_final.pth
+    torchrun --nproc-per-node 8 --max-restarts 3 projects/HPViT/train_net.py --config-file ...
 
-Flags are those of detectron2's lazyconfig_train_net.py, plus --strict; the load report of the
-init checkpoint is printed. See hpvit_d2/engine/launch.py.
+Flags: those of detectron2's lazyconfig_train_net.py, plus --strict, --allow-partial,
+--dist-timeout, --debug (see hpvit_d2/cli/train.py).
 """
-import sys
-
-from hpvit_d2.engine.launch import invoke_main
+from hpvit_d2.cli.train import entry
 
 if __name__ == "__main__":
-    invoke_main(sys.argv[1:])
+    entry()

@@ -75,6 +75,7 @@ train.checkpointer.max_to_keep = 2
 
 optimizer.lr = 8e-4
 optimizer.weight_decay = 0.05
+optimizer.params.lr_decay_rate = 0.9
 
 # Fractions of train.max_iter, so `train.max_iter=N` on the command line rescales the schedule.
 lr_multiplier = L(WarmupParamScheduler)(

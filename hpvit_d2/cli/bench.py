@@ -46,38 +46,15 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-__all__ = ["Row", "VARIANTS", "build_model", "main", "matmul_roofline", "measure_row", "run"]
+from .common import run as run_command
+from .variants import SCALES, VARIANTS, build_model, share_weights
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+__all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
+
 BASELINE = "vit"
+PARTS = ("backbone", "maskrcnn", "train")
 ROOFLINE_SHAPE = (4096, 768, 3072)  # (M, K, N): a ViT-B MLP matmul on 4096 tokens
 
-# name -> (label, how the trunk differs from the configs' defaults)
-VARIANTS: Dict[str, dict] = {
-    "vit": dict(label="detectron2 ViT-B (ViTDet)", kind="vit"),
-    "plain": dict(label="HPViT-B plain mode", kind="plain"),
-    "hpvit-2262-conv": dict(label="HPViT-B (2,2,6,2) conv", kind="hpvit",
-                            stage_depths=(2, 2, 6, 2), pool_type="conv"),
-    "hpvit-2262-avg": dict(label="HPViT-B (2,2,6,2) avg", kind="hpvit",
-                           stage_depths=(2, 2, 6, 2), pool_type="avg"),
-    "hpvit-1191-conv": dict(label="HPViT-B (1,1,9,1) conv", kind="hpvit",
-                            stage_depths=(1, 1, 9, 1), pool_type="conv"),
-    "hpvit-1191-avg": dict(label="HPViT-B (1,1,9,1) avg", kind="hpvit",
-                           stage_depths=(1, 1, 9, 1), pool_type="avg"),
-}
-PARTS = ("backbone", "maskrcnn", "train")
-# "base" is ViT-B with the configs' heads; "tiny" (a narrow trunk, small heads, few proposals)
-# only exercises the harness quickly.
-SCALES = {
-    "base": dict(trunk={}, heads={}),
-    "tiny": dict(
-        trunk=dict(embed_dim=64, num_heads=2),
-        heads={"proposal_generator.post_nms_topk": (1000, 20),
-               "roi_heads.box_predictor.test_topk_per_image": 5,
-               "roi_heads.box_head.conv_dims": [32] * 4,
-               "roi_heads.mask_head.conv_dims": [32] * 5},
-    ),
-}
 DEFAULT_BACKBONE_MODELS = ("vit", "plain", "hpvit-2262-conv", "hpvit-2262-avg", "hpvit-1191-conv")
 DEFAULT_MASKRCNN_MODELS = ("vit", "plain", "hpvit-2262-conv")
 DEFAULT_TRAIN_MODELS = ("vit", "plain", "hpvit-2262-conv")
@@ -109,76 +86,6 @@ class Row:
     @property
     def key(self) -> str:
         return f"{self.part}/{self.size}/{self.model}/{int(self.checkpoint)}/{int(self.compiled)}"
-
-
-# ---------------------------------------------------------------------------------- models
-def _model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
-    """LazyConfig node of the whole Mask R-CNN for ``variant`` (see VARIANTS)."""
-    from detectron2.config import LazyCall as L
-    from detectron2.config import LazyConfig
-
-    from .modeling import HPViT
-
-    spec = VARIANTS[variant]
-    if spec["kind"] == "hpvit":
-        model = LazyConfig.load(str(CONFIG_DIR / "mask_rcnn_hpvit_b.py")).model
-        trunk = model.backbone.bottom_up
-        trunk.stage_depths, trunk.pool_type = spec["stage_depths"], spec["pool_type"]
-    else:
-        model = LazyConfig.load(str(CONFIG_DIR / "mask_rcnn_vitdet_b.py")).model
-        model.backbone.square_pad = size
-        if spec["kind"] == "plain":
-            vit = model.backbone.net
-            keep = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "drop_path_rate",
-                    "window_size", "mlp_ratio", "qkv_bias", "norm_layer", "window_block_indexes",
-                    "use_rel_pos")
-            model.backbone.net = L(HPViT)(**{k: vit[k] for k in keep}, patch_stride=16,
-                                          stage_depths=(vit.depth,), out_features=("scale4",))
-            model.backbone.in_feature = "scale4"
-        trunk = model.backbone.net
-    trunk.update(SCALES[scale]["trunk"])
-    if checkpoint:
-        trunk.use_act_checkpoint = True
-    # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
-    model.roi_heads.box_predictor.test_score_thresh = 0.0
-    for dotted, value in SCALES[scale]["heads"].items():
-        *parents, leaf = dotted.split(".")
-        node = model
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    return model
-
-
-def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
-                checkpoint: bool = False, seed: int = 0) -> torch.nn.Module:
-    """The module timed for (variant, part): the trunk alone, or the whole Mask R-CNN."""
-    from detectron2.config import instantiate
-
-    torch.manual_seed(seed)
-    model = instantiate(_model_config(variant, scale, size, checkpoint))
-    from .checkpoint import find_vit_backbone
-
-    return model if part == "maskrcnn" else find_vit_backbone(model)[1]
-
-
-def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
-    """
-    Give every model the reference's weights where they share parameters: tensors of the same
-    name and shape, and the ViT trunk through the plain-ViT conversion (resized rel-pos tables).
-    """
-    from .checkpoint import convert_plain_vit, find_vit_backbone
-
-    ref_state = models[reference].state_dict()
-    for name, model in models.items():
-        if name == reference:
-            continue
-        own = model.state_dict()
-        same = {k: v for k, v in ref_state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(same, strict=False)
-        _, trunk = find_vit_backbone(model)
-        trunk_state, _ = convert_plain_vit(ref_state, trunk)
-        trunk.load_state_dict(trunk_state, strict=False)
 
 
 def make_inputs(part: str, size: int, batch: int, device: str):
@@ -293,7 +200,7 @@ def measure_row(spec: dict) -> dict:
 
 
 def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
-    from .flops import count_detector_flops, count_flops
+    from ..flops import count_detector_flops, count_flops
 
     model.eval()
     with torch.no_grad():
@@ -303,7 +210,7 @@ def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
 
 def _measure_in_subprocess(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "hpvit_d2.benchmark", "--measure-row", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "hpvit_d2.cli.bench", "--measure-row", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -560,7 +467,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv) -> int:
     args = _parser().parse_args(argv)
     if args.measure_row:
         print(json.dumps(measure_row(json.loads(args.measure_row))))
@@ -578,5 +485,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def entry() -> None:
+    """Console command ``hpvit-bench``."""
+    sys.exit(run_command(main))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,13 +1,10 @@
 """Tiny HPViT Mask R-CNN for the CPU: width 128, 4 blocks, one per stage, on the shapes dataset."""
-from functools import partial
-
-from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
-
 from .common.backbones import hpvit_b_fpn
 from .common.tiny import PYRAMID_CHANNELS, dataloader, lr_multiplier, model, optimizer, train
 
 model.backbone = hpvit_b_fpn
 model.backbone.out_channels = PYRAMID_CHANNELS
+model.backbone.square_pad = 256
 model.backbone.bottom_up.update(
     img_size=256,
     embed_dim=128,
@@ -18,5 +15,4 @@ model.backbone.bottom_up.update(
     window_block_indexes=(0, 1),
     stage_depths=(1, 1, 1, 1),
 )
-optimizer.params.lr_factor_func = partial(get_vit_lr_decay_rate, num_layers=4, lr_decay_rate=0.9)
 train.output_dir = "./output/hpvit_tiny"

@@ -3,4 +3,3 @@ from .common.backbones import vitdet_b_sfp
 from .common.mask_rcnn_base import dataloader, lr_multiplier, model, optimizer, train
 
 model.backbone = vitdet_b_sfp
-train.init_checkpoint = "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_base.pth"

@@ -1,8 +1,4 @@
 """Tiny ViTDet Mask R-CNN for the CPU, equal in width, depth and heads to mask_rcnn_hpvit_tiny.py."""
-from functools import partial
-
-from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
-
 from .common.backbones import vitdet_b_sfp
 from .common.tiny import PYRAMID_CHANNELS, dataloader, lr_multiplier, model, optimizer, train
 
@@ -18,5 +14,4 @@ model.backbone.net.update(
     window_size=8,
     window_block_indexes=(0, 2),
 )
-optimizer.params.lr_factor_func = partial(get_vit_lr_decay_rate, num_layers=4, lr_decay_rate=0.9)
 train.output_dir = "./output/vitdet_tiny"

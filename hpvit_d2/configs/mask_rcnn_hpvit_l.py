@@ -1,8 +1,4 @@
 """Mask R-CNN, HPViT-L + FPN, COCO, initialised from MAE ViT-L (ViTDet's ViT-L recipe: lr decay 0.8)."""
-from functools import partial
-
-from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
-
 from .mask_rcnn_hpvit_b import dataloader, lr_multiplier, model, optimizer, train
 
 # ViT-L: 24 blocks of width 1024. Stages (2, 2, 18, 2).
@@ -15,7 +11,7 @@ model.backbone.bottom_up.stage_depths = (2, 2, 18, 2)
 model.backbone.bottom_up.window_block_indexes = (
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 18, 19, 20, 22,
 )
-optimizer.params.lr_factor_func = partial(get_vit_lr_decay_rate, num_layers=24, lr_decay_rate=0.8)
+optimizer.params.lr_decay_rate = 0.8
 train.init_checkpoint = (
     "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_large.pth?matching_heuristics=True"
 )

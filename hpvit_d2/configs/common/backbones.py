@@ -1,4 +1,8 @@
-"""Backbones as LazyCall data: HPViT + FPN (this project) and ViT + SimpleFeaturePyramid (ViTDet)."""
+"""
+The backbones, as LazyCall data, one definition each: HPViT + FPN (this project) and
+ViT + SimpleFeaturePyramid (ViTDet). Every config takes its backbone from here.
+Both pad every image to a 1024 square (`square_pad`), as ViTDet does.
+"""
 from functools import partial
 
 import torch.nn as nn
@@ -33,6 +37,7 @@ hpvit_b_fpn = L(FPN)(
     out_channels=256,
     norm="LN",
     top_block=L(LastLevelMaxPool)(),
+    square_pad=1024,
 )
 
 # ViTDet-B: the plain ViT-B at 1/16 with the simple feature pyramid, as detectron2's model zoo.

@@ -2,12 +2,12 @@
 ``make demo``: train the tiny HPViT Mask R-CNN and the equal-size ViTDet baseline on the embedded
 shapes dataset with the same budget, evaluate both with COCOEvaluator, and compare them.
 
-    python -m hpvit_d2.demo_run                     # DEMO_ITERS iterations per model (default 240)
-    DEMO_ITERS=400 python -m hpvit_d2.demo_run      # more time, higher AP
-    python -m hpvit_d2.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
+    python -m hpvit_d2.cli.demo_run                 # DEMO_ITERS iterations per model (default 240)
+    DEMO_ITERS=400 python -m hpvit_d2.cli.demo_run  # more time, higher AP
+    python -m hpvit_d2.cli.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
         --val-dataset hpvit_shapes_val_mini --output-dir /tmp/demo   # a smoke run
 
-Both models train through the project's training entry (``python -m hpvit_d2.engine.launch``,
+Both models train through the project's training entry (``python -m hpvit_d2.cli.train``,
 the code behind projects/HPViT/train_net.py), as two processes running side by side with an even
 share of the CPU threads (``--sequential`` runs one after the other with all of them). Writes to
 ``--output-dir`` (default ``output/demo``):
@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["DEFAULT_ITERS", "MODELS", "DemoRun", "main", "markdown_table", "parse_args"]
+from ..engine.metrics import final_metrics, read_metrics
+from ..overrides import ConfigError
+from .common import EXIT_OK, run
+
+__all__ = ["DEFAULT_ITERS", "MODELS", "DemoRun", "main", "markdown_table", "parse_args", "run_demo"]
 
 DEFAULT_ITERS = 240
 
@@ -100,10 +104,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
-    from . import model_zoo
+    from .. import model_zoo
 
     return [
-        sys.executable, "-m", "hpvit_d2.engine.launch",
+        sys.executable, "-m", "hpvit_d2.cli.train",
         "--config-file", model_zoo.get_config_file(run.config),
         f"train.output_dir={run.output_dir}",
         f"train.max_iter={args.iters}",
@@ -114,25 +118,10 @@ def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
     ]
 
 
-def _metrics_records(metrics_file: Path) -> List[dict]:
-    """The complete lines of a detectron2 metrics.json ([] if it does not exist yet)."""
-    try:
-        lines = metrics_file.read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # a line being written
-            continue
-    return records
-
-
 def _progress_line(runs: Sequence[DemoRun], iters: int, start: float) -> str:
     parts = []
     for run in runs:
-        rec = (_metrics_records(run.output_dir / "metrics.json") or [{}])[-1]
+        rec = (read_metrics(run.output_dir / "metrics.json") or [{}])[-1]
         it = min(rec.get("iteration", -1) + 1, iters)
         if "bbox/AP" in rec:
             state = f" evaluated: box AP {rec['bbox/AP']:.1f}, mask AP {rec.get('segm/AP', 0):.1f}"
@@ -183,10 +172,8 @@ def train_runs(runs: Sequence[DemoRun], args: argparse.Namespace, poll_seconds: 
 def _read_metrics(run: DemoRun) -> Dict[str, float]:
     """Final COCO metrics and mean s/iteration from the run's metrics.json."""
     path = run.output_dir / "metrics.json"
-    records = _metrics_records(path)
-    out: Dict[str, float] = {}
-    for rec in records:
-        out.update({k: v for k, v in rec.items() if k.startswith(("bbox/", "segm/"))})
+    records = read_metrics(path)
+    out = final_metrics(path)
     if "bbox/AP" not in out or "segm/AP" not in out:
         raise RuntimeError(f"{path} has no bbox/AP or segm/AP: the final evaluation of "
                            f"{run.name} did not run; see {run.log_file}")
@@ -197,7 +184,7 @@ def _read_metrics(run: DemoRun) -> Dict[str, float]:
 
 def _load_model(run: DemoRun):
     """(cfg, model in eval mode) with the run's final weights."""
-    from . import model_zoo
+    from .. import model_zoo
 
     cfg = model_zoo.get_config(run.config)
     return cfg, model_zoo.build_model(cfg, str(run.output_dir / "model_final.pth"), strict=True)
@@ -220,7 +207,7 @@ def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
 def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
     """Parameters (M), GFLOPs of one inference (first input), median latency (ms) over inputs."""
     import torch
-    from .flops import count_detector_flops
+    from ..flops import count_detector_flops
 
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -266,7 +253,7 @@ def plot_curves(runs: Sequence[DemoRun], path: Path) -> None:
     keys = ("total_loss", "loss_cls", "loss_box_reg", "loss_mask")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
     for run in runs:
-        records = [r for r in _metrics_records(run.output_dir / "metrics.json")
+        records = [r for r in read_metrics(run.output_dir / "metrics.json")
                    if "total_loss" in r]
         for ax, key in zip(axes, keys):
             ax.plot([r["iteration"] + 1 for r in records], [r[key] for r in records],
@@ -315,19 +302,20 @@ def draw_predictions(runs: Sequence[DemoRun], models, dataset_dicts: Sequence[di
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, float]]:
+def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
+    """Everything ``make demo`` does; returns one row of measurements per model."""
     args = parse_args(argv)
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from .data.shapes import SHAPES_SPLITS, ensure_shapes_split
+    from ..data.shapes import SHAPES_SPLITS, ensure_shapes_split
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in (args.train_dataset, args.val_dataset):
         if name not in SHAPES_SPLITS:
-            raise SystemExit(f"error: {name!r} is not a shapes dataset; choose from "
-                             f"{sorted(SHAPES_SPLITS)}")
+            raise ConfigError(f"{name!r} is not a shapes dataset; choose from "
+                              f"{sorted(SHAPES_SPLITS)}")
         ensure_shapes_split(name)  # generate once here, not in both training processes
     runs = [DemoRun(name, cfg, slug, out / slug, out / f"{slug}.log") for name, cfg, slug in MODELS]
 
@@ -370,5 +358,15 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, float]]:
     return rows
 
 
+def main(argv: Sequence[str]) -> int:
+    run_demo(argv)
+    return EXIT_OK
+
+
+def entry() -> None:
+    """Console command ``hpvit-demo-run`` (``make demo``)."""
+    sys.exit(run(main))
+
+
 if __name__ == "__main__":
-    main()
+    entry()

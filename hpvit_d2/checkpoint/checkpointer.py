@@ -1,0 +1,347 @@
+"""
+``HPViTCheckpointer``: the one way this project reads and writes weights.
+
+It is detectron2's ``DetectionCheckpointer`` (same ``load``/``save``/``resume_or_load``,
+checkpointables, ``?matching_heuristics=True``), with these additions:
+
+- reading executes nothing: ``.pth`` through ``torch.load(weights_only=True)``, detectron2's
+  ``.pkl`` with an unpickler that admits only arrays, numbers, strings and containers; it also
+  reads ``.safetensors`` and Hugging Face ``save_pretrained`` directories;
+- a plain ViT checkpoint (MAE, DeiT/timm, Hugging Face, ViTDet) is converted into the model's
+  ViT backbone (``hpvit_d2.modeling.convert_plain_vit``), whatever the model's key prefix;
+- ``require`` refuses, before the model is touched, what would leave wrong or random weights:
+  ``"nothing"``, ``"architecture"`` (the checkpoint is for another model: a detector with another
+  backbone, a ViT of another width, depth or patch size, not a ViT at all), ``"backbone"`` (also
+  any pre-trained backbone weight missing) or ``"everything"`` (every model tensor must come from
+  the checkpoint, as inference needs);
+- ``self.report`` (:class:`~hpvit_d2.checkpoint.report.LoadReport`) says what was loaded, converted
+  and left at initialisation, counted over the whole model; it is logged;
+- writing is atomic (a temporary file renamed into place, ``last_checkpoint`` likewise) and gives
+  files the permissions of the umask, as detectron2's own writes do.
+"""
+import contextlib
+import logging
+import os
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint import detection_checkpoint as d2_detection_checkpoint
+from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+from detectron2.utils.file_io import PathManager
+
+from ..modeling.checkpoint_filter import (
+    IncompatibleCheckpointError,
+    convert_plain_vit,
+    extract_state_dict,
+    find_vit_prefix,
+    timm_named,
+    vit_geometry,
+)
+from .io import (
+    CheckpointError,
+    current_umask,
+    load_checkpoint_file,
+    resolve_weights_path,
+    safe_pickle_load,
+)
+from .report import LoadReport, model_part
+
+__all__ = ["HPViTCheckpointer", "REQUIRE_LEVELS"]
+
+logger = logging.getLogger(__name__)
+
+REQUIRE_LEVELS = ("nothing", "architecture", "backbone", "everything")
+# Keys a plain ViT checkpoint may carry besides its backbone (timm names, after Hugging Face renames).
+_PLAIN_EXTRAS = ("cls_token", "dist_token", "mask_token", "reg_token", "norm.", "fc_norm.", "head.",
+                 "head_dist.", "decoder", "pooler.", "classifier.")
+# Model keys detectron2 does not expect from a checkpoint (buffers set from the config).
+_NOT_FROM_CHECKPOINTS = ("pixel_mean", "pixel_std")
+_BACKBONE_NAMES = {"backbone.bottom_up.": "HPViT (FPN over HPViT)",
+                   "backbone.net.": "ViTDet (SimpleFeaturePyramid over ViT)"}
+
+
+class _AtomicFile:
+    """A file opened for writing at a temporary path, renamed onto ``path`` on a clean close."""
+
+    def __init__(self, path: str, mode: str):
+        import tempfile
+
+        self.path = path
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+        self.file = os.fdopen(fd, mode)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+        finally:
+            self.file.close()
+        if exc_type is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            return False
+        os.chmod(self.tmp, 0o666 & ~current_umask())
+        os.replace(self.tmp, self.path)
+        return False
+
+
+class _AtomicWrites:
+    """detectron2's PathManager, except that local files opened for writing are :class:`_AtomicFile`."""
+
+    def __getattr__(self, name):
+        return getattr(PathManager, name)
+
+    def open(self, path: str, mode: str = "r", **kwargs):
+        if any(c in mode for c in "wax") and "://" not in str(path):
+            return _AtomicFile(str(path), mode)
+        return PathManager.open(path, mode, **kwargs)
+
+
+class _SafePickle:
+    """Stands in for the ``pickle`` module inside detectron2's ``.pkl`` reader."""
+
+    @staticmethod
+    def load(f, encoding="latin1"):
+        return safe_pickle_load(f, encoding=encoding)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+
+
+def _backbone_name(prefix: Optional[str]) -> str:
+    return _BACKBONE_NAMES.get(prefix or "", f"a ViT under {prefix!r}" if prefix else "no ViT")
+
+
+class HPViTCheckpointer(DetectionCheckpointer):
+    """See the module docstring. ``self.report`` holds the last load's :class:`LoadReport`."""
+
+    def __init__(self, model, save_dir: str = "", *, require: str = "architecture",
+                 save_to_disk: Optional[bool] = None, **checkpointables):
+        """
+        Args:
+            model (nn.Module): the model (DDP-wrapped or not).
+            save_dir (str): where ``save`` writes and ``resume_or_load`` looks.
+            require (str): one of ``REQUIRE_LEVELS`` (see the module docstring).
+            save_to_disk, checkpointables: as ``DetectionCheckpointer``.
+        """
+        if require not in REQUIRE_LEVELS:
+            raise ValueError(f"require={require!r}: use one of {REQUIRE_LEVELS}")
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.require = require
+        self.path_manager = _AtomicWrites()
+        self.report: Optional[LoadReport] = None
+        self._source: Optional[str] = None
+        self._pending: Optional[LoadReport] = None
+
+    # ------------------------------------------------------------------ reading
+    def load(self, path: str, checkpointables: Optional[List[str]] = None):
+        self.report = None
+        if not path:
+            return super().load(path, checkpointables)
+        path = resolve_weights_path(path)
+        file_part, sep, query = path.partition("?")
+        try:
+            local = PathManager.get_local_path(file_part)
+        except Exception as e:  # offline, unknown URL scheme
+            raise CheckpointError(f"{file_part}: cannot be fetched ({type(e).__name__}: {e}); "
+                                  "download it elsewhere and pass the local file") from None
+        if not os.path.isfile(local):
+            raise CheckpointError(f"{file_part}: no such file")
+        self._source = file_part
+        return super().load(local + sep + query, checkpointables)
+
+    def _torch_load(self, f: str):
+        return load_checkpoint_file(f)
+
+    def _load_file(self, filename: str):
+        if filename.endswith(".safetensors"):
+            loaded = {"model": load_checkpoint_file(filename)}
+        elif filename.endswith(".pkl"):
+            try:
+                with _patched(d2_detection_checkpoint, "pickle", _SafePickle):
+                    loaded = super()._load_file(filename)
+            except CheckpointError as e:
+                raise CheckpointError(f"{filename}: {e}") from None
+        else:
+            loaded = super()._load_file(filename)
+        return self._prepare(loaded)
+
+    def _prepare(self, loaded: Dict) -> Dict:
+        """Classify the checkpoint, convert a plain ViT, apply ``require``'s architecture check."""
+        source = self._source or "checkpoint"
+        model = _unwrap(self.model)
+        target = model.state_dict()
+        heuristics = loaded.pop("matching_heuristics", False)
+        raw = extract_state_dict(loaded["model"])
+        state, _ = timm_named(raw)
+        model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
+        plain = _is_plain_vit(state, ckpt_prefix)
+        if model_prefix is not None and ckpt_prefix is not None and (
+                plain or ckpt_prefix != model_prefix):
+            if not plain and self.require == "everything":
+                raise CheckpointError(_architecture_message(source, ckpt_prefix, model_prefix))
+            return self._convert(loaded, raw, model, model_prefix, len(target))
+        if heuristics:
+            state = align_and_update_state_dicts(
+                target, state, c2_conversion=loaded.get("__author__") == "Caffe2")
+        elif model_prefix is not None and self.require != "nothing":
+            if ckpt_prefix is None:
+                sample = ", ".join(sorted(state)[:3])
+                raise CheckpointError(
+                    f"{source}: not a ViT checkpoint: no 'patch_embed.proj.weight' among its "
+                    f"{len(state)} tensors (e.g. {sample}); the config builds "
+                    f"{_backbone_name(model_prefix)}")
+            got, want = vit_geometry(state, ckpt_prefix), vit_geometry(target, model_prefix)
+            if got != want:
+                raise CheckpointError(f"{source}: its backbone ViT ({got}) differs from the "
+                                      f"model's ({want}): use the config it was trained with")
+        loaded["model"] = state
+        self._pending = LoadReport(source, "model", _model_format(ckpt_prefix), len(target))
+        return loaded
+
+    def _convert(self, loaded: Dict, state: Dict, model, model_prefix: str, num_target: int) -> Dict:
+        """Use the checkpoint's ViT to initialise the model's (a plain ViT, or another detector's)."""
+        source = self._source or "checkpoint"
+        backbone = model.get_submodule(model_prefix[:-1]) if model_prefix else model
+        try:
+            converted, conversion = convert_plain_vit(state, backbone)
+        except IncompatibleCheckpointError as e:
+            if self.require != "nothing":
+                hint = _fitting_hint(timm_named(state)[0])
+                raise CheckpointError(f"{source}: {e}; {hint}") from None
+            logger.warning(f"{source}: {e}; nothing loaded")
+            converted, conversion = {}, None
+        loaded["model"] = {model_prefix + k: v for k, v in converted.items()}
+        self._pending = LoadReport(source, "ViT converted into the backbone",
+                                   conversion.source_format if conversion else "unusable",
+                                   num_target, conversion=conversion)
+        return loaded
+
+    def _load_model(self, checkpoint):
+        report = self._pending
+        self._pending = None
+        state = checkpoint["model"]
+        model = _unwrap(self.model)
+        target = model.state_dict()
+        report.missing = sorted(k for k in target if k not in state
+                                and k.rsplit(".", 1)[-1] not in _NOT_FROM_CHECKPOINTS)
+        report.unexpected = sorted(k for k in state if k not in target
+                                   and "anchor_generator.cell_anchors" not in k)
+        report.mismatched = [(k, tuple(state[k].shape), tuple(target[k].shape)) for k in target
+                             if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
+        bad = set(report.missing) | {k for k, _, _ in report.mismatched}
+        report.loaded = sorted(k for k in state if k in target and k not in bad)
+        self._enforce(report)
+        incompatible = super()._load_model(checkpoint)
+        self.report = report
+        return incompatible
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        # The report replaces fvcore's per-key warnings: one summary, counted over the model.
+        if self.report is not None:
+            level = logging.WARNING if self.report.left_at_init else logging.INFO
+            logger.log(level, self.report.summary())
+
+    def _enforce(self, report: LoadReport) -> None:
+        """Raise CheckpointError for what ``self.require`` does not accept."""
+        if self.require in ("nothing", "architecture"):
+            return
+        if report.conversion is not None and self.require == "backbone":
+            missing = report.conversion.missing_pretrained
+            if missing:
+                raise CheckpointError(
+                    f"{report.source}: strict loading refused: {len(missing)} pre-trained backbone "
+                    f"weights missing or mismatched, e.g. {missing[:3]} (--allow-partial / "
+                    "strict=False loads it anyway)")
+            return
+        if self.require == "backbone":
+            left = [k for k in report.left_at_init if model_part(k).startswith("backbone")]
+            if left:
+                raise CheckpointError(
+                    f"{report.source}: strict loading refused: {len(left)} backbone weights missing "
+                    f"or mismatched, e.g. {left[:3]}")
+            return
+        # "everything"
+        if report.conversion is not None and report.left_at_init:
+            parts = ", ".join(f"{p} ({n})" for p, n in report.parts_left_at_init().items())
+            raise CheckpointError(
+                f"{report.source}: strict loading refused: a plain ViT checkpoint "
+                f"({report.source_format}, backbone weights only); {len(report.left_at_init)} model "
+                f"tensors would stay random: {parts}. For inference pass a trained detector "
+                "checkpoint (e.g. output/.../model_final.pth); to build a model for fine-tuning "
+                "use strict=False (--allow-partial).")
+        problems = ([f"missing {k}" for k in report.missing]
+                    + [f"{k}: checkpoint {a} vs model {b}" for k, a, b in report.mismatched]
+                    + [f"unexpected {k}" for k in report.unexpected])
+        if problems:
+            raise CheckpointError(
+                f"{report.source}: strict loading refused: {len(problems)} model tensors "
+                f"missing, mismatched or unexpected, e.g. {problems[:3]}"
+                + _likely_cause(report) + " (--allow-partial / strict=False loads it anyway)")
+
+    # ------------------------------------------------------------------ writing
+    def save(self, name: str, **kwargs) -> None:
+        if self.save_dir and self.save_to_disk:
+            os.makedirs(self.save_dir, exist_ok=True)
+        super().save(name, **kwargs)
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:
+    """A ViT checkpoint with nothing but its backbone and the usual pre-training extras."""
+    if prefix is None:
+        return False
+    others = [k for k in state if not k.startswith(prefix)]
+    return prefix.count(".") <= 1 and all(k.startswith(_PLAIN_EXTRAS) for k in others)
+
+
+def _model_format(prefix: Optional[str]) -> str:
+    if prefix in _BACKBONE_NAMES:
+        return _BACKBONE_NAMES[prefix].split(" ")[0] + " detector"
+    return "model checkpoint"
+
+
+def _architecture_message(source: str, ckpt_prefix: str, model_prefix: str) -> str:
+    return (f"{source}: this is an {_model_format(ckpt_prefix)} checkpoint (keys {ckpt_prefix}*); "
+            f"the config builds {_backbone_name(model_prefix)} (keys {model_prefix}*): use the "
+            "config it was trained with")
+
+
+def _likely_cause(report: LoadReport) -> str:
+    for key, a, b in report.mismatched:
+        if key.endswith("box_predictor.cls_score.weight"):
+            return (f"; likely cause: model.roi_heads.num_classes differs (checkpoint {a[0] - 1} "
+                    f"classes, config {b[0] - 1})")
+    if any(k.startswith("roi_heads.mask_head") for k in report.missing):
+        return "; likely cause: the checkpoint has no mask head (a box-only model?)"
+    return ""
+
+
+def _fitting_hint(state: Dict) -> str:
+    """A config that fits a plain ViT of this geometry, or the overrides that make one."""
+    from ..model_zoo import configs_fitting
+
+    prefix = find_vit_prefix(state)
+    if prefix is None:
+        return "it cannot be converted into a ViT backbone"
+    geometry = vit_geometry(state, prefix)
+    names = configs_fitting(geometry)
+    if names:
+        return "configs that fit: " + ", ".join(names)
+    return (f"no shipped config fits; override the backbone, e.g. embed_dim={geometry.width} "
+            f"depth={geometry.depth} patch_size={geometry.patch_size} (and num_heads)")

@@ -1,0 +1,78 @@
+"""
+What every command shares: one error style and quiet start-up.
+
+- A user error (bad config, override, weights, device, dataset, image; a non-finite loss) is one
+  line on stderr, ``error: <what> ...: <fix>``, and exit code 2; ``--debug`` shows the traceback.
+- Known third-party start-up warnings (torch.jit, pkg_resources, timm's moved modules, meshgrid)
+  are silenced here, at the entry points, not in the library.
+"""
+import argparse
+import os
+import sys
+import warnings
+from typing import Callable, Sequence, Tuple, Type
+
+__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "quiet_warnings",
+           "run", "user_errors"]
+
+EXIT_OK = 0
+EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
+EXIT_USAGE = 2  # bad config, override, weights, device, dataset: nothing was done
+
+_QUIET = (
+    (FutureWarning, r".*"),
+    (DeprecationWarning, r".*"),
+    (UserWarning, r"pkg_resources is deprecated.*"),
+    (UserWarning, r".*torch\.meshgrid.*"),
+    (UserWarning, r".*TypedStorage is deprecated.*"),
+    (UserWarning, r".*Importing from timm\.models\.layers.*"),
+    (UserWarning, r".*weights_only.*"),
+)
+
+
+def quiet_warnings() -> None:
+    """Silence the known third-party start-up warnings (also in processes started from here)."""
+    for category, message in _QUIET:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+
+def user_errors() -> Tuple[Type[BaseException], ...]:
+    """Exception types that are the user's input, not a bug: reported in one line."""
+    from ..checkpoint import CheckpointError
+    from ..data.datasets import DatasetFormatError, DatasetNotFoundError
+    from ..data.mapper import BadImageError
+    from ..data.sanitize import BadAnnotationError
+    from ..overrides import ConfigError
+
+    return (ConfigError, CheckpointError, DatasetNotFoundError, DatasetFormatError, BadImageError,
+            BadAnnotationError, FloatingPointError)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line message")
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if text else type(error).__name__
+
+
+def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int:
+    """
+    ``main(argv)`` with the shared error style; returns the exit code (``sys.exit`` it).
+    ``--debug`` anywhere in argv lets exceptions through.
+    """
+    quiet_warnings()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(argv)
+    except user_errors() as e:
+        if "--debug" in argv:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,137 @@
+"""
+Train or evaluate a LazyConfig (.py) or yacs (.yaml) model: ``projects/HPViT/train_net.py``,
+``hpvit-train``.
+
+Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-file``, ``--resume``,
+``--eval-only``, ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
+``KEY=VALUE`` overrides), plus:
+
+  --strict          the init checkpoint must provide every pre-trained backbone weight
+                    (also ``train.strict_init_checkpoint=True``)
+  --allow-partial   load whatever fits, even a checkpoint of another model (reported)
+  --dist-timeout S  seconds a process waits for its peers before failing (default 1800)
+  --debug           tracebacks instead of one-line errors
+
+Under ``torchrun`` the process joins torchrun's group instead of spawning; after an elastic
+restart it resumes from the last checkpoint by itself. Exit codes: 0 done, 2 bad input (config,
+override, weights, device, dataset, non-finite loss), 128 + N stopped by signal N (a checkpoint
+was saved).
+"""
+import datetime
+import logging
+import sys
+from typing import Sequence
+
+from .common import EXIT_OK, EXIT_USAGE, add_debug_flag, run, user_errors
+
+__all__ = ["argument_parser", "main", "train_worker"]
+
+logger = logging.getLogger("hpvit_d2")
+
+
+def argument_parser():
+    from detectron2.engine import default_argument_parser
+
+    parser = default_argument_parser(epilog=__doc__)
+    parser.prog = "train_net.py"
+    parser.add_argument("--strict", action="store_true",
+                        help="fail if the init checkpoint misses a pre-trained backbone weight")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="load whatever fits from the init checkpoint, even another model's")
+    parser.add_argument("--dist-timeout", type=float, default=1800, metavar="SECONDS",
+                        help="how long a process waits for its peers in a collective (default 1800)")
+    add_debug_flag(parser)
+    return parser
+
+
+def _require(args, cfg_strict: bool, eval_only: bool) -> str:
+    if args.allow_partial:
+        return "nothing"
+    if eval_only:
+        return "everything"
+    return "backbone" if (args.strict or cfg_strict) else "architecture"
+
+
+def _is_yacs(config_file: str) -> bool:
+    return config_file.endswith((".yaml", ".yml"))
+
+
+def train_worker(args) -> None:
+    """What every training process runs (after detectron2's launch or torchrun set it up)."""
+    from detectron2.engine import default_setup
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    from ..engine import do_train, elastic_restart_count, evaluate
+    from ..model_zoo import check_device, get_config, get_config_file
+
+    resume = args.resume or elastic_restart_count() > 0
+    if _is_yacs(args.config_file):
+        from ..engine import yacs_train
+
+        cfg = yacs_train.setup(get_config_file(args.config_file), args.opts, args)
+        require = _require(args, False, args.eval_only)
+        if args.eval_only:
+            return yacs_train.evaluate(cfg, require=require)
+        return yacs_train.train(cfg, resume=resume, require=require)
+
+    cfg = get_config(args.config_file, args.opts)
+    check_device(cfg.train.device)
+    default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
+    if resume and not args.resume:
+        logger.info(f"torchrun restart {elastic_restart_count()}: resuming from the last "
+                    "checkpoint in train.output_dir")
+    require = _require(args, cfg.train.get("strict_init_checkpoint", False), args.eval_only)
+    if args.eval_only:
+        return evaluate(cfg, require=require)
+    return do_train(cfg, resume=resume, require=require)
+
+
+def _worker(args) -> None:
+    """train_worker, with user errors as one line (rank 0) and exit code 2 in every process."""
+    try:
+        train_worker(args)
+    except user_errors() as e:
+        if args.debug:
+            raise
+        from detectron2.utils import comm
+
+        if comm.is_main_process():
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USAGE)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = argument_parser().parse_args(argv)
+    from ..engine import launch_job
+    from ..model_zoo import get_config, get_config_file
+
+    # Check the config and the overrides before starting any process.
+    if _is_yacs(args.config_file):
+        get_config_file(args.config_file)
+    else:
+        get_config(args.config_file, args.opts)
+    try:
+        launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
+                   machine_rank=args.machine_rank, dist_url=args.dist_url,
+                   timeout=datetime.timedelta(seconds=args.dist_timeout))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except Exception as e:  # a spawned process failed; its own output says why
+        from torch.multiprocessing import ProcessExitedException
+
+        if isinstance(e, ProcessExitedException) and not args.debug:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return e.exit_code if e.exit_code and e.exit_code > 0 else 1
+        raise
+    return EXIT_OK
+
+
+def entry() -> None:
+    """Console command ``hpvit-train``."""
+    sys.exit(run(main))
+
+
+if __name__ == "__main__":
+    entry()

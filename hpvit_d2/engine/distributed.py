@@ -1,0 +1,63 @@
+"""
+Starting the processes of a training job: detectron2's ``launch``, or joining the process group
+that PyTorch's elastic launcher (``torchrun``) describes in the environment.
+"""
+import datetime
+import logging
+import os
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from detectron2.engine import launch
+from detectron2.utils import comm
+
+__all__ = ["TORCHRUN_VARIABLES", "elastic_restart_count", "launch_job", "started_by_torchrun"]
+
+logger = logging.getLogger("hpvit_d2")
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                      "MASTER_PORT")
+
+
+def started_by_torchrun() -> bool:
+    """True when the environment holds torchrun's process-group variables."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def _join_torchrun(timeout: datetime.timedelta) -> None:
+    has_gpu = torch.cuda.is_available()
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if has_gpu:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://",
+                            timeout=timeout)
+    comm.create_local_process_group(int(os.environ["LOCAL_WORLD_SIZE"]))
+    comm.synchronize()
+
+
+def launch_job(main_func: Callable, args: Sequence, *, num_gpus: int, num_machines: int = 1,
+               machine_rank: int = 0, dist_url: str = "auto",
+               timeout: datetime.timedelta = datetime.timedelta(minutes=30)) -> None:
+    """
+    Run ``main_func(*args)`` in every process of the job.
+
+    Under ``torchrun`` (its variables in the environment) this process is one worker: it joins
+    the group torchrun set up (``env://``) and runs ``main_func`` itself; ``--num-gpus`` and the
+    machine flags are ignored. Otherwise detectron2's ``launch`` spawns ``num_gpus`` processes per
+    machine (GLOO on the CPU). ``timeout`` bounds how long a collective waits for a peer.
+    """
+    if started_by_torchrun():
+        _join_torchrun(timeout)
+        try:
+            main_func(*args)
+        finally:
+            dist.destroy_process_group()
+        return
+    launch(main_func, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
+           dist_url=dist_url, args=tuple(args), timeout=timeout)
