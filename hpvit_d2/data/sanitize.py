@@ -28,13 +28,14 @@ import math
 import numbers
 import os
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
 from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
-from PIL import Image
+
+from .images import BadImageError, read_image_size
 
 __all__ = [
     "BadAnnotationError",
@@ -339,26 +340,12 @@ def sanitize_annotations(
     return kept
 
 
-def _read_size(file_name: str, dataset_name: str):
-    """(height, width) of an image file as detectron2 reads it (EXIF orientation applied)."""
+def _read_size(file_name: str, dataset_name: str) -> Tuple[int, int]:
+    """(height, width) of an image file as it is decoded (EXIF orientation applied)."""
     try:
-        with Image.open(file_name) as image:
-            width, height = image.size
-            if _rotated(image):
-                width, height = height, width
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(
-            f"dataset '{dataset_name}': cannot read the size of image '{file_name}' ({e}). "
-            "Fix or replace the file, or remove it from the annotations.") from e
-    return height, width
-
-
-def _rotated(image: Image.Image) -> bool:  # 0x0112 = EXIF Orientation
-    """True when the EXIF orientation swaps height and width (orientations 5-8)."""
-    try:
-        return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:  # unreadable EXIF: detectron2 ignores it as well
-        return False
+        return read_image_size(file_name)
+    except BadImageError as e:
+        raise ValueError(f"dataset '{dataset_name}': {e}") from e
 
 
 def _check_files_exist(dataset_dicts: List[dict], dataset_name: str) -> None:
@@ -402,8 +389,8 @@ def sanitize_dataset_dicts(
         dataset_name: registered name; its ``thing_classes`` bound the category ids.
         filter_empty: True for training: drop images smaller than ``min_image_size`` and images
             left without a non-crowd annotation. False (default, safe for evaluation): keep every
-            image, so metrics cover the whole split; ``SafeDatasetMapper`` still skips too-small
-            images in training.
+            image, so metrics cover the whole split. This is the only place that applies the
+            minimum size: the mapper maps whatever it is given.
         min_image_size: shorter side in pixels below which a training image is dropped.
         check_files: check that every local image file exists.
     Returns:
