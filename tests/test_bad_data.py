@@ -19,11 +19,13 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.engine import SimpleTrainer
 from detectron2.structures import Boxes, BoxMode, Instances, PolygonMasks
 from PIL import Image
+from shapely import make_valid
 from shapely.geometry import Polygon, box as shapely_box
 
 from hpvit_d2.data.images import BadImageError, read_image_checked, read_image_size
 from hpvit_d2.data.mapper import SafeDatasetMapper
-from hpvit_d2.data.sanitize import BadAnnotationError, clip_polygon, sanitize_dataset_dicts
+from hpvit_d2.data.annotations import BadAnnotationError, clip_polygon_to_image
+from hpvit_d2.data.sanitize import sanitize_dataset_dicts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RED = (220, 30, 30)
@@ -358,16 +360,50 @@ def test_polygon_with_fewer_than_three_points_dropped(tmp_path, dataset_name, ca
 
 
 def test_clip_polygon_matches_shapely():
+    """Every part is a valid COCO polygon inside the image; together they are the intersection,
+    also for self-intersecting input (repaired with make_valid)."""
     rng = np.random.default_rng(3)
-    for _ in range(50):
+    image = shapely_box(0, 0, 64, 48)
+    invalid = 0
+    for _ in range(80):
         points = rng.uniform(-30, 100, size=(int(rng.integers(3, 9)), 2))
         polygon = Polygon(points)
-        if not polygon.is_valid:
-            continue
-        clipped = clip_polygon(points, 64, 48)
-        want = polygon.intersection(shapely_box(0, 0, 64, 48)).area
-        got = Polygon(clipped).area if len(clipped) >= 3 else 0.0
+        invalid += not polygon.is_valid
+        want = make_valid(polygon).intersection(image).area
+        parts = clip_polygon_to_image(points.reshape(-1).tolist(), 64, 48)
+        for part in parts:
+            xy = np.reshape(part, (-1, 2))
+            assert len(xy) >= 3 and Polygon(xy).area > 0
+            assert xy.min() >= 0 and xy[:, 0].max() <= 64 and xy[:, 1].max() <= 48
+        got = sum(Polygon(np.reshape(part, (-1, 2))).area for part in parts)
         assert abs(got - want) < 1e-6 * max(1.0, want)
+        if polygon.is_valid:
+            assert abs(got - polygon.intersection(image).area) < 1e-6 * max(1.0, want)
+    assert invalid > 10  # self-intersecting input is exercised
+
+
+def test_clipped_polygon_may_become_several(tmp_path, dataset_name, caplog):
+    """A U whose base lies outside the image is clipped into its two prongs (COCO allows an
+    annotation of several polygons); a bow-tie crossing the border is repaired, not mangled."""
+    path = save_png(tmp_path / "a.png", rgb_image())
+    u_shape = [10, -20, 50, -20, 50, 30, 40, 30, 40, -10, 20, -10, 20, 30, 10, 30]
+    bowtie = [-10, 0, 40, 40, 40, 0, -10, 20]  # edges cross at (20, 16)
+    annotations = [dict(square_annotation(1), bbox=[10, -20, 40, 50], segmentation=[u_shape]),
+                   dict(square_annotation(2), bbox=[-10, 0, 50, 40], segmentation=[bowtie])]
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts([record(path, annotations=annotations)], dataset_name)
+    prongs, repaired = out["annotations"]
+    assert prongs["bbox"] == [10, 0, 40, 30]
+    assert len(prongs["segmentation"]) == 2
+    assert sorted(Polygon(np.reshape(p, (-1, 2))).bounds for p in prongs["segmentation"]) == [
+        (10, 0, 20, 30), (40, 0, 50, 30)]
+    rle = mask_util.merge(mask_util.frPyObjects(prongs["segmentation"], 64, 64))
+    assert abs(float(mask_util.area(rle)) - 2 * 10 * 30) <= 2 * (10 + 30) + 4
+    want = make_valid(Polygon(np.reshape(bowtie, (-1, 2)))).intersection(shapely_box(0, 0, 64, 64))
+    got = [Polygon(np.reshape(p, (-1, 2))) for p in repaired["segmentation"]]
+    assert all(p.is_valid for p in got)
+    assert sum(p.area for p in got) == pytest.approx(want.area)
+    assert "polygons clipped to the image: 2" in caplog.text
 
 
 def test_mask_and_box_outside_image_clipped_or_dropped(tmp_path, dataset_name, caplog):
