@@ -14,18 +14,27 @@ Per image (``sanitize_dataset_dicts``):
     - no non-crowd annotation left -> dropped for training, kept for evaluation (detectron2's
       ``filter_empty``).
 One summary line of counts is logged per dataset.
+
+Per dataset, when the model needs masks (``check_instance_masks``): a non-crowd annotation without
+``segmentation`` -> ``DatasetFormatError`` naming the dataset, its json, how many and the first.
 """
 import logging
 import os
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from detectron2.data import MetadataCatalog
 
-from .annotations import ANNOTATION_COUNT_LABELS, sanitize_annotations
+from .annotations import (
+    ANNOTATION_COUNT_LABELS,
+    annotation_name,
+    json_annotation_id,
+    sanitize_annotations,
+)
+from .datasets import DatasetFormatError
 from .images import BadImageError, read_image_size
 
-__all__ = ["COUNT_LABELS", "MIN_IMAGE_SIZE", "sanitize_dataset_dicts"]
+__all__ = ["COUNT_LABELS", "MIN_IMAGE_SIZE", "check_instance_masks", "sanitize_dataset_dicts"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +136,46 @@ def sanitize_dataset_dicts(
     _log_summary(dataset_name, len(dataset_dicts), len(out), counts, min_image_size,
                  class_names is not None)
     return out
+
+
+def _first_without_mask(dataset_dicts: List[Dict]) -> Tuple[int, int, Optional[Tuple[dict, int]]]:
+    """(non-crowd annotations without a mask, non-crowd annotations, (record, index) of the first)."""
+    lacking, total, first = 0, 0, None
+    for record in dataset_dicts:
+        for index, anno in enumerate(record.get("annotations", ())):
+            if anno.get("iscrowd", 0):
+                continue
+            total += 1
+            segm = anno.get("segmentation")
+            if segm is None or (isinstance(segm, list) and not segm):
+                lacking += 1
+                first = first or (record, index)
+    return lacking, total, first
+
+
+def check_instance_masks(dataset_dicts: List[Dict], dataset_name: str) -> None:
+    """
+    Check that every non-crowd annotation has a ``segmentation`` (polygons, RLE or bitmask), as a
+    mask head needs; crowd annotations are not trained on and may lack it.
+
+    Args:
+        dataset_dicts: detectron2 dataset dicts of ``dataset_name`` (not modified).
+        dataset_name: registered name; its metadata ``json_file`` is named when there is one.
+    Raises:
+        DatasetFormatError: one line naming the dataset, its json file, how many annotations lack
+            a mask, the first of them (annotation id, image) and the two ways to fix it.
+    """
+    lacking, total, first = _first_without_mask(dataset_dicts)
+    if not lacking:
+        return
+    record, index = first
+    anno = record["annotations"][index]
+    json_id = None if "id" in anno else json_annotation_id(dataset_name, record, anno)
+    json_file = MetadataCatalog.get(dataset_name).get("json_file", None)
+    source = f" ({json_file})" if json_file else ""
+    raise DatasetFormatError(
+        f"Dataset '{dataset_name}'{source}: {lacking} of {total} non-crowd annotations have no "
+        f"'segmentation' (first: {annotation_name(anno, index, json_id)}, image "
+        f"'{record.get('file_name')}'), but the model trains a mask head (require_masks=True). "
+        "Add polygon/RLE masks, or train a box-only config: model.roi_heads.mask_in_features=None "
+        "/ MASK_ON=False.")
