@@ -359,6 +359,18 @@ def test_polygon_with_fewer_than_three_points_dropped(tmp_path, dataset_name, ca
     assert "a.png" not in str(stock.value)
 
 
+@pytest.mark.parametrize("segmentation", [[8, 8, 40, 8, 40, 40], [[8, 8, 40, float("nan"), 9, 9]],
+                                          [["a", "b", "c", "d", "e", "f"]]])
+def test_malformed_polygon_rejected_with_file_and_annotation_id(tmp_path, dataset_name,
+                                                               segmentation):
+    """A flat list instead of a list of polygons, a NaN, text: named, not silently dropped."""
+    path = save_png(tmp_path / "poly.png", rgb_image())
+    bad = dict(square_annotation(12), segmentation=segmentation)
+    with pytest.raises(BadAnnotationError,
+                       match=r"poly\.png.*annotation id 12: a polygon is not a list of finite"):
+        sanitize_dataset_dicts([record(path, annotations=[bad])], dataset_name)
+
+
 def test_clip_polygon_matches_shapely():
     """Every part is a valid COCO polygon inside the image; together they are the intersection,
     also for self-intersecting input (repaired with make_valid)."""

@@ -99,7 +99,9 @@ def _polygon_parts(geometry) -> Iterator[shapely.Polygon]:
             yield from _polygon_parts(part)
 
 
-def clip_polygon_to_image(coords: Sequence[float], width: float, height: float) -> List[List[float]]:
+def clip_polygon_to_image(
+    coords: Sequence[float], width: float, height: float
+) -> List[List[float]]:
     """
     The parts of a polygon inside the image rectangle [0, width] x [0, height], by shapely.
 
@@ -223,7 +225,7 @@ def _clean_polygons(anno, index, ctx, width, height, counts):
         if not isinstance(poly, (list, tuple, np.ndarray)) or not np.isfinite(coords).all():
             raise ctx.error(anno, index,
                             "a polygon is not a list of finite numbers [x0, y0, x1, y1, ...]",
-                            "Fix or remove this annotation (polygons: [[x0, y0, x1, y1, ...], ...]).")
+                            "Fix or remove this annotation (polygons: [[x0, y0, ...], ...]).")
         if len(coords) < 6 or len(coords) % 2:
             counts["short_polygons"] += 1
             changed = True

@@ -1,6 +1,7 @@
 """
 ``get_dataset_dicts``: detectron2's ``get_detection_dataset_dicts`` with the checks this project
-adds, each dataset loaded by ``load_dataset``. Configs use it as ``dataloader.{train,test}.dataset``.
+adds, each dataset loaded by ``load_dataset``. Configs use it as
+``dataloader.{train,test}.dataset``.
 
 What stops loading, before training starts, with one error naming the file:
     - files missing (``DatasetNotFoundError``);
@@ -47,7 +48,7 @@ def _checked_bool(value, argument: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(
-        f"get_dataset_dicts: {argument} must be a bool, got {value!r} ({type(value).__name__}); "
+        f"{argument} must be a bool, got {value!r} ({type(value).__name__}); "
         f'in a config, e.g. {argument}=True or {argument}="${{..mapper.use_instance_mask}}".'
     )
 

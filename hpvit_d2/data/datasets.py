@@ -321,7 +321,9 @@ def _cityscapes_file_problem(path: str) -> Optional[str]:
     return None
 
 
-def diagnose_annotations(name: str, require_annotations: bool = True) -> Optional[Tuple[str, str]]:
+def diagnose_annotations(
+    name: str, require_annotations: bool = True
+) -> Optional[Tuple[str, str]]:
     """
     Find why the annotations of registered dataset ``name`` cannot be loaded, or were loaded
     empty (detectron2's COCO loader reads a missing ``images`` or ``annotations`` key as an

@@ -64,14 +64,11 @@ class _CheckedReaderUtils:
 
 @contextlib.contextmanager
 def _checked_reading(image_file: str, counts: Counter) -> Iterator[_CheckedReaderUtils]:
-    """
-    Within the block, ``DatasetMapper.__call__`` reads ``image_file`` with the checked reader.
-    detectron2 reads the image through its module's ``utils`` global, which no override of a
-    method reaches; substituting that attribute keeps its ``__call__`` uncopied.
-    """
+    """Within the block, ``DatasetMapper.__call__`` reads ``image_file`` with the checked reader."""
     reader = _CheckedReaderUtils(image_file, counts)
     with _READER_LOCK:
         original = d2_dataset_mapper.utils
+        # __call__ reads through this module global, out of reach of overrides: swap, not copy.
         d2_dataset_mapper.utils = reader
         try:
             yield reader

@@ -139,7 +139,7 @@ def sanitize_dataset_dicts(
 
 
 def _first_without_mask(dataset_dicts: List[Dict]) -> Tuple[int, int, Optional[Tuple[dict, int]]]:
-    """(non-crowd annotations without a mask, non-crowd annotations, (record, index) of the first)."""
+    """(non-crowd annotations without a mask, all non-crowd ones, (record, index) of the first)."""
     lacking, total, first = 0, 0, None
     for record in dataset_dicts:
         for index, anno in enumerate(record.get("annotations", ())):
