@@ -12,15 +12,20 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as d2_utils
+from detectron2.data import transforms as T
 from detectron2.data.datasets import load_coco_json
 from detectron2.engine import SimpleTrainer
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode, Instances, PolygonMasks
 from PIL import Image
+from shapely import make_valid
 from shapely.geometry import Polygon, box as shapely_box
 
-from hpvit_d2.data.mapper import BadImageError, SafeDatasetMapper, read_image_checked
-from hpvit_d2.data.sanitize import BadAnnotationError, clip_polygon, sanitize_dataset_dicts
+from hpvit_d2.data.images import BadImageError, read_image_checked, read_image_size
+from hpvit_d2.data.mapper import SafeDatasetMapper
+from hpvit_d2.data.annotations import BadAnnotationError, clip_polygon_to_image
+from hpvit_d2.data.sanitize import sanitize_dataset_dicts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RED = (220, 30, 30)
@@ -193,6 +198,85 @@ def test_size_mismatch_names_the_file(tmp_path):
         mapper(record(path, height=64, width=64))
 
 
+def test_size_checked_by_the_mapper_only(tmp_path, dataset_name, caplog):
+    """The sanitizer trusts height/width when they are given (no header read); the mapper,
+    which decodes the image anyway, is where a wrong size is found."""
+    path = save_png(tmp_path / "wide.png", rgb_image(height=64, width=80))
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts([record(path, height=64, width=64)], dataset_name)
+    assert (out["height"], out["width"]) == (64, 64)
+    assert "image sizes read from file headers" not in caplog.text
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    with pytest.raises(d2_utils.SizeMismatchError, match=r"wide\.png.*80x64"):
+        mapper(out)
+
+
+def _assert_same_mapped(ours, stock):
+    """Two mapper outputs are equal: same keys, equal tensors, equal Instances fields."""
+    assert ours.keys() == stock.keys()
+    for key, value in ours.items():
+        other = stock[key]
+        if isinstance(value, torch.Tensor):
+            assert value.dtype == other.dtype and torch.equal(value, other), key
+        elif isinstance(value, Instances):
+            assert value.image_size == other.image_size
+            assert value.get_fields().keys() == other.get_fields().keys()
+            for name, field in value.get_fields().items():
+                if isinstance(field, PolygonMasks):
+                    pairs = zip(field.polygons, other.get(name).polygons)
+                    assert all(len(a) == len(b) and all(np.array_equal(p, q) for p, q in zip(a, b))
+                               for a, b in pairs), name
+                elif isinstance(field, Boxes):
+                    assert torch.equal(field.tensor, other.get(name).tensor), name
+                else:
+                    assert torch.equal(field, other.get(name)), name
+        else:
+            assert value == other, key
+
+
+@pytest.mark.parametrize("image_format", ["RGB", "BGR"])
+def test_mapper_output_equals_detectron2_mapper(tmp_path, image_format):
+    """For ordinary images (and EXIF-rotated ones) SafeDatasetMapper is DatasetMapper."""
+    plain = save_png(tmp_path / "plain.png", rgb_image(height=56, width=72, rect=(8, 10, 40, 30)))
+    upright = rgb_image(height=48, width=64, rect=(6, 26, 30, 44))
+    rotated = write_exif_jpeg(tmp_path / "rotated.jpg", upright)
+    labels = np.zeros((56, 72), np.uint8)
+    labels[10:30, 8:40] = 3
+    label_file = save_png(tmp_path / "labels.png", labels)
+    records = [
+        dict(record(plain, height=56, width=72,
+                    annotations=[square_annotation(1, (8, 10, 40, 30)),
+                                 square_annotation(2, (50, 5, 70, 50), category=1)]),
+             sem_seg_file_name=label_file),
+        record(rotated, height=48, width=64, image_id=2,
+               annotations=[square_annotation(3, (6, 26, 30, 44))]),
+    ]
+    augmentations = [T.ResizeShortestEdge(40, max_size=100), T.RandomFlip(prob=1.0)]
+    for is_train in (True, False):
+        kwargs = dict(is_train=is_train, augmentations=augmentations, image_format=image_format,
+                      use_instance_mask=True)
+        ours, stock = SafeDatasetMapper(**kwargs), DatasetMapper(**kwargs)
+        for rec in records:
+            _assert_same_mapped(ours(rec), stock(rec))
+        assert "sem_seg" in ours(records[0]) and ("instances" in ours(records[0])) == is_train
+        assert ours.counts == {"exif_rotated": 1}
+
+
+def test_mapper_restores_detectron2_reader(tmp_path):
+    """The checked reader replaces detectron2's only during a SafeDatasetMapper call."""
+    import detectron2.data.dataset_mapper as d2_mapper
+
+    good = save_png(tmp_path / "good.png", rgb_image())
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    mapper(record(good))
+    assert d2_mapper.utils is d2_utils
+    with pytest.raises(BadImageError, match=r"garbage\.png"):
+        mapper(record(garbage))
+    assert d2_mapper.utils is d2_utils
+
+
 # ------------------------------------------------------------------- images (dataset level)
 def test_small_image_dropped_for_training_kept_for_eval(tmp_path, dataset_name, caplog):
     small = save_png(tmp_path / "small.png", rgb_image(height=20, width=64, rect=(2, 2, 10, 10)))
@@ -205,12 +289,19 @@ def test_small_image_dropped_for_training_kept_for_eval(tmp_path, dataset_name, 
     assert "images smaller than 32 px dropped: 1" in caplog.text
     evaluation = sanitize_dataset_dicts(dicts, dataset_name, filter_empty=False)
     assert len(evaluation) == 2
-    # without dataset-level filtering the mapper skips it in training (detectron2 draws another)
+    assert "images smaller than 32 px kept (filter_empty=False): 1" in caplog.text
+
+
+def test_min_image_size_is_checked_at_load_only(tmp_path, dataset_name):
+    """The minimum size is a load-time policy: the mapper maps a small image it is given."""
+    small = save_png(tmp_path / "small.png", rgb_image(height=20, width=64, rect=(2, 2, 10, 10)))
+    small_record = record(small, height=20, annotations=[square_annotation(1, (2, 2, 10, 10))])
     mapper = SafeDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
-    assert mapper(dicts[0]) is None and mapper.counts["small_images_skipped"] == 1
-    assert first_batch(dicts, mapper).keys() == {"big.png"}
+    out = mapper(small_record)
+    assert out["image"].shape == (3, 20, 64) and len(out["instances"]) == 1
+    assert not hasattr(mapper, "min_image_size") and not mapper.counts
     assert SafeDatasetMapper(is_train=False, augmentations=[], image_format="RGB")(
-        dicts[0])["image"].shape == (3, 20, 64)
+        small_record)["image"].shape == (3, 20, 64)
 
 
 def test_image_without_annotations_dropped_for_training_kept_for_eval(tmp_path, dataset_name,
@@ -231,6 +322,7 @@ def test_missing_size_read_from_header_and_missing_file_named(tmp_path, dataset_
     del rec["height"], rec["width"]
     (out,) = sanitize_dataset_dicts([rec], dataset_name)
     assert (out["height"], out["width"]) == (48, 64)  # as read: EXIF rotation applied
+    assert read_image_size(path) == (48, 64) == read_image_checked(path, "RGB").shape[:2]
     with pytest.raises(ValueError, match=r"(?s)1 of 2 image files do not exist.*nowhere\.png"):
         sanitize_dataset_dicts([rec, record(tmp_path / "nowhere.png")], dataset_name)
 
@@ -267,17 +359,63 @@ def test_polygon_with_fewer_than_three_points_dropped(tmp_path, dataset_name, ca
     assert "a.png" not in str(stock.value)
 
 
+@pytest.mark.parametrize("segmentation", [[8, 8, 40, 8, 40, 40], [[8, 8, 40, float("nan"), 9, 9]],
+                                          [["a", "b", "c", "d", "e", "f"]]])
+def test_malformed_polygon_rejected_with_file_and_annotation_id(tmp_path, dataset_name,
+                                                               segmentation):
+    """A flat list instead of a list of polygons, a NaN, text: named, not silently dropped."""
+    path = save_png(tmp_path / "poly.png", rgb_image())
+    bad = dict(square_annotation(12), segmentation=segmentation)
+    with pytest.raises(BadAnnotationError,
+                       match=r"poly\.png.*annotation id 12: a polygon is not a list of finite"):
+        sanitize_dataset_dicts([record(path, annotations=[bad])], dataset_name)
+
+
 def test_clip_polygon_matches_shapely():
+    """Every part is a valid COCO polygon inside the image; together they are the intersection,
+    also for self-intersecting input (repaired with make_valid)."""
     rng = np.random.default_rng(3)
-    for _ in range(50):
+    image = shapely_box(0, 0, 64, 48)
+    invalid = 0
+    for _ in range(80):
         points = rng.uniform(-30, 100, size=(int(rng.integers(3, 9)), 2))
         polygon = Polygon(points)
-        if not polygon.is_valid:
-            continue
-        clipped = clip_polygon(points, 64, 48)
-        want = polygon.intersection(shapely_box(0, 0, 64, 48)).area
-        got = Polygon(clipped).area if len(clipped) >= 3 else 0.0
+        invalid += not polygon.is_valid
+        want = make_valid(polygon).intersection(image).area
+        parts = clip_polygon_to_image(points.reshape(-1).tolist(), 64, 48)
+        for part in parts:
+            xy = np.reshape(part, (-1, 2))
+            assert len(xy) >= 3 and Polygon(xy).area > 0
+            assert xy.min() >= 0 and xy[:, 0].max() <= 64 and xy[:, 1].max() <= 48
+        got = sum(Polygon(np.reshape(part, (-1, 2))).area for part in parts)
         assert abs(got - want) < 1e-6 * max(1.0, want)
+        if polygon.is_valid:
+            assert abs(got - polygon.intersection(image).area) < 1e-6 * max(1.0, want)
+    assert invalid > 10  # self-intersecting input is exercised
+
+
+def test_clipped_polygon_may_become_several(tmp_path, dataset_name, caplog):
+    """A U whose base lies outside the image is clipped into its two prongs (COCO allows an
+    annotation of several polygons); a bow-tie crossing the border is repaired, not mangled."""
+    path = save_png(tmp_path / "a.png", rgb_image())
+    u_shape = [10, -20, 50, -20, 50, 30, 40, 30, 40, -10, 20, -10, 20, 30, 10, 30]
+    bowtie = [-10, 0, 40, 40, 40, 0, -10, 20]  # edges cross at (20, 16)
+    annotations = [dict(square_annotation(1), bbox=[10, -20, 40, 50], segmentation=[u_shape]),
+                   dict(square_annotation(2), bbox=[-10, 0, 50, 40], segmentation=[bowtie])]
+    with caplog.at_level(logging.INFO, logger="hpvit_d2"):
+        (out,) = sanitize_dataset_dicts([record(path, annotations=annotations)], dataset_name)
+    prongs, repaired = out["annotations"]
+    assert prongs["bbox"] == [10, 0, 40, 30]
+    assert len(prongs["segmentation"]) == 2
+    assert sorted(Polygon(np.reshape(p, (-1, 2))).bounds for p in prongs["segmentation"]) == [
+        (10, 0, 20, 30), (40, 0, 50, 30)]
+    rle = mask_util.merge(mask_util.frPyObjects(prongs["segmentation"], 64, 64))
+    assert abs(float(mask_util.area(rle)) - 2 * 10 * 30) <= 2 * (10 + 30) + 4
+    want = make_valid(Polygon(np.reshape(bowtie, (-1, 2)))).intersection(shapely_box(0, 0, 64, 64))
+    got = [Polygon(np.reshape(p, (-1, 2))) for p in repaired["segmentation"]]
+    assert all(p.is_valid for p in got)
+    assert sum(p.area for p in got) == pytest.approx(want.area)
+    assert "polygons clipped to the image: 2" in caplog.text
 
 
 def test_mask_and_box_outside_image_clipped_or_dropped(tmp_path, dataset_name, caplog):

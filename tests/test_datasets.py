@@ -238,3 +238,90 @@ def test_corrupt_image_is_named_by_the_mapper(tmp_path):
     with pytest.raises(ValueError, match=str(broken)):
         mapper(record)
     assert name in DatasetCatalog.list()
+
+
+def _edit_json(json_file, edit):
+    with open(json_file) as f:
+        data = json.load(f)
+    edit(data)
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+
+
+@pytest.mark.parametrize("key", ["annotations", "images", "categories"])
+def test_coco_missing_top_level_key_is_one_error(tmp_path, key):
+    """detectron2's COCO loader reads a missing 'annotations' or 'images' as empty lists (then a
+    bare IndexError); each missing key is one error line naming the json and the key."""
+    name, json_file = _coco(tmp_path)
+    _edit_json(json_file, lambda data: data.pop(key))
+    with pytest.raises(DatasetFormatError) as e:
+        get_dataset_dicts(name)
+    message = str(e.value)
+    assert f"Dataset '{name}': annotation file {json_file} is malformed" in message
+    assert f"key '{key}' is missing" in message and "\n" not in message
+
+
+def test_coco_without_annotations_key_loads_for_inference_only(tmp_path):
+    """An image-info json (no 'annotations', like COCO's test-dev) loads for evaluation, which
+    detectron2's COCOEvaluator supports; training or a mask requirement rejects it."""
+    name, json_file = _coco(tmp_path)
+    _edit_json(json_file, lambda data: data.pop("annotations"))
+    dicts = get_dataset_dicts(name, filter_empty=False)
+    assert len(dicts) == 4 and not any(d["annotations"] for d in dicts)
+    with pytest.raises(DatasetFormatError, match="key 'annotations' is missing"):
+        get_dataset_dicts(name, filter_empty=False, require_masks=True)
+
+
+def test_every_image_filtered_out_is_named(tmp_path):
+    name, json_file = _coco(tmp_path)
+    _edit_json(json_file, lambda data: data.update(annotations=[]))
+    with pytest.raises(ValueError, match=f"No images left in {name} after filtering"):
+        get_dataset_dicts(name)
+
+
+def _coco_without_some_masks(tmp_path):
+    """tiny_coco_seg with the masks of annotations 3 and 6 (and of crowd annotation 5) removed."""
+    name, json_file = _coco(tmp_path)
+
+    def drop_masks(data):
+        for ann in data["annotations"]:
+            if ann["id"] in (3, 5, 6):
+                del ann["segmentation"]
+
+    _edit_json(json_file, drop_masks)
+    return name, json_file
+
+
+def test_annotations_without_masks_rejected_when_required(tmp_path):
+    name, json_file = _coco_without_some_masks(tmp_path)
+    assert len(get_dataset_dicts(name)) == 3  # a box-only model trains on it
+    with pytest.raises(DatasetFormatError) as e:
+        get_dataset_dicts(name, require_masks=True)
+    message = str(e.value)
+    assert f"Dataset '{name}' ({json_file})" in message
+    assert "2 of 6 non-crowd annotations have no 'segmentation'" in message
+    assert "first: annotation id 3" in message and "000000000101.jpg" in message
+    assert "model.roi_heads.mask_in_features=None / MASK_ON=False" in message
+    assert "\n" not in message
+
+
+def test_require_masks_from_a_config_interpolation(tmp_path):
+    """Configs pass require_masks="${..mapper.use_instance_mask}": the resolved bool works; a
+    value that is not a bool is refused rather than read as true."""
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+    from omegaconf import OmegaConf
+
+    from hpvit_d2.data.mapper import SafeDatasetMapper
+
+    name, _ = _coco_without_some_masks(tmp_path)
+    train = OmegaConf.create()
+    train.dataset = L(get_dataset_dicts)(names=name, require_masks="${..mapper.use_instance_mask}")
+    train.mapper = L(SafeDatasetMapper)(is_train=True, augmentations=[], image_format="RGB",
+                                        use_instance_mask=True)
+    with pytest.raises(DatasetFormatError, match="2 of 6 non-crowd annotations"):
+        instantiate(train.dataset)
+    train.mapper.use_instance_mask = False
+    assert len(instantiate(train.dataset)) == 3
+    with pytest.raises(TypeError, match="require_masks must be a bool"):
+        get_dataset_dicts(name, require_masks="false")

@@ -1,8 +1,11 @@
-"""The embedded shapes dataset: determinism, valid COCO annotations, registration, regeneration
-of incomplete or outdated copies, concurrent generation, and COCOEvaluator on it."""
+"""The embedded shapes dataset: determinism, valid COCO annotations, registration (explicit,
+idempotent), regeneration of incomplete or outdated copies, concurrent generation, and
+COCOEvaluator on it."""
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,8 +17,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from hpvit_d2.data import shapes
+from hpvit_d2.data import register_all_shapes, shapes
 from hpvit_d2.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPLIT_NAMES = ("hpvit_shapes_train", "hpvit_shapes_val", "hpvit_shapes_train_mini",
+               "hpvit_shapes_val_mini")
 
 
 def _files(json_path):
@@ -83,8 +90,7 @@ def test_annotations_are_valid_coco(tmp_path):
 
 def test_registered_splits_follow_hpvit_data(tmp_path, monkeypatch):
     monkeypatch.setenv("HPVIT_DATA", str(tmp_path))
-    for name in ("hpvit_shapes_train", "hpvit_shapes_val", "hpvit_shapes_train_mini",
-                 "hpvit_shapes_val_mini"):
+    for name in SPLIT_NAMES:
         assert name in DatasetCatalog.list()
         assert MetadataCatalog.get(name).thing_classes == list(SHAPE_CLASSES)
         assert MetadataCatalog.get(name).evaluator_type == "coco"
@@ -100,6 +106,56 @@ def test_registered_splits_follow_hpvit_data(tmp_path, monkeypatch):
     meta = MetadataCatalog.get("hpvit_shapes_val_mini")
     assert meta.json_file.startswith(str(tmp_path)) and os.path.isfile(meta.json_file)
     assert os.path.isdir(meta.image_root)
+
+
+def test_register_all_shapes_is_idempotent():
+    registered = DatasetCatalog.list()
+    metadata = {name: MetadataCatalog.get(name) for name in SPLIT_NAMES}
+    register_all_shapes()
+    register_all_shapes()
+    assert DatasetCatalog.list() == registered
+    assert all(MetadataCatalog.get(name) is metadata[name] for name in SPLIT_NAMES)
+    # a split removed from the catalogs comes back, with the same metadata, on the next call
+    name = "hpvit_shapes_val_mini"
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+    try:
+        register_all_shapes()
+        assert sorted(DatasetCatalog.list()) == sorted(registered)
+        again = MetadataCatalog.get(name)
+        for key in ("thing_classes", "thing_dataset_id_to_contiguous_id", "thing_colors",
+                    "evaluator_type"):
+            assert again.get(key) == metadata[name].get(key)
+    finally:
+        register_all_shapes()
+
+
+_IMPORTS = """
+import importlib.util, json, sys
+from detectron2.data import DatasetCatalog
+
+def shapes_names():
+    return sorted(n for n in DatasetCatalog.list() if n.startswith("hpvit_shapes"))
+
+spec = importlib.util.spec_from_file_location("standalone_shapes", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+generator_only = shapes_names()
+import hpvit_d2.data.shapes  # what configs do
+print("RESULT " + json.dumps([generator_only, shapes_names()]))
+"""
+
+
+def test_shapes_module_registers_nothing_importing_it_through_the_package_does():
+    """shapes.py is the generator only; ``import hpvit_d2.data.shapes`` (as configs do) still
+    registers the splits, through the package."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, os.path.join(REPO, "hpvit_d2", "data", "shapes.py")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    generator_only, through_package = json.loads(line[len("RESULT "):])
+    assert generator_only == []
+    assert through_package == sorted(SPLIT_NAMES)
 
 
 def test_coco_evaluator_scores_ground_truth_100(tmp_path, monkeypatch):

@@ -233,10 +233,12 @@ def _is_number_list(value, length=None) -> bool:
     )
 
 
-def _coco_format_problem(json_file: str) -> Optional[str]:
+def _coco_format_problem(json_file: str, require_annotations: bool = True) -> Optional[str]:
     data, problem = _read_json_object(json_file)
     if problem:
         return problem
+    if not require_annotations and "annotations" not in data:
+        data = dict(data, annotations=[])  # an image-info file, such as COCO's test-dev
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             return f"key '{key}' is missing or not a list"
@@ -319,21 +321,28 @@ def _cityscapes_file_problem(path: str) -> Optional[str]:
     return None
 
 
-def diagnose_annotations(name: str) -> Optional[Tuple[str, str]]:
+def diagnose_annotations(
+    name: str, require_annotations: bool = True
+) -> Optional[Tuple[str, str]]:
     """
-    Find why the annotations of registered dataset ``name`` cannot be loaded.
+    Find why the annotations of registered dataset ``name`` cannot be loaded, or were loaded
+    empty (detectron2's COCO loader reads a missing ``images`` or ``annotations`` key as an
+    empty list).
 
     Reads the COCO json (metadata ``json_file``) or every ``*_gtFine_polygons.json`` under the
     Cityscapes ``gt_dir`` and checks the structure the detectron2 loaders rely on. Meant for the
     failure path: it reads the files again.
 
+    Args:
+        require_annotations: a COCO json without an ``annotations`` key is a problem; False
+            accepts it (an image-info file, e.g. COCO's test-dev, for inference).
     Returns:
         ``(file, what is wrong)`` for the first problem found, or None if none is found.
     """
     kind = _kind(name)
     meta = MetadataCatalog.get(name)
     if kind == "coco":
-        problem = _coco_format_problem(meta.json_file)
+        problem = _coco_format_problem(meta.json_file, require_annotations)
         return (meta.json_file, problem) if problem else None
     if kind == "cityscapes":
         for path in sorted(glob.glob(os.path.join(meta.gt_dir, "*", "*_gtFine_polygons.json"))):

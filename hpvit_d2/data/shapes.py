@@ -5,7 +5,9 @@ The embedded shapes dataset: a small, deterministic COCO-format instance-segment
 and stars (4 classes, the class is the shape, the colour is random), small, medium and large in
 COCO's sense (area < 32^2, < 96^2, larger), each annotated with its polygon mask, box and area.
 
-Importing this module registers, in detectron2's DatasetCatalog and MetadataCatalog:
+``SHAPES_SPLITS`` names the splits that ``hpvit_d2.data.builtin.register_all_shapes`` registers
+in detectron2's DatasetCatalog and MetadataCatalog (done when ``hpvit_d2.data`` is imported; this
+module itself registers nothing):
 
     name                      images  seed
     hpvit_shapes_train           600     0
@@ -15,9 +17,6 @@ Importing this module registers, in detectron2's DatasetCatalog and MetadataCata
 
 The images are generated on first use (a few seconds) into ``$HPVIT_DATA`` (default
 ``~/.cache/hpvit_d2``), read at the time of use, so a test may point it at a tmp dir after import.
-The metadata's ``json_file`` / ``image_root`` follow the same rule, so detectron2's COCOEvaluator
-works as for any dataset registered with ``register_coco_instances``.
-
 Generation is safe when processes race (each writes a private temporary directory, then renames it
 into place) and a split whose files are incomplete, changed or of an older generator version is
 regenerated.
@@ -32,13 +31,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from detectron2.structures.masks import polygon_area
 from PIL import Image, ImageDraw
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.catalog import Metadata
-from detectron2.data.datasets import load_coco_json
-
 __all__ = [
+    "IMAGE_DIR",
     "SHAPE_CLASSES",
     "SHAPES_SPLITS",
     "SHAPES_VERSION",
@@ -46,16 +43,16 @@ __all__ = [
     "data_root",
     "ensure_shapes_split",
     "generate_shapes_dataset",
-    "register_shapes",
 ]
 
 logger = logging.getLogger(__name__)
 
-SHAPES_VERSION = 3
+SHAPES_VERSION = 4
 SHAPE_CLASSES = ("circle", "rectangle", "triangle", "star")
 MANIFEST = "manifest.json"
 ANNOTATIONS = "instances.json"
-IMAGES = "images"
+IMAGE_DIR = "images"
+"""Directory of a split's images, next to its ``instances.json``."""
 
 # Object areas (pixels at 256x256) by COCO area range (small < 32^2 <= medium < 96^2 <= large),
 # how often each is drawn, and the largest extent of an object (fraction of the image side).
@@ -132,17 +129,12 @@ def _unit_polygon(shape: str, rng: np.random.Generator) -> np.ndarray:
     return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
 
 
-def _polygon_area(poly: np.ndarray) -> float:
-    x, y = poly[:, 0], poly[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
-
-
 def _sample_object(rng: np.random.Generator, size: int, kind: str) -> Tuple[int, np.ndarray]:
     """A class index and its polygon (K, 2) centred at the origin, with an area of size ``kind``."""
     category = int(rng.integers(len(SHAPE_CLASSES)))
     unit = _unit_polygon(SHAPE_CLASSES[category], rng)
     area = rng.uniform(*_AREA_RANGES[kind]) * (size / 256) ** 2
-    poly = unit * math.sqrt(area / _polygon_area(unit))
+    poly = unit * math.sqrt(area / polygon_area(unit[:, 0], unit[:, 1]))
     extent = (poly.max(0) - poly.min(0)).max()
     if extent > _MAX_EXTENT * size:
         poly = poly * (_MAX_EXTENT * size / extent)
@@ -187,7 +179,7 @@ def _draw_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[d
             "category": category,
             "segmentation": [[float(v) for v in verts.reshape(-1)]],
             "bbox": [float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)],
-            "area": round(_polygon_area(verts), 2),
+            "area": round(float(polygon_area(verts[:, 0], verts[:, 1])), 2),
         })
     pixels += 4 * rng.standard_normal(size=pixels.shape, dtype=np.float32)
     return np.clip(pixels, 0, 255).astype(np.uint8), objects
@@ -200,13 +192,13 @@ def _draw_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[d
 
 def _write_split(out_dir: str, split: str, num_images: int, image_size: int, seed: int) -> None:
     """Write images, ``instances.json`` and, last, ``manifest.json`` into ``out_dir``."""
-    os.makedirs(os.path.join(out_dir, IMAGES))
+    os.makedirs(os.path.join(out_dir, IMAGE_DIR))
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])
         pixels, objects = _draw_image(rng, image_size)
         name = f"{split}_{i:05d}.jpg"
-        Image.fromarray(pixels).save(os.path.join(out_dir, IMAGES, name), quality=92)
+        Image.fromarray(pixels).save(os.path.join(out_dir, IMAGE_DIR, name), quality=92)
         images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
         for obj in objects:
             annotations.append({
@@ -229,7 +221,7 @@ def _write_split(out_dir: str, split: str, num_images: int, image_size: int, see
         json.dump(coco, f)
     files = {ANNOTATIONS: os.path.getsize(os.path.join(out_dir, ANNOTATIONS))}
     for img in images:
-        rel = os.path.join(IMAGES, img["file_name"])
+        rel = os.path.join(IMAGE_DIR, img["file_name"])
         files[rel] = os.path.getsize(os.path.join(out_dir, rel))
     manifest = _manifest_header(split, num_images, image_size, seed)
     manifest["files"] = files
@@ -318,7 +310,7 @@ def _move_into_place(src: str, final: str, header: dict, parent: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Registration
+# Registered splits
 # ---------------------------------------------------------------------------------------------
 
 
@@ -328,39 +320,3 @@ def ensure_shapes_split(name: str, root: Optional[str] = None) -> str:
         raise KeyError(f"{name!r} is not a shapes dataset; registered: {sorted(SHAPES_SPLITS)}")
     s = SHAPES_SPLITS[name]
     return generate_shapes_dataset(root or data_root(), s.split, s.num_images, s.image_size, s.seed)
-
-
-class _ShapesMetadata(Metadata):
-    """Metadata whose ``json_file`` / ``image_root`` follow ``$HPVIT_DATA`` and generate on access."""
-
-    @property
-    def json_file(self) -> str:
-        return ensure_shapes_split(self.name)
-
-    @property
-    def image_root(self) -> str:
-        return os.path.join(os.path.dirname(ensure_shapes_split(self.name)), IMAGES)
-
-
-def _load(name: str) -> List[dict]:
-    json_file = ensure_shapes_split(name)
-    return load_coco_json(json_file, os.path.join(os.path.dirname(json_file), IMAGES), name)
-
-
-def register_shapes() -> None:
-    """Register every split of ``SHAPES_SPLITS`` (done on import; calling it again is a no-op)."""
-    for name in SHAPES_SPLITS:
-        if name in DatasetCatalog.list():
-            continue
-        DatasetCatalog.register(name, lambda name=name: _load(name))
-        meta = _ShapesMetadata(name=name)
-        meta.set(
-            thing_classes=list(SHAPE_CLASSES),
-            thing_dataset_id_to_contiguous_id={k + 1: k for k in range(len(SHAPE_CLASSES))},
-            thing_colors=[(220, 20, 60), (0, 130, 230), (250, 170, 30), (120, 60, 200)],
-            evaluator_type="coco",
-        )
-        MetadataCatalog[name] = meta
-
-
-register_shapes()

@@ -1,0 +1,174 @@
+"""
+Reading image files: the one place that decodes images, applies their EXIF orientation and turns
+unusual pixel formats into what detectron2's models take.
+
+- :func:`read_image_checked`: ``detectron2.data.detection_utils.read_image`` that converts what it
+  can (counted) and names the file when it cannot (:class:`BadImageError`);
+- :func:`read_image_size`: the upright ``(height, width)`` from the file header, without decoding;
+- :func:`read_exif_orientation`: the EXIF orientation from the file header; one of
+  ``SIDE_SWAPPING_ORIENTATIONS`` turns the image by 90 degrees (used for sizes and for the hint of
+  a size mismatch).
+
+Conversions of :func:`read_image_checked` (keys of ``CONVERSION_LABELS``):
+    - grayscale (``L``, ``1``) -> 8-bit ``L``, which detectron2 turns into RGB;
+    - CMYK, YCbCr... -> RGB as PIL converts them;
+    - with an alpha channel (RGBA, LA, palette with transparency) -> composited over black
+      (``rgb * alpha / 255``; a fully opaque image is unchanged);
+    - 16-bit (``I;16*``, or ``I`` with values in 0..65535) -> 8 bits by ``round(v / 257)``
+      (detectron2 alone saturates them at 255);
+    - EXIF orientation 2..8 -> applied with ``PIL.ImageOps.exif_transpose``, as detectron2 does;
+      an unreadable EXIF block is ignored, as detectron2 does.
+"""
+from collections import Counter
+from typing import Optional, Tuple
+
+import numpy as np
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+from detectron2.utils.file_io import PathManager
+from PIL import ExifTags, Image, ImageOps
+
+__all__ = [
+    "BadImageError",
+    "CONVERSION_LABELS",
+    "normalize_pil_mode",
+    "SIDE_SWAPPING_ORIENTATIONS",
+    "read_exif_orientation",
+    "read_image_checked",
+    "read_image_size",
+]
+
+CONVERSION_LABELS = {
+    "grayscale": "grayscale images converted to RGB",
+    "alpha": "images with alpha composited over black",
+    "16bit": "16-bit images scaled to 8 bits",
+    "color_space": "CMYK/YCbCr/other images converted to RGB",
+    "exif_rotated": "images rotated/flipped by their EXIF orientation",
+}
+
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_TRANSPOSING_ORIENTATIONS = (2, 3, 4, 5, 6, 7, 8)
+SIDE_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF orientations that rotate by 90 degrees: the decoded width is the stored height."""
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be read; the message names the file and what to do."""
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """EXIF orientation (1..8) of an opened image; 1 when absent or unreadable."""
+    try:
+        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a broken EXIF block: detectron2 ignores it as well
+        return 1
+
+
+def read_exif_orientation(file_name: str) -> int:
+    """
+    EXIF orientation (1..8) of ``file_name``, from its header; 1 when absent, unreadable, or the
+    file cannot be opened.
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
+            return _exif_orientation(image)
+    except (OSError, SyntaxError, ValueError):
+        return 1
+
+
+def read_image_size(file_name: str) -> Tuple[int, int]:
+    """
+    ``(height, width)`` of ``file_name`` as :func:`read_image_checked` (and detectron2) decodes
+    it, EXIF orientation applied; reads the header only.
+
+    Raises:
+        BadImageError: the file is missing or its header is not an image's.
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
+            width, height = image.size
+            swapped = _exif_orientation(image) in SIDE_SWAPPING_ORIENTATIONS
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"cannot read the size of image '{file_name}' ({e}). Fix or replace "
+                            "the file, or remove it from the annotations.") from e
+    return (width, height) if swapped else (height, width)
+
+
+def normalize_pil_mode(
+    image: Image.Image, file_name: str = "<image>"
+) -> Tuple[Image.Image, Optional[str]]:
+    """
+    Bring a decoded PIL image to 8-bit ``RGB`` or ``L``.
+
+    Returns:
+        (image, kind): kind is the key of ``CONVERSION_LABELS`` for what was done, or None.
+    Raises:
+        BadImageError: for float images and 32-bit values outside 0..65535.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image, None
+    if mode in ("L", "1"):
+        return image.convert("L"), "grayscale"
+    if mode == "P" and "transparency" not in image.info:
+        return image.convert("RGB"), None
+    if mode in _ALPHA_MODES or mode == "P":
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        rgb = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
+        return Image.fromarray(rgb, "RGB"), "alpha"
+    if mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise BadImageError(
+                f"image '{file_name}' has 32-bit pixel values in [{values.min()}, {values.max()}], "
+                "outside the 16-bit range this reader scales: save it as 8- or 16-bit.")
+        eight_bit = np.rint(values.astype(np.float32) / 257.0).astype(np.uint8)
+        return Image.fromarray(eight_bit, "L"), "16bit"
+    if mode == "F":
+        raise BadImageError(f"image '{file_name}' stores floating-point pixels (PIL mode F): "
+                            "save it as an 8-bit (or 16-bit) image.")
+    return image.convert("RGB"), "color_space"
+
+
+def _decode_upright(file_name: str) -> Tuple[Image.Image, bool]:
+    """The decoded image, EXIF orientation applied, and whether it was rotated or flipped."""
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            image.load()  # decode now, so truncated data fails here and not in a transform
+    except FileNotFoundError as e:
+        raise BadImageError(f"image file '{file_name}' does not exist: check the image root the "
+                            "dataset was registered with.") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(
+            f"cannot decode image '{file_name}' ({type(e).__name__}: {e}). The file is corrupt, "
+            "truncated or not an image: re-export it, or remove it from the annotations.") from e
+    if _exif_orientation(image) not in _TRANSPOSING_ORIENTATIONS:
+        return image, False
+    try:
+        return ImageOps.exif_transpose(image), True
+    except Exception as e:  # PIL fails on some malformed EXIF blocks while rewriting them
+        raise BadImageError(
+            f"cannot apply the EXIF orientation of image '{file_name}' ({type(e).__name__}: {e}): "
+            "re-save the image upright, without its EXIF block.") from e
+
+
+def read_image_checked(file_name: str, format: Optional[str] = None,
+                       counts: Optional[Counter] = None) -> np.ndarray:
+    """
+    Read an image like ``detectron2.data.detection_utils.read_image``, robustly.
+
+    Args:
+        file_name: path (any PathManager path).
+        format: detectron2 image format ("RGB", "BGR", "L", ...), or None for the file's own.
+        counts: receives one count per conversion kind (keys of ``CONVERSION_LABELS``).
+    Returns:
+        (H, W, C) uint8 array in ``format`` (float for "YUV-BT.601"), EXIF orientation applied.
+    Raises:
+        BadImageError: the file is missing, not an image, truncated, corrupt, or float.
+    """
+    image, rotated = _decode_upright(file_name)
+    image, kind = normalize_pil_mode(image, file_name)
+    if counts is not None:
+        counts.update(k for k in ("exif_rotated" if rotated else None, kind) if k)
+    return convert_PIL_to_numpy(image, format)
