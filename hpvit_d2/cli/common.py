@@ -41,8 +41,8 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
     """Exception types that are the user's input, not a bug: reported in one line."""
     from ..checkpoint import CheckpointError
     from ..data.datasets import DatasetFormatError, DatasetNotFoundError
-    from ..data.mapper import BadImageError
-    from ..data.sanitize import BadAnnotationError
+    from ..data.annotations import BadAnnotationError
+    from ..data.images import BadImageError
     from ..overrides import ConfigError
 
     return (ConfigError, CheckpointError, DatasetNotFoundError, DatasetFormatError, BadImageError,

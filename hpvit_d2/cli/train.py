@@ -108,9 +108,8 @@ def main(argv: Sequence[str]) -> int:
     from ..model_zoo import get_config, get_config_file
 
     # Check the config and the overrides before starting any process.
-    if _is_yacs(args.config_file):
-        get_config_file(args.config_file)
-    else:
+    args.config_file = get_config_file(args.config_file)
+    if not _is_yacs(args.config_file):
         get_config(args.config_file, args.opts)
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,

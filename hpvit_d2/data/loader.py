@@ -65,8 +65,10 @@ class _PositionedSamples(IterableDataset):
         self.mapper = mapper
         self.seed = seed
         self.start = start
-        self.shuffle = shuffle
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        # Built here, in the training process: TrainingSampler reads the rank when constructed,
+        # and a loader worker (forked or spawned) may not see the process group.
+        self.sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=seed)
 
     def map_position(self, position: int, index: int) -> Dict[str, Any]:
         """The mapped sample at local ``position`` (dataset ``index``), retried if skipped."""
@@ -83,8 +85,7 @@ class _PositionedSamples(IterableDataset):
 
     def indices(self, start: int) -> Iterator[int]:
         """Dataset indices of this rank's stream from local position ``start`` on."""
-        sampler = TrainingSampler(len(self.dataset), shuffle=self.shuffle, seed=self.seed)
-        return itertools.islice(iter(sampler), start, None)
+        return itertools.islice(iter(self.sampler), start, None)
 
     def __iter__(self) -> Iterator[Tuple[int, Dict[str, Any]]]:
         info = get_worker_info()

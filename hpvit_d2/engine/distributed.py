@@ -35,8 +35,11 @@ def _join_torchrun(timeout: datetime.timedelta) -> None:
     local_rank = int(os.environ["LOCAL_RANK"])
     if has_gpu:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method="env://",
-                            timeout=timeout)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # After a restart the store may still hold the dead group's addresses: a prefix per attempt.
+    store = dist.PrefixStore(f"hpvit_d2/attempt_{elastic_restart_count()}", store)
+    dist.init_process_group(backend="nccl" if has_gpu else "gloo", store=store, rank=rank,
+                            world_size=world_size, timeout=timeout)
     comm.create_local_process_group(int(os.environ["LOCAL_WORLD_SIZE"]))
     comm.synchronize()
 

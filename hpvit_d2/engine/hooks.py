@@ -1,15 +1,45 @@
-"""Training hooks: save on SIGINT/SIGTERM, and check that DDP replicas stay identical."""
+"""Training hooks: per-iteration seeding, save on SIGINT/SIGTERM, DDP replica check."""
 import logging
+import random
 import signal
 import threading
 
+import numpy as np
 import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["SaveOnSignal", "DDPSyncCheck"]
+from ..data.loader import sample_seed
+
+__all__ = ["DDPSyncCheck", "ReseedEachIteration", "SaveOnSignal"]
 
 logger = logging.getLogger("hpvit_d2")
+
+
+class ReseedEachIteration(HookBase):
+    """
+    Before every iteration, seed Python's, NumPy's and torch's (CPU and CUDA) generators from
+    (seed, iteration, rank). The model's random draws at iteration k (proposal and RoI sampling,
+    drop path, dropout) are then the same in a resumed run as in an uninterrupted one, on every
+    rank, and for any number of restarts, without checkpointing generator states. The seed is
+    kept in the trainer's checkpoint (this hook's state).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def before_step(self):
+        step = self.trainer.iter * comm.get_world_size() + comm.get_rank()
+        seed = sample_seed(self.seed, step)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def state_dict(self):
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state):
+        self.seed = int(state["seed"])
 
 
 class SaveOnSignal(HookBase):

@@ -5,8 +5,10 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
 - weights are read by :class:`~hpvit_d2.checkpoint.HPViTCheckpointer` (safe reading, plain-ViT
   conversion, ``require`` checks, a load report, atomic writes with umask permissions);
 - the training data come from :class:`~hpvit_d2.data.loader.ResumableTrainLoader`, whose position
-  and augmentation randomness are checkpointed, and the process random state is checkpointed
-  too (:class:`~hpvit_d2.engine.rng.RNGState`): a resumed run repeats an uninterrupted one;
+  is checkpointed and whose augmentation randomness is a function of (seed, sample), and the
+  model's randomness is a function of (seed, iteration, rank)
+  (:class:`~hpvit_d2.engine.hooks.ReseedEachIteration`): a resumed run repeats an uninterrupted
+  one, on one process or many;
 - SIGINT/SIGTERM save a checkpoint before stopping (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`);
 - ``train.ddp_sync_check_period`` checks that replicas stay equal
   (:class:`~hpvit_d2.engine.hooks.DDPSyncCheck`);
@@ -29,8 +31,7 @@ from detectron2.utils.registry import locate
 
 from ..checkpoint import HPViTCheckpointer
 from ..data.loader import ResumableTrainLoader
-from .hooks import DDPSyncCheck, SaveOnSignal
-from .rng import RNGState
+from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal
 
 __all__ = ["build_ddp", "build_train_loader", "do_test", "do_train", "evaluate"]
 
@@ -115,7 +116,8 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     model.to(cfg.train.device)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    loader = build_train_loader(cfg, _train_seed(cfg))
+    seed = _train_seed(cfg)
+    loader = build_train_loader(cfg, seed)
 
     model = build_ddp(model, cfg.train.device, **cfg.train.ddp)
     use_amp = cfg.train.amp.enabled and torch.cuda.is_available()
@@ -126,13 +128,14 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
         trainer = AMPTrainer(model, loader, optimizer, precision=precision)
     else:
         trainer = SimpleTrainer(model, loader, optimizer)
-    checkpointables = {"trainer": trainer, "rng": RNGState()}
+    checkpointables = {"trainer": trainer}
     if isinstance(loader, ResumableTrainLoader):
         checkpointables["data"] = loader
     checkpointer = HPViTCheckpointer(model, cfg.train.output_dir, require=require,
                                      **checkpointables)
     sync_period = cfg.train.get("ddp_sync_check_period", 0)
     trainer.register_hooks([
+        ReseedEachIteration(seed),
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)

@@ -44,6 +44,7 @@ class Trainer(DefaultTrainer):
             cfg.DATASETS.TRAIN,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+            require_masks=cfg.MODEL.MASK_ON,
         )
         return build_detection_train_loader(cfg, dataset=dataset, mapper=SafeDatasetMapper(cfg, True))
 

@@ -12,7 +12,9 @@ from hpvit_d2.data.mapper import SafeDatasetMapper
 
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
 
-dataloader.train.dataset = L(get_dataset_dicts)(names="coco_2017_train")
+dataloader.train.dataset = L(get_dataset_dicts)(
+    names="coco_2017_train", require_masks="${..mapper.use_instance_mask}"
+)
 dataloader.test.dataset = L(get_dataset_dicts)(names="coco_2017_val", filter_empty=False)
 dataloader.train.mapper._target_ = SafeDatasetMapper
 dataloader.test.mapper._target_ = SafeDatasetMapper

@@ -33,6 +33,10 @@ train.eval_period = 5000
 train.init_checkpoint = (
     "detectron2://ImageNetPretrained/MAE/mae_pretrain_vit_base.pth?matching_heuristics=True"
 )
+# Read by the project's entry (projects/HPViT/train_net.py); the stock tool ignores them.
+train.strict_init_checkpoint = False  # True: as --strict, every pre-trained backbone weight required
+train.ddp_sync_check_period = 0  # K > 0: every K iterations, check that DDP replicas are equal
+train.metrics_window = 20  # iterations averaged in metrics.json
 
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(MultiStepParamScheduler)(

@@ -14,9 +14,8 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 from detectron2.solver import WarmupParamScheduler
 from omegaconf import OmegaConf
 
-from hpvit_d2.data.build import get_dataset_dicts
+from hpvit_d2.data.build import get_dataset_dicts  # importing hpvit_d2.data registers the shapes
 from hpvit_d2.data.mapper import SafeDatasetMapper
-import hpvit_d2.data.shapes  # noqa: F401  (registers hpvit_shapes_train / hpvit_shapes_val)
 
 from .mask_rcnn_base import model, optimizer, train
 
@@ -40,7 +39,9 @@ model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_dataset_dicts)(names="hpvit_shapes_train"),
+    dataset=L(get_dataset_dicts)(
+        names="hpvit_shapes_train", require_masks="${..mapper.use_instance_mask}"
+    ),
     mapper=L(SafeDatasetMapper)(
         is_train=True,
         augmentations=[L(T.RandomFlip)(horizontal=True)],
