@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from hpvit_d2 import benchmark
+from hpvit_d2.cli import bench as benchmark
 
 # One thread: tiny models are all small ops, which two threads on a busy 2-core machine slow 100x.
 ARGS = ["--scale", "tiny", "--threads", "1", "--sizes", "64", "--train-sizes", "64",

@@ -190,7 +190,7 @@ def test_cli_writes_file_detectron2_checkpointer_loads(tmp_path, capsys):
     dst = tmp_path / "out" / "hpvit_init.pth"
     assert convert_main([str(src), str(dst), "--config", str(config)]) == 0
     printed = capsys.readouterr().out
-    assert "(MAE, ViT converted into the backbone)" in printed
+    assert "(MAE, converted into the backbone)" in printed
     assert "bottom_up.pools.0.conv.{bias, weight}" in printed and "bottom_up 6" in printed
 
     detector = FPN(bottom_up=target_hpvit(), in_features=["scale2", "scale3", "scale4", "scale5"],

@@ -5,13 +5,14 @@ import json
 import pytest
 from PIL import Image
 
-from hpvit_d2 import demo_run
+from hpvit_d2.cli import demo_run
+from hpvit_d2.overrides import ConfigError
 
 
 def test_demo_runs_end_to_end_on_a_micro_budget(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
     out = tmp_path / "demo"
-    rows = demo_run.main([
+    rows = demo_run.run_demo([
         "--iters", "2", "--output-dir", str(out),
         "--train-dataset", "hpvit_shapes_train_mini", "--val-dataset", "hpvit_shapes_val_mini",
         "--num-vis", "2", "--latency-images", "2",
@@ -62,6 +63,6 @@ def test_bad_iteration_budget_is_named(monkeypatch, capsys):
 
 
 def test_unknown_dataset_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="hpvit_shapes_train_mini"):
-        demo_run.main(["--iters", "1", "--output-dir", str(tmp_path),
+    with pytest.raises(ConfigError, match="hpvit_shapes_train_mini"):
+        demo_run.run_demo(["--iters", "1", "--output-dir", str(tmp_path),
                        "--train-dataset", "coco_2017_train"])

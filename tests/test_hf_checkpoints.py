@@ -116,7 +116,7 @@ def test_converter_strict_on_hf_mae_directory(tmp_path, capsys):
     assert convert_main([str(directory), str(dst), "--config", "mask_rcnn_hpvit_tiny.py",
                          "--strict"]) == 0
     out = capsys.readouterr().out
-    assert "(Hugging Face ViTMAE, ViT converted into the backbone)" in out
+    assert "(Hugging Face ViTMAE, converted into the backbone)" in out
     saved = torch.load(dst, weights_only=True)["model"]
     assert "backbone.bottom_up.blocks.3.attn.qkv.weight" in saved
     assert not any(k.startswith("backbone.bottom_up.pools") for k in saved)

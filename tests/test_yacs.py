@@ -68,3 +68,21 @@ def test_default_trainer_trains_and_evaluates_the_yaml(tmp_path):
     assert trainer.model.backbone.bottom_up.stage_depths == (1, 1, 1, 1)
     results = Trainer.test(cfg, trainer.model)  # one test dataset: its metrics, not keyed by name
     assert {"bbox", "segm"} <= set(results) and "AP" in results["bbox"]
+
+
+def test_yaml_recipe_is_the_lazyconfig_recipe():
+    """One recipe: MODEL.HPVIT of the yaml equals configs/common/backbones.py's hpvit_b_fpn."""
+    from hpvit_d2.config import HPVIT_YACS_ARGUMENTS, _class_defaults, hpvit_kwargs_from_cfg
+
+    cfg = add_hpvit_config(get_cfg())
+    cfg.merge_from_file("configs/yacs/mask_rcnn_hpvit_b.yaml")
+    from_yaml = hpvit_kwargs_from_cfg(cfg)
+    lazy = LazyConfig.load("configs/mask_rcnn_hpvit_b.py").model.backbone
+    defaults = _class_defaults()
+    for name in HPVIT_YACS_ARGUMENTS:
+        expected = lazy.bottom_up.get(name, defaults[name])
+        expected = tuple(expected) if isinstance(expected, (list, tuple)) else expected
+        assert from_yaml[name] == expected, name
+    assert from_yaml["norm_layer"].keywords["eps"] == lazy.bottom_up.norm_layer.keywords["eps"]
+    assert cfg.MODEL.FPN.SQUARE_PAD == lazy.square_pad
+    assert cfg.SOLVER.LR_DECAY_RATE == LazyConfig.load("configs/mask_rcnn_hpvit_b.py").optimizer.params.lr_decay_rate

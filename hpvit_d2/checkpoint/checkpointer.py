@@ -218,7 +218,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             logger.warning(f"{source}: {e}; nothing loaded")
             converted, conversion = {}, None
         loaded["model"] = {model_prefix + k: v for k, v in converted.items()}
-        self._pending = LoadReport(source, "ViT converted into the backbone",
+        self._pending = LoadReport(source, "converted into the backbone",
                                    conversion.source_format if conversion else "unusable",
                                    num_target, conversion=conversion)
         return loaded
@@ -312,12 +312,12 @@ def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:
 
 def _model_format(prefix: Optional[str]) -> str:
     if prefix in _BACKBONE_NAMES:
-        return _BACKBONE_NAMES[prefix].split(" ")[0] + " detector"
+        return _BACKBONE_NAMES[prefix].split(" ")[0] + " detector checkpoint"
     return "model checkpoint"
 
 
 def _architecture_message(source: str, ckpt_prefix: str, model_prefix: str) -> str:
-    return (f"{source}: this is an {_model_format(ckpt_prefix)} checkpoint (keys {ckpt_prefix}*); "
+    return (f"{source}: this is an {_model_format(ckpt_prefix)} (keys {ckpt_prefix}*); "
             f"the config builds {_backbone_name(model_prefix)} (keys {model_prefix}*): use the "
             "config it was trained with")
 

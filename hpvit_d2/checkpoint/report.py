@@ -35,7 +35,7 @@ class LoadReport:
     """
 
     source: str
-    kind: str  # "plain ViT" (converted into the backbone) or "model" (the model's own keys)
+    kind: str  # "converted into the backbone" (a ViT's weights) or "model" (the model's own keys)
     source_format: str
     num_model_tensors: int
     loaded: List[str] = field(default_factory=list)
@@ -54,7 +54,8 @@ class LoadReport:
         return dict(sorted(Counter(model_part(k) for k in self.left_at_init).items()))
 
     def summary(self) -> str:
-        lines = [f"Loaded {self.source} ({self.source_format}, {self.kind}): "
+        what = self.source_format if self.conversion is None else f"{self.source_format}, {self.kind}"
+        lines = [f"Loaded {self.source} ({what}): "
                  f"{len(self.loaded)}/{self.num_model_tensors} model tensors"]
         if self.conversion is not None:
             c = self.conversion
