@@ -1,4 +1,4 @@
-# HPViT-D2: make setup | make test | make demo | make bench
+# HPViT-D2: make setup | make test | make demo | make reproduce | make bench
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo reproduce bench clean
 
 setup:
 	@PYTHON="$(PYTHON)" VENV="$(VENV)" TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_env.sh
@@ -16,10 +16,13 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m hpvit_d2.demo_run
+	$(PY) -m hpvit_d2.cli.demo_run
+
+reproduce: setup
+	$(PY) -m hpvit_d2.cli.reproduce
 
 bench: setup
-	$(PY) projects/HPViT/benchmark.py
+	$(PY) -m hpvit_d2.cli.bench
 
 clean:
 	rm -rf output

@@ -2,9 +2,11 @@ from setuptools import find_packages, setup
 
 setup(
     name="hpvit_d2",
-    version="0.1.0",
+    version="0.2.0",
     description="Hierarchical plain Vision Transformers (HPViT) for Detectron2",
     packages=find_packages(include=["hpvit_d2", "hpvit_d2.*"]),
+    # The LazyConfigs and yacs files ship in the wheel: model_zoo finds them by name.
+    package_data={"hpvit_d2": ["configs/*.py", "configs/*/*.py", "configs/*/*.yaml"]},
     python_requires=">=3.9",
     # detectron2 is not on PyPI and cannot be pinned here: see README ("Installing detectron2").
     install_requires=[
@@ -22,5 +24,18 @@ setup(
         "hydra-core>=1.1",
         "timm>=0.9",
         "tqdm>=4.29",
+        "safetensors>=0.4",
+        "transformers>=4.40",
     ],
+    entry_points={
+        "console_scripts": [
+            "hpvit-train=hpvit_d2.cli.train:entry",
+            "hpvit-demo=hpvit_d2.cli.demo:entry",
+            "hpvit-convert=hpvit_d2.cli.convert:entry",
+            "hpvit-bench=hpvit_d2.cli.bench:entry",
+            "hpvit-summary=hpvit_d2.cli.summary:entry",
+            "hpvit-demo-run=hpvit_d2.cli.demo_run:entry",
+            "hpvit-reproduce=hpvit_d2.cli.reproduce:entry",
+        ],
+    },
 )

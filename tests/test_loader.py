@@ -2,12 +2,11 @@
 num_workers, and a loader restored from a state in the middle of the stream (partial
 aspect-ratio groups included) continues exactly as the uninterrupted one."""
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.data.datasets import load_coco_json
 from PIL import Image

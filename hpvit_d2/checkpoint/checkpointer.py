@@ -22,7 +22,7 @@ checkpointables, ``?matching_heuristics=True``), with these additions:
 import contextlib
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer

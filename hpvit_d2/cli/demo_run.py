@@ -24,31 +24,19 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..engine.metrics import final_metrics, read_metrics
 from ..overrides import ConfigError
-from .common import EXIT_OK, run
+from .common import EXIT_OK, run as run_command
+from .runs import TrainRun, run_lanes
 
-__all__ = ["DEFAULT_ITERS", "MODELS", "DemoRun", "main", "markdown_table", "parse_args", "run_demo"]
+__all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
 DEFAULT_ITERS = 240
-
-
-@dataclass
-class DemoRun:
-    """One model of the comparison: its config and where its training run writes."""
-
-    name: str
-    config: str
-    slug: str
-    output_dir: Path = Path()
-    log_file: Path = Path()
 
 
 MODELS = (
@@ -99,77 +87,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training (subprocesses of the project's training entry)
-# ---------------------------------------------------------------------------------------------
-
-
-def _train_command(run: DemoRun, args: argparse.Namespace) -> List[str]:
-    from .. import model_zoo
-
-    return [
-        sys.executable, "-m", "hpvit_d2.cli.train",
-        "--config-file", model_zoo.get_config_file(run.config),
-        f"train.output_dir={run.output_dir}",
-        f"train.max_iter={args.iters}",
-        f"train.eval_period={args.iters}",
-        f"train.checkpointer.period={args.iters}",
-        f"dataloader.train.dataset.names={args.train_dataset}",
-        f"dataloader.test.dataset.names={args.val_dataset}",
-    ]
-
-
-def _progress_line(runs: Sequence[DemoRun], iters: int, start: float) -> str:
-    parts = []
-    for run in runs:
-        rec = (read_metrics(run.output_dir / "metrics.json") or [{}])[-1]
-        it = min(rec.get("iteration", -1) + 1, iters)
-        if "bbox/AP" in rec:
-            state = f" evaluated: box AP {rec['bbox/AP']:.1f}, mask AP {rec.get('segm/AP', 0):.1f}"
-        elif "total_loss" in rec:
-            state = f" loss {rec['total_loss']:.3f}"
-        else:
-            state = ""
-        parts.append(f"{run.name} {it}/{iters}{state}")
-    return f"[demo {time.time() - start:5.0f}s] " + " | ".join(parts)
-
-
-def train_runs(runs: Sequence[DemoRun], args: argparse.Namespace, poll_seconds: float = 15.0):
-    """Train every run through hpvit_d2.engine.launch; print progress; raise if one fails."""
-    cpus = os.cpu_count() or 1
-    groups = [[r] for r in runs] if args.sequential else [list(runs)]
-    start = time.time()
-    for group in groups:
-        threads = max(1, cpus // len(group))
-        procs = []
-        for run in group:
-            run.output_dir.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-            log = open(run.log_file, "w")
-            print(f"[demo] training {run.name} ({args.iters} iterations, {threads} thread(s)); "
-                  f"log: {run.log_file}", flush=True)
-            procs.append((run, subprocess.Popen(_train_command(run, args), stdout=log,
-                                                stderr=subprocess.STDOUT, env=env), log))
-        last = time.time()
-        while any(p.poll() is None for _, p, _ in procs):
-            time.sleep(0.5)
-            if time.time() - last >= poll_seconds:
-                print(_progress_line(group, args.iters, start), flush=True)
-                last = time.time()
-        for run, proc, log in procs:
-            log.close()
-            if proc.returncode != 0:
-                tail = "\n".join(run.log_file.read_text().splitlines()[-25:])
-                raise RuntimeError(f"training {run.name} failed (exit {proc.returncode}); "
-                                   f"see {run.log_file}. Last lines:\n{tail}")
-    print(_progress_line(runs, args.iters, start), flush=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Measuring the trained models
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_metrics(run: DemoRun) -> Dict[str, float]:
+def _read_metrics(run: TrainRun) -> Dict[str, float]:
     """Final COCO metrics and mean s/iteration from the run's metrics.json."""
     path = run.output_dir / "metrics.json"
     records = read_metrics(path)
@@ -182,7 +104,7 @@ def _read_metrics(run: DemoRun) -> Dict[str, float]:
     return out
 
 
-def _load_model(run: DemoRun):
+def _load_model(run: TrainRun):
     """(cfg, model in eval mode) with the run's final weights."""
     from .. import model_zoo
 
@@ -243,7 +165,7 @@ def markdown_table(rows: Sequence[Dict[str, float]]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def plot_curves(runs: Sequence[DemoRun], path: Path) -> None:
+def plot_curves(runs: Sequence[TrainRun], path: Path) -> None:
     """Total loss and its main terms against iteration, one line per model, from metrics.json."""
     import matplotlib
 
@@ -268,7 +190,7 @@ def plot_curves(runs: Sequence[DemoRun], path: Path) -> None:
     plt.close(fig)
 
 
-def draw_predictions(runs: Sequence[DemoRun], models, dataset_dicts: Sequence[dict],
+def draw_predictions(runs: Sequence[TrainRun], models, dataset_dicts: Sequence[dict],
                      inputs: Sequence[dict], metadata, out_dir: Path,
                      score_thresh: float = 0.3) -> List[Path]:
     """One PNG per image: ground truth, then each model's predictions (score >= score_thresh)."""
@@ -317,11 +239,13 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
             raise ConfigError(f"{name!r} is not a shapes dataset; choose from "
                               f"{sorted(SHAPES_SPLITS)}")
         ensure_shapes_split(name)  # generate once here, not in both training processes
-    runs = [DemoRun(name, cfg, slug, out / slug, out / f"{slug}.log") for name, cfg, slug in MODELS]
+    data = [f"dataloader.train.dataset.names={args.train_dataset}",
+            f"dataloader.test.dataset.names={args.val_dataset}"]
+    runs = [TrainRun(name, cfg, out / slug, args.iters, data) for name, cfg, slug in MODELS]
 
     start = time.time()
-    train_runs(runs, args)
-    train_wall = time.time() - start
+    lanes = [runs] if args.sequential else [[run] for run in runs]
+    train_wall = run_lanes(lanes, tag="demo")
 
     # One thread: comparable latencies, and no OpenMP oversubscription on a busy machine.
     torch.set_num_threads(1)
@@ -338,7 +262,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
                "train_wall_seconds_both": train_wall}
         row.update(_read_metrics(run))
         row.update(measure_model(model, inputs))
-        (out / f"{run.slug}.json").write_text(json.dumps(row, indent=2))
+        (out / f"{run.output_dir.name}.json").write_text(json.dumps(row, indent=2))
         rows.append(row)
 
     table = markdown_table(rows)
@@ -353,7 +277,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
                            MetadataCatalog.get(args.val_dataset), out)
     print("\n" + table + "\n\n" + caption)
     print(f"\n[demo] done in {time.time() - start:.0f}s (training both: {train_wall:.0f}s). "
-          f"Wrote {out}/comparison.md, {', '.join(r.slug + '.json' for r in runs)}, "
+          f"Wrote {out}/comparison.md, {', '.join(r.output_dir.name + '.json' for r in runs)}, "
           f"training_curves.png and {len(vis)} predictions_*.png")
     return rows
 
@@ -365,7 +289,7 @@ def main(argv: Sequence[str]) -> int:
 
 def entry() -> None:
     """Console command ``hpvit-demo-run`` (``make demo``)."""
-    sys.exit(run(main))
+    sys.exit(run_command(main))
 
 
 if __name__ == "__main__":
