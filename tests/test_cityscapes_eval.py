@@ -14,7 +14,6 @@ import uuid
 import pytest
 from detectron2.config import LazyConfig, instantiate
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
-from omegaconf import OmegaConf
 
 from gt_model import GroundTruthModel, eval_config, evaluate_ground_truth
 from hpvit_d2.data.build import get_dataset_dicts
@@ -37,7 +36,8 @@ def cityscapes(tmp_path_factory):
     return name, root
 
 
-def test_configs_differ_only_in_backbone():
+def test_configs_train_and_evaluate_cityscapes():
+    """(That the two differ only in the backbone: tests/test_fair_baselines.py.)"""
     hpvit, vitdet = (LazyConfig.load(os.path.join(REPO, p)) for p in CONFIGS)
     for cfg in (hpvit, vitdet):
         assert cfg.model.roi_heads.num_classes == 8
@@ -47,13 +47,7 @@ def test_configs_differ_only_in_backbone():
         assert cfg.dataloader.evaluator._target_ is DatasetEvaluators
         targets = [e._target_ for e in cfg.dataloader.evaluator.evaluators]
         assert targets == [COCOEvaluator, CityscapesInstanceEvaluator]
-    decay = [cfg.optimizer.params.pop("lr_factor_func") for cfg in (hpvit, vitdet)]
-    assert decay[0].func is decay[1].func and decay[0].keywords == decay[1].keywords
-    for cfg in (hpvit, vitdet):
-        del cfg.model.backbone
-        del cfg.train.init_checkpoint
-    for key in ("model", "dataloader", "train", "optimizer", "lr_multiplier"):
-        assert OmegaConf.to_container(hpvit[key]) == OmegaConf.to_container(vitdet[key]), key
+        assert cfg.model.backbone.square_pad == 0  # 2048x1024 images, no square padding
 
 
 @pytest.mark.parametrize("path", CONFIGS)

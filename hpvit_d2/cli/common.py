@@ -13,7 +13,7 @@ import warnings
 from typing import Callable, Sequence, Tuple, Type
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "quiet_warnings",
-           "run", "user_errors"]
+           "run", "update_readme_block", "user_errors"]
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
@@ -76,3 +76,28 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def update_readme_block(readme: str, name: str, text: str) -> None:
+    """
+    Replace the text between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in ``readme``
+    (the measuring commands' ``--readme`` flag): README numbers are written by the command that
+    measures them, never by hand.
+
+    Raises:
+        ConfigError: the file or the markers are missing.
+    """
+    from ..overrides import ConfigError
+
+    begin, end = f"<!-- begin: {name} -->", f"<!-- end: {name} -->"
+    try:
+        with open(readme) as f:
+            content = f.read()
+    except OSError as e:
+        raise ConfigError(f"--readme {readme}: cannot be read ({e})") from None
+    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
+        raise ConfigError(f"--readme {readme}: expected one '{begin}' ... '{end}' block")
+    head, rest = content.split(begin)
+    _, tail = rest.split(end)
+    with open(readme, "w") as f:
+        f.write(f"{head}{begin}\n{text.strip()}\n{end}{tail}")

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..engine.metrics import final_metrics, read_metrics
 from ..overrides import ConfigError
-from .common import EXIT_OK, run as run_command
+from .common import EXIT_OK, run as run_command, update_readme_block
 from .runs import TrainRun, run_lanes
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
@@ -72,6 +72,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--val-dataset", default="hpvit_shapes_val")
     p.add_argument("--num-vis", type=int, default=4, help="val images drawn with predictions")
     p.add_argument("--latency-images", type=int, default=10, help="val images timed per model")
+    p.add_argument("--readme", help="write the table into this README's 'demo' block")
     p.add_argument("--sequential", action="store_true",
                    help="train one model after the other, each with all CPU threads")
     args = p.parse_args(argv)
@@ -266,16 +267,22 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
         rows.append(row)
 
     table = markdown_table(rows)
-    caption = (f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
-               f"{args.train_dataset} -> "
-               f"{args.val_dataset}; latency: batch 1, {rows[0]['latency_threads']} thread(s), "
-               f"median of {len(inputs)} images; GFLOPs: one 256x256 inference (fvcore).")
+    import datetime
+
+    caption = (f"`make demo` (`python -m hpvit_d2.cli.demo_run --iters {args.iters}`), "
+               f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
+               f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
+               f"{args.train_dataset} -> {args.val_dataset}, both trained side by side in "
+               f"{train_wall / 60:.1f} min; latency: batch 1, {rows[0]['latency_threads']} "
+               f"thread(s), median of {len(inputs)} images; GFLOPs: one 256x256 inference (fvcore).")
     (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
     plot_curves(runs, out / "training_curves.png")
     shown = val_dicts[: args.num_vis]
     vis = draw_predictions(runs, models, shown, _model_inputs(shown),
                            MetadataCatalog.get(args.val_dataset), out)
     print("\n" + table + "\n\n" + caption)
+    if args.readme:
+        update_readme_block(args.readme, "demo", table + "\n\n" + caption)
     print(f"\n[demo] done in {time.time() - start:.0f}s (training both: {train_wall:.0f}s). "
           f"Wrote {out}/comparison.md, {', '.join(r.output_dir.name + '.json' for r in runs)}, "
           f"training_curves.png and {len(vis)} predictions_*.png")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from ..engine.metrics import final_metrics, read_metrics
-from .common import EXIT_OK, run as run_command
+from .common import EXIT_OK, run as run_command, update_readme_block
 from .runs import TrainRun, run_lanes
 
 __all__ = ["BACKBONES", "RECIPE", "main", "markdown_report", "run_reproduce"]
@@ -59,6 +59,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="threads of the pre-training (default: all CPUs)")
     p.add_argument("--train-dataset", default="hpvit_shapes_train")
     p.add_argument("--val-dataset", default="hpvit_shapes_val")
+    p.add_argument("--readme", help="write the report into this README's 'reproduce' block")
     p.add_argument("--smoke", action="store_true",
                    help="a few steps of every stage (tests): mini splits, 4 MAE steps, 2 iterations")
     args = p.parse_args(argv)
@@ -246,6 +247,8 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     (out / "results.md").write_text(report + "\n")
     plot(records, mae, out, out / "curves.png")
     print("\n" + report)
+    if args.readme:
+        update_readme_block(args.readme, "reproduce", report)
     print(f"\n[reproduce] done in {time.time() - start:.0f}s; wrote {out}/results.json, "
           "results.md, curves.png")
     return records

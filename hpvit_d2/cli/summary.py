@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 import torch
 
-from .common import EXIT_OK, run
+from .common import EXIT_OK, run, update_readme_block
 from .variants import build_model
 
 __all__ = ["ROWS", "describe", "main", "markdown_table"]
@@ -67,6 +67,7 @@ def main(argv: Sequence[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--markdown", help="also write the table (with its caption) to this file")
+    parser.add_argument("--readme", help="write the table into this README's 'summary' block")
     args = parser.parse_args(argv)
     rows = describe(args.sizes)
     table = markdown_table(rows, args.sizes)
@@ -80,6 +81,8 @@ def main(argv: Sequence[str]) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table + "\n\n" + caption + "\n")
+    if args.readme:
+        update_readme_block(args.readme, "summary", table + "\n\n" + caption)
     return EXIT_OK
 
 
