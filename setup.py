@@ -36,6 +36,8 @@ setup(
             "hpvit-summary=hpvit_d2.cli.summary:entry",
             "hpvit-demo-run=hpvit_d2.cli.demo_run:entry",
             "hpvit-reproduce=hpvit_d2.cli.reproduce:entry",
+            "hpvit-export=hpvit_d2.cli.export:entry",
+            "hpvit-browse=hpvit_d2.cli.browse:entry",
         ],
     },
 )

@@ -41,6 +41,14 @@ def _target_name(target) -> str:
     return target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
 
 
+def _exists(cfg, dotted: str) -> bool:
+    try:
+        check_override_key(cfg, dotted)
+        return True
+    except ConfigError:
+        return False
+
+
 def check_override_key(cfg, dotted: str) -> None:
     """
     Raise ConfigError unless ``dotted`` (``a.b.c``) exists in ``cfg`` or is an argument of the
@@ -69,8 +77,13 @@ def check_override_key(cfg, dotted: str) -> None:
                                            else range(len(node)))]
             kind = "no such key"
         close = difflib.get_close_matches(part, candidates, n=1, cutoff=0.5)
-        hint = f"did you mean {'.'.join(parts[:i] + [close[0]])}?" if close else \
-            f"keys under {where}: {', '.join(candidates[:12])}"
+        if close:
+            guess = ".".join(parts[:i] + [close[0]] + parts[i + 1:])
+            if i + 1 < len(parts) and not _exists(cfg, guess):
+                guess = ".".join(parts[:i] + [close[0]])
+            hint = f"did you mean {guess}?"
+        else:
+            hint = f"keys under {where}: {', '.join(candidates[:12])}"
         raise ConfigError(f"{dotted}: {kind}; {hint} (+{dotted}=VALUE adds a new key on purpose)")
 
 

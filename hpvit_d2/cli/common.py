@@ -12,8 +12,9 @@ import sys
 import warnings
 from typing import Callable, Sequence, Tuple, Type
 
-__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "quiet_warnings",
-           "run", "update_readme_block", "user_errors"]
+__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag",
+           "add_register_coco_flag", "quiet_warnings", "register_datasets", "run",
+           "update_readme_block", "user_errors"]
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
@@ -101,3 +102,18 @@ def update_readme_block(readme: str, name: str, text: str) -> None:
     _, tail = rest.split(end)
     with open(readme, "w") as f:
         f.write(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+
+
+def add_register_coco_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_DIR"),
+        help="register a COCO-format dataset under NAME (repeatable); then use it with "
+             "dataloader.train.dataset.names=NAME / dataloader.test.dataset.names=NAME")
+
+
+def register_datasets(args) -> None:
+    """Register the ``--register-coco`` datasets in this process (each process needs its own)."""
+    from ..data.datasets import register_coco_json
+
+    for name, json_file, image_root in getattr(args, "register_coco", []):
+        register_coco_json(name, json_file, image_root)

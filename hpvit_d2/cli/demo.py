@@ -1,31 +1,46 @@
 """
-Draw the predictions of an HPViT (or ViTDet) Mask R-CNN on images: ``projects/HPViT/demo.py``,
-``hpvit-demo``.
+Draw the predictions of an HPViT (or ViTDet) Mask R-CNN on images or a video, as detectron2's
+demo/demo.py: ``projects/HPViT/demo.py``, ``hpvit-demo``.
 
     python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py \
-        --input photos/ extra.jpg --output vis/ --weights output/hpvit_tiny/model_final.pth
+        --input photos/ 'more/*.jpg' extra.jpg --output vis/ --weights output/demo/hpvit_tiny/model_final.pth
+    python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py --video-input clip.mp4 \
+        --output clip_vis.mp4 --weights ...
 
---input takes image files and directories (their images, not recursive). One PNG per readable
-input is written to --output, named after the input, drawn with detectron2's Visualizer and the
-class names of the config's test dataset. Unreadable inputs are skipped with a message naming the
-file. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
-(--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
-(empty: random weights, with a warning). --opts takes config overrides, e.g.
---opts train.device=cuda. Exit code: 0 if every input was drawn, 1 if any failed, 2 on a bad
-config, override, device or weights.
+--input takes image files, directories (their images, not recursive) and glob patterns (quoted,
+expanded here). One PNG per readable input is written to the --output directory, named after the
+input, drawn with detectron2's Visualizer and the class names of the config's test dataset, and
+``predictions.json`` (COCO results format: image file, category id of the dataset, box
+[x, y, w, h], score, RLE mask). --video-input reads frames with OpenCV and writes the drawn video
+to --output (a file: .mp4 or .avi) and its predictions beside it (``<output>.json``, one entry
+per frame). Unreadable inputs are skipped with a message naming the file. Weights load strictly:
+a checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
+Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
+--opts takes config overrides, e.g. --opts train.device=cuda. Exit code: 0 if every input was
+drawn, 1 if any failed, 2 on a bad config, override, device, dataset or weights.
 """
 import argparse
+import glob
+import json
 import os
 import sys
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from tqdm import tqdm
 
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE, add_debug_flag, run
+from .common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_debug_flag,
+    add_register_coco_flag,
+    register_datasets,
+    run,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-__all__ = ["IMAGE_EXTENSIONS", "argument_parser", "collect_inputs", "main"]
+__all__ = ["IMAGE_EXTENSIONS", "argument_parser", "collect_inputs", "main", "to_coco_results"]
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -33,16 +48,20 @@ def argument_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE",
                         help="LazyConfig path, or a name under configs/ (mask_rcnn_hpvit_tiny.py)")
-    parser.add_argument("--input", required=True, nargs="+", metavar="IMG|DIR",
-                        help="image files and/or directories of images")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="directory for the visualisations (created if needed)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="IMG|DIR|GLOB",
+                        help="image files, directories of images, quoted glob patterns")
+    source.add_argument("--video-input", metavar="VIDEO", help="a video file (OpenCV reads it)")
+    parser.add_argument("--output", required=True, metavar="DIR|VIDEO",
+                        help="directory for the drawn images and predictions.json (created if "
+                             "needed); with --video-input, the output video file")
     parser.add_argument("--weights", default=None, metavar="PATH|URL",
                         help="checkpoint to load (default: the config's train.init_checkpoint)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="minimum score of the drawn instances (default: 0.5)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="load weights that do not fill the model (the rest stays random)")
+    add_register_coco_flag(parser)
     add_debug_flag(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. train.device=cuda")
@@ -50,10 +69,16 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def collect_inputs(inputs: List[str]) -> Tuple[List[str], List[str]]:
-    """Expand directories into their image files (sorted); returns (files, missing paths)."""
+    """Expand directories and glob patterns into image files (sorted); returns (files, missing)."""
     files, missing = [], []
     for path in inputs:
-        if os.path.isdir(path):
+        if not os.path.exists(path) and glob.has_magic(path):
+            matches = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+            if matches:
+                files += matches
+            else:
+                missing.append(path)
+        elif os.path.isdir(path):
             files += sorted(os.path.join(path, name) for name in os.listdir(path)
                             if name.lower().endswith(IMAGE_EXTENSIONS))
         elif os.path.isfile(path):
@@ -73,44 +98,111 @@ def _output_path(output_dir: str, input_path: str, used: set) -> str:
     return os.path.join(output_dir, name + ".png")
 
 
-def _build_predictor(args):
-    from ..model_zoo import get_config
-    from ..predictor import LazyPredictor
+def _load_config(args):
+    """The checked config (overrides, device, datasets) with the weights and threshold applied."""
+    from ..model_zoo import check_device, get_config
 
+    register_datasets(args)
     cfg = get_config(args.config_file, args.opts)
+    check_device(cfg.train.get("device", "cpu"))
     if args.weights is not None:
         cfg.train.init_checkpoint = args.weights
     thresholds = cfg.model.get("roi_heads", {}).get("box_predictor", {})
     if "test_score_thresh" in thresholds:
         thresholds.test_score_thresh = args.confidence_threshold
+    return cfg
+
+
+def _build_predictor(args, cfg):
+    from ..predictor import LazyPredictor
+
     return LazyPredictor(cfg, strict=not args.allow_partial)
 
 
 def _draw(predictor, image_bgr, threshold: float):
+    """(drawn RGB image (H, W, 3) uint8, the kept Instances)."""
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
     instances = predictor(image_bgr)
     instances = instances[instances.scores >= threshold]
     visualizer = Visualizer(image_bgr[:, :, ::-1], predictor.metadata,
                             instance_mode=ColorMode.IMAGE)
-    return visualizer.draw_instance_predictions(instances), len(instances)
+    return visualizer.draw_instance_predictions(instances).get_image(), instances
+
+
+def to_coco_results(instances, file_name: str, metadata) -> List[Dict]:
+    """COCO results-format records of ``instances``, category ids mapped back to the dataset's."""
+    from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+
+    records = instances_to_coco_json(instances, file_name)
+    to_dataset = {v: k for k, v in getattr(metadata, "thing_dataset_id_to_contiguous_id", {}).items()}
+    classes = getattr(metadata, "thing_classes", None)
+    for record in records:
+        record["file_name"] = record.pop("image_id")
+        contiguous = record["category_id"]
+        record["category_id"] = to_dataset.get(contiguous, contiguous)
+        if classes:
+            record["category_name"] = classes[contiguous]
+    return records
+
+
+def _run_video(args, predictor) -> int:
+    import cv2
+
+    capture = cv2.VideoCapture(args.video_input)
+    if not capture.isOpened():
+        print(f"error: --video-input {args.video_input}: OpenCV cannot open it (missing file, "
+              "or a codec this OpenCV build lacks)", file=sys.stderr)
+        return EXIT_USAGE
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    fourcc = cv2.VideoWriter_fourcc(*("XVID" if args.output.lower().endswith(".avi") else "mp4v"))
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    writer, predictions, frame_index = None, [], 0
+    for _ in tqdm(range(total) if total else iter(int, 1), desc="demo", unit="frame", file=sys.stderr):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        drawn, instances = _draw(predictor, frame, args.confidence_threshold)
+        if writer is None:
+            writer = cv2.VideoWriter(args.output, fourcc, fps, (frame.shape[1], frame.shape[0]))
+        writer.write(drawn[:, :, ::-1])
+        predictions += to_coco_results(instances, f"frame_{frame_index:06d}", predictor.metadata)
+        frame_index += 1
+    capture.release()
+    if writer is None:
+        print(f"error: --video-input {args.video_input}: no frame could be read", file=sys.stderr)
+        return EXIT_USAGE
+    writer.release()
+    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+        json.dump(predictions, f)
+    print(f"wrote {frame_index} frame(s) to {args.output} and their predictions to "
+          f"{os.path.splitext(args.output)[0]}.json", file=sys.stderr)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str]) -> int:
     args = argument_parser().parse_args(argv)
     from detectron2.data.detection_utils import read_image
+    from PIL import Image
 
+    cfg = _load_config(args)
+    if args.video_input:
+        if not os.path.isfile(args.video_input):
+            print(f"error: --video-input {args.video_input}: no such file", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_video(args, _build_predictor(args, cfg))
     files, failed = collect_inputs(args.input)
     for path in failed:
         print(f"skipping {path}: no such file or directory", file=sys.stderr)
     if not files and not failed:
         print(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.input}", file=sys.stderr)
         return EXIT_USAGE
-    predictor = _build_predictor(args)
+    predictor = _build_predictor(args, cfg)
 
     os.makedirs(args.output, exist_ok=True)
     used: set = set()
-    written = 0
+    written, predictions = 0, []
     for path in tqdm(files, desc="demo", unit="img", file=sys.stderr):
         try:
             image = read_image(path, format="BGR")
@@ -119,14 +211,18 @@ def main(argv: Sequence[str]) -> int:
                        file=sys.stderr)
             failed.append(path)
             continue
-        vis, count = _draw(predictor, image, args.confidence_threshold)
+        drawn, instances = _draw(predictor, image, args.confidence_threshold)
         out = _output_path(args.output, path, used)
-        vis.save(out)
+        Image.fromarray(drawn).save(out)
+        predictions += to_coco_results(instances, path, predictor.metadata)
         written += 1
-        tqdm.write(f"{path}: {count} instance(s) with score >= {args.confidence_threshold} -> {out}",
-                   file=sys.stderr)
+        tqdm.write(f"{path}: {len(instances)} instance(s) with score >= "
+                   f"{args.confidence_threshold} -> {out}", file=sys.stderr)
 
-    print(f"wrote {written} visualisation(s) to {args.output}", file=sys.stderr)
+    with open(os.path.join(args.output, "predictions.json"), "w") as f:
+        json.dump(predictions, f)
+    print(f"wrote {written} visualisation(s) and predictions.json to {args.output}",
+          file=sys.stderr)
     if failed:
         print(f"{len(failed)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED_INPUTS

@@ -10,6 +10,9 @@ Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-fi
                     (also ``train.strict_init_checkpoint=True``)
   --allow-partial   load whatever fits, even a checkpoint of another model (reported)
   --dist-timeout S  seconds a process waits for its peers before failing (default 1800)
+  --register-coco NAME JSON IMAGE_DIR
+                    register a COCO-format dataset (repeatable), e.g. then
+                    dataloader.train.dataset.names=NAME dataloader.test.dataset.names=NAME
   --debug           tracebacks instead of one-line errors
 
 Under ``torchrun`` the process joins torchrun's group instead of spawning; after an elastic
@@ -22,7 +25,15 @@ import logging
 import sys
 from typing import Sequence
 
-from .common import EXIT_OK, EXIT_USAGE, add_debug_flag, run, user_errors
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_debug_flag,
+    add_register_coco_flag,
+    register_datasets,
+    run,
+    user_errors,
+)
 
 __all__ = ["argument_parser", "main", "train_worker"]
 
@@ -40,6 +51,7 @@ def argument_parser():
                         help="load whatever fits from the init checkpoint, even another model's")
     parser.add_argument("--dist-timeout", type=float, default=1800, metavar="SECONDS",
                         help="how long a process waits for its peers in a collective (default 1800)")
+    add_register_coco_flag(parser)
     add_debug_flag(parser)
     return parser
 
@@ -62,9 +74,11 @@ def train_worker(args) -> None:
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
 
+    from ..data.datasets import check_num_classes
     from ..engine import do_train, elastic_restart_count, evaluate
     from ..model_zoo import check_device, get_config, get_config_file
 
+    register_datasets(args)
     resume = args.resume or elastic_restart_count() > 0
     if _is_yacs(args.config_file):
         from ..engine import yacs_train
@@ -77,6 +91,7 @@ def train_worker(args) -> None:
 
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
+    check_num_classes(cfg)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
     if resume and not args.resume:
@@ -104,13 +119,17 @@ def _worker(args) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = argument_parser().parse_args(argv)
+    from ..data.datasets import check_num_classes
     from ..engine import launch_job
-    from ..model_zoo import get_config, get_config_file
+    from ..model_zoo import check_device, get_config, get_config_file
 
-    # Check the config and the overrides before starting any process.
+    # Check the config, overrides, device and datasets before starting any process.
+    register_datasets(args)
     args.config_file = get_config_file(args.config_file)
     if not _is_yacs(args.config_file):
-        get_config(args.config_file, args.opts)
+        cfg = get_config(args.config_file, args.opts)
+        check_device(cfg.train.device)
+        check_num_classes(cfg)
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
                    machine_rank=args.machine_rank, dist_url=args.dist_url,

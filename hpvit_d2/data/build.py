@@ -11,6 +11,7 @@ What stops loading, before training starts, with one error naming the file:
     - what ``sanitize_dataset_dicts`` rejects (``BadAnnotationError``, ``ValueError``).
 """
 
+import difflib
 import itertools
 from typing import List, Optional, Sequence, Union
 
@@ -103,17 +104,20 @@ def load_dataset(name: str, filter_empty: bool = False, require_masks: bool = Fa
     Returns:
         list[dict] in detectron2's dataset format (or the registered object if not a list).
     Raises:
-        KeyError: ``name`` is not registered.
-        DatasetNotFoundError: files missing (names dataset, directory, expected layout, variable).
+        DatasetNotFoundError: ``name`` is not registered, or its files are missing (names dataset, directory, expected layout, variable).
         DatasetFormatError: an annotation file is malformed or lacks a key or the masks the model
             needs (names the file and what is wrong).
     """
     require_masks = _checked_bool(require_masks, "require_masks")
     if name not in DatasetCatalog.list():
-        raise KeyError(
-            f"Dataset '{name}' is not registered. Register it (detectron2.data.datasets."
-            "register_coco_instances, hpvit_d2.data.datasets.register_cityscapes_instances) or use a "
-            "built-in name such as coco_2017_train or cityscapes_fine_instance_seg_train."
+        close = difflib.get_close_matches(name, DatasetCatalog.list(), n=3, cutoff=0.6)
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' is not registered"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + ". Register it (--register-coco NAME JSON IMAGE_DIR on the commands; in Python "
+            "detectron2.data.datasets.register_coco_instances or hpvit_d2.data.datasets."
+            "register_cityscapes_instances) or use a built-in name such as coco_2017_train or "
+            "cityscapes_fine_instance_seg_train."
         )
     builtin = is_builtin(name)
     if builtin:  # fail fast, before detectron2's slow loader

@@ -26,6 +26,8 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import load_cityscapes_instances
 
 __all__ = [
+    "check_num_classes",
+    "register_coco_json",
     "DatasetNotFoundError",
     "DatasetFormatError",
     "register_cityscapes_instances",
@@ -44,6 +46,65 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DatasetFormatError(ValueError):
     """An annotation file exists but cannot be read as its format requires."""
+
+
+def register_coco_json(name: str, json_file: str, image_root: str) -> None:
+    """
+    Register a COCO-format instance dataset, as ``register_coco_instances`` does, with its
+    metadata read from the json now (class names in category-id order, the id -> contiguous
+    index map), so that the class count can be checked against a config before any loading.
+    Registering the same name again with the same files is a no-op.
+
+    Raises:
+        DatasetNotFoundError: the json or the image directory does not exist.
+        DatasetFormatError: the json is not a COCO file (names what is wrong); the name is taken
+            by another dataset.
+    """
+    from detectron2.data.datasets import register_coco_instances
+
+    problems = _coco_problems(os.path.abspath(json_file), os.path.abspath(image_root))
+    if problems:
+        raise DatasetNotFoundError(f"--register-coco {name}: " + "; ".join(problems))
+    data, problem = _read_json_object(json_file)
+    if problem is None and not isinstance(data.get("categories"), list):
+        problem = "key 'categories' is missing or not a list"
+    if problem:
+        raise DatasetFormatError(f"{json_file}: {problem}")
+    categories = sorted((c for c in data["categories"] if isinstance(c, dict) and "id" in c),
+                        key=lambda c: c["id"])
+    if name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if getattr(meta, "json_file", None) == json_file and getattr(meta, "image_root", None) == image_root:
+            return
+        raise DatasetFormatError(f"--register-coco {name}: the name is taken by another dataset "
+                                 f"({getattr(meta, 'json_file', 'registered in code')}); choose another")
+    register_coco_instances(name, {}, json_file, image_root)
+    MetadataCatalog.get(name).set(
+        thing_classes=[str(c.get("name", c["id"])) for c in categories],
+        thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(categories)},
+    )
+
+
+def check_num_classes(cfg) -> None:
+    """
+    Raise DatasetFormatError when ``model.roi_heads.num_classes`` differs from the class count of
+    the config's train or test datasets (when their metadata knows it), giving the override to use.
+    """
+    num_classes = cfg.model.get("roi_heads", {}).get("num_classes")
+    if num_classes is None:
+        return
+    for split in ("train", "test"):
+        names = cfg.dataloader.get(split, {}).get("dataset", {}).get("names")
+        for name in [names] if isinstance(names, str) else list(names or []):
+            if name not in DatasetCatalog.list():
+                continue
+            classes = MetadataCatalog.get(name).get("thing_classes", None)
+            if classes is not None and len(classes) != num_classes:
+                shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+                raise DatasetFormatError(
+                    f"model.roi_heads.num_classes={num_classes}, but dataset '{name}' has "
+                    f"{len(classes)} classes ({shown}): add the override "
+                    f"model.roi_heads.num_classes={len(classes)}")
 
 
 def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> None:

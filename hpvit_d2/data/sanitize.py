@@ -177,5 +177,6 @@ def check_instance_masks(dataset_dicts: List[Dict], dataset_name: str) -> None:
         f"Dataset '{dataset_name}'{source}: {lacking} of {total} non-crowd annotations have no "
         f"'segmentation' (first: {annotation_name(anno, index, json_id)}, image "
         f"'{record.get('file_name')}'), but the model trains a mask head (require_masks=True). "
-        "Add polygon/RLE masks, or train a box-only config: model.roi_heads.mask_in_features=None "
-        "/ MASK_ON=False.")
+        "Add polygon/RLE masks, or train boxes only: on the command line "
+        "model.roi_heads.mask_in_features=null dataloader.train.mapper.use_instance_mask=False "
+        "'dataloader.evaluator.tasks=[bbox]' (yacs: MODEL.MASK_ON False).")

@@ -53,7 +53,13 @@ dataloader.train = L(build_detection_train_loader)(
 )
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_dataset_dicts)(names="hpvit_shapes_val", filter_empty=False),
-    mapper=L(SafeDatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+    # The shapes images are 256x256 (unchanged); any other image is brought within the 256 square
+    # the backbones pad to.
+    mapper=L(SafeDatasetMapper)(
+        is_train=False,
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=256, max_size=256)],
+        image_format="RGB",
+    ),
     num_workers=1,
 )
 dataloader.evaluator = L(COCOEvaluator)(
