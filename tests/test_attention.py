@@ -100,3 +100,59 @@ def test_split_and_merge_windows_round_trip_and_fill():
     expected, _ = window_partition(x, 4)
     zeros, _ = split_windows(x, 4)
     torch.testing.assert_close(zeros, expected.reshape(8, 16, 6), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("hw", [(12, 12), (9, 14)])
+def test_query_chunks_equal_detectron2_with_gradients(hw, monkeypatch):
+    """With a tiny bias budget every chunk is one or two rows; outputs and gradients unchanged."""
+    from hpvit_d2.modeling import attention
+
+    monkeypatch.setattr(attention, "BIAS_CHUNK_BYTES", 2 * HEADS * hw[0] * hw[1] * hw[1] * 4)
+    d2, ours = attention_pair(True, (8, 8))  # tables resized at run time too
+    x = torch.randn(2, *hw, DIM, requires_grad=True)
+    expected = d2(x)
+    grads = torch.autograd.grad(expected.square().sum(), [x, d2.rel_pos_h, d2.qkv.weight])
+    got = ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), [x, d2.rel_pos_h, d2.qkv.weight]), grads):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+MEMORY_PROBE = r"""
+import sys, torch
+from detectron2.modeling.backbone import vit as d2_vit
+from hpvit_d2.modeling import attention
+from hpvit_d2.modeling.attention import fused_attention
+attention.BIAS_CHUNK_BYTES = 16 * 2**20  # the mechanism, at a size a test can afford
+side = int(sys.argv[1])
+torch.set_num_threads(1)
+attn = d2_vit.Attention(192, num_heads=6, use_rel_pos=True, input_size=(side, side)).eval()
+x = torch.randn(1, side, side, 192)
+def kb(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+with torch.no_grad():
+    fused_attention(attn, x)  # warm up the allocator and kernels
+    open("/proc/self/clear_refs", "w").write("5")
+    base = kb("VmRSS")
+    fused_attention(attn, x)
+print(kb("VmHWM") - base)
+"""
+
+
+def test_global_block_peak_memory_grows_sub_quadratically():
+    """The (heads, N, N) bias is never built whole: 4x the tokens, far less than 16x the memory
+    (with a 16 MB chunk budget; the default budget only moves where chunking starts)."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for side in (32, 64):
+        proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(side)], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        peaks[side] = int(proc.stdout.split()[-1]) / 1024  # MB
+    full_bias_mb = 6 * (64 * 64) ** 2 * 4 / 2**20  # what a whole bias at 64x64 tokens would take
+    assert peaks[64] < full_bias_mb / 4, peaks
+    assert peaks[64] / max(peaks[32], 1.0) < 4, peaks  # tokens x4: quadratic would be x16

@@ -7,7 +7,9 @@ when built with ``fused_attention=True``; the blocks stay detectron2's modules, 
 names, shapes and initialisation are detectron2's. What is faster:
 
 - attention runs in ``F.scaled_dot_product_attention``, the decomposed relative positions passed
-  as its additive bias: no explicit score tensor, softmax copy and rel-pos sum;
+  as its additive bias: no explicit score tensor, softmax copy and rel-pos sum. On large maps the
+  queries are taken in chunks of rows, each with its own slice of the bias, so the full
+  (B, heads, N, N) bias is never in memory (:data:`BIAS_CHUNK_BYTES` per chunk);
 - window attention projects only the real tokens. ``qkv`` runs before the map is padded to whole
   windows and the padded tokens get the ``qkv`` bias (what detectron2's zero padding of the
   normalised input gives them); the output projection runs after the windows are merged and
@@ -23,12 +25,20 @@ from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos
 
 __all__ = [
+    "BIAS_CHUNK_BYTES",
     "decomposed_rel_pos_bias",
     "fused_attention",
     "fused_block_forward",
     "merge_windows",
     "split_windows",
 ]
+
+
+# Largest relative-position bias built at once (bytes): the queries are chunked so that a chunk's
+# (B, heads, rows * W, N) bias fits in it, against the 805 MB a ViT-B global block at 1024 needs
+# in one piece. Smaller chunks cost speed on the CPU (PyTorch's flash kernel is slower on few
+# queries): 128 MB is the measured compromise (README, "Speed and memory").
+BIAS_CHUNK_BYTES = 128 * 2**20
 
 
 def split_windows(
@@ -131,16 +141,52 @@ def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 
     batch, tokens = qkv.shape[:2]
     # (3, batch, heads, tokens, head_dim), strided views of the qkv output
     q, k, v = qkv.view(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    bias = None
     if attn.use_rel_pos:
-        bias = decomposed_rel_pos_bias(q, attn.rel_pos_h, attn.rel_pos_w, side, side)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+        out = _sdpa_with_rel_pos(q, k, v, attn.rel_pos_h, attn.rel_pos_w, side, attn.scale)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
     out = out.transpose(1, 2).reshape(batch, tokens, C)
     if window_size > 0:
         out = merge_windows(out, window_size, padded_hw, (H, W))
     else:
         out = out.view(B, H, W, C)
     return attn.proj(out)
+
+
+def _sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
+                       chunk_bytes: Optional[int] = None) -> torch.Tensor:
+    """
+    SDPA with the decomposed relative-position bias, the queries in chunks of whole rows so that
+    no chunk's bias exceeds ``chunk_bytes`` (default :data:`BIAS_CHUNK_BYTES`).
+
+    Args:
+        q, k, v (Tensor): (batch, heads, N, C) with N = h * w tokens of a map of size ``side``.
+    Returns:
+        Tensor (batch, heads, N, C).
+    """
+    h, w = side
+    n = h * w
+    budget = BIAS_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    row_bytes = q.shape[0] * q.shape[1] * w * n * q.element_size()
+    rows = max(1, budget // row_bytes)
+    if rows >= h:
+        bias = decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, side, side)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    # The two small terms, (batch * heads, h, w, h) and (..., w), for all queries at once; only
+    # their (large) sum is built chunk by chunk.
+    r_q = q.reshape(-1, h, w, q.shape[-1])
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, rel_pos_h).to(q.dtype)).contiguous()
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, rel_pos_w).to(q.dtype)).contiguous()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # once, not once per chunk
+    lead = q.shape[:2]
+    out = q.new_empty(*lead, n, v.shape[-1])
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        bias = rel_h[:, r0:r1, :, :, None] + rel_w[:, r0:r1, :, None, :]
+        bias = bias.view(*lead, (r1 - r0) * w, n)
+        out[:, :, r0 * w:r1 * w] = F.scaled_dot_product_attention(
+            q[:, :, r0 * w:r1 * w], k, v, attn_mask=bias, scale=scale)
+    return out
 
 
 def fused_block_forward(block: d2_vit.Block, x: torch.Tensor) -> torch.Tensor:
