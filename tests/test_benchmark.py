@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from hpvit_d2.cli import bench as benchmark
+from hpvit_d2.overrides import ConfigError
 
 # One thread: tiny models are all small ops, which two threads on a busy 2-core machine slow 100x.
 ARGS = ["--scale", "tiny", "--threads", "1", "--sizes", "64", "--train-sizes", "64",
@@ -88,11 +89,24 @@ def test_json_keeps_raw_measurements(bench_run):
     (["--runs", "0"], "--runs"),
 ])
 def test_bad_arguments_are_named(argv, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ConfigError, match=message):
         benchmark.main(argv)
 
 
 def test_cuda_request_without_cuda_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(benchmark.torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match="no CUDA device"):
+    with pytest.raises(ConfigError, match="no CUDA device"):
         benchmark.main(["--device", "cuda", "--scale", "tiny", "--out", str(tmp_path)])
+
+
+def test_cost_curve_plots_time_memory_and_flops(tmp_path):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert benchmark.main(["--curve", "--scale", "tiny", "--threads", "1", "--warmup", "0",
+                               "--sizes", "64", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "curve.json").read_text())
+    sizes = {(r["model"], r["size"]) for r in results["rows"]}
+    assert sizes == {(m, s) for m in ("vit", "hpvit-2262-conv", "hpvit-1191-conv") for s in (64,)}
+    assert all(r["gflops"] > 0 and r["times"] for r in results["rows"])
+    with Image.open(tmp_path / "curve.png") as image:
+        assert image.format == "PNG" and image.width > 1000

@@ -46,12 +46,14 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .common import run as run_command
+from ..overrides import ConfigError
+from .common import run as run_command, update_readme_block
 from .variants import SCALES, VARIANTS, build_model, share_weights
 
 __all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
 
 BASELINE = "vit"
+CURVE_SIZES = (256, 512, 768, 1024, 1280, 1536)
 PARTS = ("backbone", "maskrcnn", "train")
 ROOFLINE_SHAPE = (4096, 768, 3072)  # (M, K, N): a ViT-B MLP matmul on 4096 tokens
 
@@ -264,7 +266,7 @@ def run(args, log=print) -> dict:
     """Measure everything ``args`` asks for; returns the JSON-able results."""
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available here; use --device cpu")
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
     rows = plan_rows(args)
     log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
         f"amp bf16: {args.amp}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
@@ -425,13 +427,37 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(results: dict, out_dir: Path) -> str:
-    """Write benchmark.json, benchmark.md, benchmark.png into ``out_dir``; return the markdown."""
+def plot_curve(results: dict, path: Path) -> None:
+    """Time, pass peak memory and GFLOPs of each backbone against the input size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if r["part"] == "backbone"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = (("median latency (s)", lambda r: statistics.median(r["times"]) if r["times"] else None),
+              ("pass peak memory (MB)", lambda r: r["pass_peak_mb"]),
+              ("GFLOPs (fvcore)", lambda r: r["gflops"]))
+    for ax, (title, value) in zip(axes, panels):
+        for model in dict.fromkeys(r["model"] for r in rows):
+            points = [(r["size"], value(r)) for r in rows if r["model"] == model and value(r) is not None]
+            ax.plot(*zip(*points), marker="o", label=VARIANTS[model]["label"])
+        ax.set(title=title, xlabel="input size (square)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out_dir: Path, name: str = "benchmark", curve: bool = False) -> str:
+    """Write NAME.json, NAME.md, NAME.png into ``out_dir``; return the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "benchmark.json").write_text(json.dumps(results, indent=1))
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
-    (out_dir / "benchmark.md").write_text(table)
-    plot(results, out_dir / "benchmark.png")
+    (out_dir / f"{name}.md").write_text(table)
+    (plot_curve if curve else plot)(results, out_dir / f"{name}.png")
     return table
 
 
@@ -439,8 +465,9 @@ def write_outputs(results: dict, out_dir: Path) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024],
-                   help="square input sizes for the backbone and maskrcnn parts")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="square input sizes for the backbone and maskrcnn parts (default 512 1024; "
+                        "with --curve, the curve's sizes)")
     p.add_argument("--train-sizes", type=int, nargs="+", default=[512],
                    help="input sizes of the training-step memory rows")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_BACKBONE_MODELS),
@@ -463,6 +490,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="base", choices=list(SCALES),
                    help="trunk width: base (ViT-B) or tiny (to test the harness)")
     p.add_argument("--out", default="output/benchmark", help="directory for json, md and png")
+    p.add_argument("--curve", action="store_true",
+                   help="the cost curve instead: backbones vit, hpvit-2262-conv and hpvit-1191-conv "
+                        f"at {' '.join(map(str, CURVE_SIZES))} (time, peak memory, FLOPs; one run "
+                        "each), written to curve.{json,md,png}")
+    p.add_argument("--readme", help="write the table into this README's 'bench' block "
+                                    "('bench-curve' with --curve)")
     p.add_argument("--measure-row", help=argparse.SUPPRESS)
     return p
 
@@ -473,15 +506,29 @@ def main(argv) -> int:
         print(json.dumps(measure_row(json.loads(args.measure_row))))
         return 0
     if args.amp and not args.device.startswith("cuda"):
-        raise SystemExit("--amp is the CUDA bf16 path: add --device cuda (CPU runs in fp32)")
+        raise ConfigError("--amp is the CUDA bf16 path: add --device cuda (CPU runs in fp32)")
     if args.runs < 1 or args.warmup < 0:
-        raise SystemExit(f"--runs {args.runs} / --warmup {args.warmup}: "
-                         "need runs >= 1 and warmup >= 0")
+        raise ConfigError(f"--runs {args.runs} / --warmup {args.warmup}: "
+                          "need runs >= 1 and warmup >= 0")
+    if args.curve:
+        args.parts, args.runs = ["backbone"], 1
+        args.sizes = args.sizes or list(CURVE_SIZES)
+        args.models = ["vit", "hpvit-2262-conv", "hpvit-1191-conv"]
+    args.sizes = args.sizes or [512, 1024]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results = run(args, log)
-    table = write_outputs(results, Path(args.out))
-    print(table)
-    print(f"wrote {Path(args.out) / 'benchmark.json'}, benchmark.md, benchmark.png")
+    name = "curve" if args.curve else "benchmark"
+    table = write_outputs(results, Path(args.out), name, curve=args.curve)
+    command = "python -m hpvit_d2.cli.bench " + " ".join(a for a in argv if not a.startswith("--readme"))
+    caption = (f"`{command.strip()}`, {results['date']}, {results['machine']}, torch "
+               f"{results['torch']}, {results['threads']} threads, batch {results['batch']}, "
+               f"{results['runs']} run(s) after {results['warmup']} warm-up; matmul roofline "
+               f"measured in the run: {results['roofline_gmacs']:.1f} GMAC/s.")
+    print(table + "\n\n" + caption)
+    print(f"wrote {Path(args.out) / (name + '.json')}, {name}.md, {name}.png")
+    if args.readme:
+        update_readme_block(args.readme, "bench-curve" if args.curve else "bench",
+                            table + "\n\n" + caption)
     return 0
 
 
