@@ -19,3 +19,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+CUDA_ONLY = pytest.mark.skipif(not torch.cuda.is_available(),
+                               reason="CUDA-only: runs where a GPU is present (none here)")
+# Numeric equivalence tests run on every device there is; the CUDA case is listed as skipped
+# (with its reason, by -ra) on machines without a GPU, never dropped in silence.
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA_ONLY)]

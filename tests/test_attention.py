@@ -1,6 +1,7 @@
 """HPViT's fused forward of detectron2's ViT attention and block: same modules, same outputs."""
 import pytest
 import torch
+from conftest import CUDA_ONLY, DEVICES
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import window_partition, window_unpartition
 
@@ -34,25 +35,29 @@ def d2_windowed(attn, x, window_size):
     return window_unpartition(attn(windows), window_size, pad_hw, (H, W))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("use_rel_pos", [True, False])
 @pytest.mark.parametrize("hw", [(8, 8), (6, 11)])
-def test_global_attention_equals_detectron2(use_rel_pos, hw):
+def test_global_attention_equals_detectron2(use_rel_pos, hw, device):
     d2, ours = attention_pair(use_rel_pos, hw)
-    x = torch.randn(2, *hw, DIM)
+    d2.to(device)
+    x = torch.randn(2, *hw, DIM, device=device)
     with torch.no_grad():
         expected, got = d2(x), ours(x)
     assert got.shape == expected.shape == x.shape
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("use_rel_pos", [True, False])
 # whole windows, padded windows, one window larger than the map
 @pytest.mark.parametrize("hw", [(8, 12), (9, 13), (3, 5)])
 @pytest.mark.parametrize("qkv_bias", [True, False])
-def test_window_attention_equals_detectron2(use_rel_pos, hw, qkv_bias):
+def test_window_attention_equals_detectron2(use_rel_pos, hw, qkv_bias, device):
     window = 4
     d2, ours = attention_pair(use_rel_pos, (window, window), qkv_bias)
-    x = torch.randn(2, *hw, DIM)
+    d2.to(device)
+    x = torch.randn(2, *hw, DIM, device=device)
     with torch.no_grad():
         expected = d2_windowed(d2, x, window)
         got = ours(x, window_size=window)
@@ -102,14 +107,16 @@ def test_split_and_merge_windows_round_trip_and_fill():
     torch.testing.assert_close(zeros, expected.reshape(8, 16, 6), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("hw", [(12, 12), (9, 14)])
-def test_query_chunks_equal_detectron2_with_gradients(hw, monkeypatch):
+def test_query_chunks_equal_detectron2_with_gradients(hw, monkeypatch, device):
     """With a tiny bias budget every chunk is one or two rows; outputs and gradients unchanged."""
     from hpvit_d2.modeling import attention
 
     monkeypatch.setattr(attention, "BIAS_CHUNK_BYTES", 2 * HEADS * hw[0] * hw[1] * hw[1] * 4)
     d2, ours = attention_pair(True, (8, 8))  # tables resized at run time too
-    x = torch.randn(2, *hw, DIM, requires_grad=True)
+    d2.to(device)
+    x = torch.randn(2, *hw, DIM, device=device, requires_grad=True)
     expected = d2(x)
     grads = torch.autograd.grad(expected.square().sum(), [x, d2.rel_pos_h, d2.qkv.weight])
     got = ours(x)
@@ -156,3 +163,18 @@ def test_global_block_peak_memory_grows_sub_quadratically():
     full_bias_mb = 6 * (64 * 64) ** 2 * 4 / 2**20  # what a whole bias at 64x64 tokens would take
     assert peaks[64] < full_bias_mb / 4, peaks
     assert peaks[64] / max(peaks[32], 1.0) < 4, peaks  # tokens x4: quadratic would be x16
+
+
+@CUDA_ONLY
+def test_bf16_autocast_stays_close_to_fp32_on_cuda():
+    from hpvit_d2.modeling import HPViT
+
+    model = HPViT(img_size=128, embed_dim=64, depth=4, num_heads=4, window_size=4,
+                  window_block_indexes=(0, 1), use_rel_pos=True, stage_depths=(1, 1, 1, 1)).cuda().eval()
+    x = torch.randn(1, 3, 128, 128, device="cuda")
+    with torch.no_grad():
+        reference = model(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = model(x)
+    for name, value in reference.items():
+        torch.testing.assert_close(low[name].float(), value, atol=0.1, rtol=0.05)

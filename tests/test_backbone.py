@@ -1,6 +1,7 @@
 """HPViT backbone: plain-mode equivalence with detectron2's ViT, shapes, pooling, errors, gradients."""
 import pytest
 import torch
+from conftest import DEVICES
 from detectron2.modeling import ViT
 
 from hpvit_d2.modeling import HPViT, TokenPool
@@ -26,13 +27,15 @@ def plain_pair(img_size=224, **kw):
     return d2, ours
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(1, 3, 224, 224), (2, 3, 160, 256), (1, 3, 100, 210)])
-def test_plain_mode_equals_detectron2_vit(shape):
+def test_plain_mode_equals_detectron2_vit(shape, device):
     d2, ours = plain_pair()
+    d2.to(device), ours.to(device)
     assert set(d2.state_dict()) == set(ours.state_dict())
     ours.load_state_dict(d2.state_dict(), strict=True)
     assert any(p.abs().sum() > 0 for n, p in ours.named_parameters() if "rel_pos" in n)
-    x = torch.randn(shape)
+    x = torch.randn(shape, device=device)
     with torch.no_grad():
         expected = d2(x)["last_feat"]
         got = ours(x)["scale4"]
