@@ -60,7 +60,8 @@ ROOFLINE_SHAPE = (4096, 768, 3072)  # (M, K, N): a ViT-B MLP matmul on 4096 toke
 DEFAULT_BACKBONE_MODELS = ("vit", "plain", "hpvit-2262-conv", "hpvit-2262-avg", "hpvit-1191-conv")
 DEFAULT_MASKRCNN_MODELS = ("vit", "plain", "hpvit-2262-conv")
 DEFAULT_TRAIN_MODELS = ("vit", "plain", "hpvit-2262-conv")
-COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)", "img/s",
+COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)",
+           "first pass (s)", "img/s",
            "speed vs d2", "GMAC/s", "% roofline", "peak mem (MB)", "pass peak (MB)", "mem vs d2")
 
 
@@ -79,6 +80,8 @@ class Row:
     peak_mb: Optional[float] = None
     pass_peak_mb: Optional[float] = None
     peak_method: str = ""
+    first_pass_s: Optional[float] = None  # the first (warm-up) pass: compile time + a pass if compiled
+    error: str = ""  # why this row could not be timed (e.g. torch.compile failed)
 
     @property
     def name(self) -> str:
@@ -224,9 +227,20 @@ def _measure_in_subprocess(spec: dict) -> dict:
 
 def _time_rows(rows: List[Row], models: Dict[str, Callable], args, log) -> List[float]:
     """Warm up, then time every model once per round, alternating the order; returns rooflines."""
-    for row in rows:
-        for _ in range(args.warmup):
-            models[row.key]()
+    for row in list(rows):
+        for k in range(max(1, args.warmup) if row.compiled else args.warmup):
+            start = time.perf_counter()
+            try:
+                models[row.key]()
+            except Exception as e:  # torch.compile's failures are reported, not fatal
+                row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                log(f"  {row.name}: failed ({row.error})")
+                rows.remove(row)
+                break
+            if k == 0:
+                row.first_pass_s = time.perf_counter() - start
+                if row.compiled:
+                    log(f"  {row.name}: compiled and ran once in {row.first_pass_s:.1f} s")
     rooflines = []
     for r in range(args.runs):
         order = rows if r % 2 == 0 else rows[::-1]
@@ -369,6 +383,7 @@ def table_rows(results: dict) -> List[List[str]]:
             r.part, str(r.size), r.name, _fmt(r.params_m, 1), _fmt_g(r.gflops),
             _fmt(median, 3),
             f"{min(r.times):.3f}-{max(r.times):.3f}" if r.times else "-",
+            _fmt(r.first_pass_s, 1) if r.first_pass_s is not None else ("failed" if r.error else "-"),
             _fmt(results["batch"] / median if median else None, 2),
             _fmt(speed, 2) + ("x" if speed else ""),
             _fmt_g(gmacs),
@@ -390,6 +405,9 @@ def markdown_table(results: dict) -> str:
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
+    failed = [r for r in results["rows"] if r.get("error")]
+    if failed:
+        lines += [""] + [f"- {r['name']} at {r['size']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
 
 
