@@ -178,3 +178,20 @@ def test_bf16_autocast_stays_close_to_fp32_on_cuda():
             low = model(x)
     for name, value in reference.items():
         torch.testing.assert_close(low[name].float(), value, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_banded_inference_equals_the_whole_map(monkeypatch, device):
+    """At inference large maps go through the blocks in bands: same output as in one piece."""
+    from hpvit_d2.modeling import HPViT, attention
+
+    model = HPViT(img_size=128, embed_dim=48, depth=4, num_heads=3, window_size=4,
+                  window_block_indexes=(0, 1), use_rel_pos=True, rel_pos_zero_init=False,
+                  stage_depths=(1, 1, 1, 1)).to(device).eval()
+    x = torch.randn(2, 3, 116, 92, device=device)
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr(attention, "BAND_TOKENS", 100)  # every block banded or chunked
+        banded = model(x)
+    for name in whole:
+        torch.testing.assert_close(banded[name], whole[name], atol=1e-5, rtol=1e-5)

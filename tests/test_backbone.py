@@ -186,7 +186,8 @@ def test_activation_checkpoint_same_gradients():
 def test_traces_with_torch_jit_trace():
     model = tiny_hpvit().eval()
     x = torch.randn(1, 3, 64, 64)
-    traced = torch.jit.trace(model, x, strict=False)
+    # check_trace compares value names of two traces, which differ run to run; outputs are checked below
+    traced = torch.jit.trace(model, x, strict=False, check_trace=False)
     y = torch.randn(1, 3, 64, 64)
     out = traced(y)
     for name, ref in model(y).items():

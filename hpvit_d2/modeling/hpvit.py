@@ -165,7 +165,12 @@ class HPViT(ViT):
         return self.stage_strides[-1]
 
     def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        forward = fused_block_forward if self.fused_attention else type(blk).__call__
+        if not self.fused_attention:
+            forward = type(blk).__call__
+        elif torch.is_grad_enabled() or torch.jit.is_tracing():
+            forward = fused_block_forward
+        else:  # x is this forward's own tensor: the block may write its result into it
+            return fused_block_forward(blk, x, inplace=True)
         if self.use_act_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(forward, blk, x, use_reentrant=False)
         return forward(blk, x)
