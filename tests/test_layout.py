@@ -1,0 +1,50 @@
+"""The layout's promises: the library imports no command; README numbers sit in blocks that the
+measuring commands write, each naming its command and date."""
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "hpvit_d2"
+
+
+def _imports(tree: ast.AST):
+    """Imported module names, leaving out those under ``if __name__ == "__main__":``."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield ("." * node.level) + (node.module or "")
+
+
+def test_library_imports_no_command_module():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in ("cli", "configs"):
+            continue
+        for name in _imports(ast.parse(path.read_text())):
+            depth = len(name) - len(name.lstrip("."))
+            resolved = name if depth == 0 else ".".join(
+                ("hpvit_d2",) + relative.parts[:-1][: len(relative.parts) - depth] + (name.lstrip("."),))
+            if resolved.startswith("hpvit_d2.cli") or ".cli" in name and depth:
+                offenders.append(f"{relative}: {name}")
+    assert offenders == []
+
+
+def test_readme_numbers_are_written_by_commands():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- begin: ([\w-]+) -->\n(.*?)\n<!-- end: \1 -->", readme, re.S)
+    names = [name for name, _ in blocks]
+    assert {"demo", "reproduce", "summary", "bench"} <= set(names), names
+    assert readme.count("<!-- begin:") == len(blocks)
+    for name, text in blocks:
+        assert re.search(r"`(make \w+|python -m hpvit_d2\.cli\.\w+)[^`]*`", text), name
+        assert re.search(r"20\d\d-\d\d-\d\d", text), f"{name}: no date"
+        assert "not measured yet" not in text, name
