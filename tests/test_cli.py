@@ -264,3 +264,22 @@ def test_wheel_is_the_whole_product(tmp_path):
     helped = subprocess.run([str(site / "bin" / "hpvit-convert"), "--help"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "--strict" in helped.stdout
+
+
+def test_own_config_outside_the_repository(tmp_path):
+    """The README's pattern: a config file anywhere, built on a shipped one by name."""
+    from detectron2.config import instantiate
+
+    from hpvit_d2.model_zoo import get_config
+
+    path = tmp_path / "my_config.py"
+    path.write_text(
+        "from hpvit_d2.model_zoo import get_config\n\n"
+        "_base = get_config('mask_rcnn_hpvit_tiny.py')\n"
+        "model, dataloader, optimizer, lr_multiplier, train = (\n"
+        "    _base.model, _base.dataloader, _base.optimizer, _base.lr_multiplier, _base.train)\n"
+        "model.roi_heads.num_classes = 3\n")
+    cfg = get_config(str(path), ["train.max_iter=7"])
+    assert set(cfg) == {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
+    assert cfg.train.max_iter == 7
+    assert instantiate(cfg.model).roi_heads.box_predictor.cls_score.out_features == 4
