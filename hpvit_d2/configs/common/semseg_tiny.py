@@ -1,0 +1,83 @@
+"""
+CPU-sized UperNet on the embedded shapes label maps (hpvit_d2.data.shapes_semseg: 256x256 images,
+5 classes = background + circle, rectangle, triangle, star), shared by the tiny HPViT and plain-ViT
+semantic configs, which differ only in `model.backbone`.
+
+The UperNet base (configs/common/upernet_base.py) made small: a 64-channel head with BatchNorm
+(one process), the auxiliary head kept; training on 128x128 crops of the images rescaled to a
+short side of 192..320 (RandomCrop_CategoryAreaConstraint, no class above 75% of a crop), flipped,
+batch 4, 200 iterations of AdamW (lr 1e-3, wd 0.05, layer decay 0.9) from random initialisation,
+10% warm-up then poly decay (fractions of train.max_iter: `train.max_iter=N` rescales it).
+Evaluation on the 100 val images at 256x256 with detectron2's SemSegEvaluator. The stock tool
+trains and evaluates it with no override.
+"""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.evaluation import SemSegEvaluator
+from omegaconf import OmegaConf
+
+from hpvit_d2.data.build import get_dataset_dicts  # importing hpvit_d2.data registers the shapes
+from hpvit_d2.data.mapper import SafeDatasetMapper
+
+from .upernet_base import IGNORE_VALUE, lr_multiplier, model, optimizer, train
+
+CROP_SIZE = 128
+
+model.sem_seg_head.update(num_classes=5, channels=64, norm="BN")
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(get_dataset_dicts)(names="hpvit_shapes_sem_seg_train"),
+    mapper=L(SafeDatasetMapper)(
+        is_train=True,
+        augmentations=[
+            L(T.ResizeShortestEdge)(short_edge_length=(192, 224, 256, 288, 320), max_size=512,
+                                    sample_style="choice"),
+            L(T.RandomCrop_CategoryAreaConstraint)(
+                crop_type="absolute",
+                crop_size=(CROP_SIZE, CROP_SIZE),
+                single_category_max_area=0.75,
+                ignored_category=IGNORE_VALUE,
+            ),
+            L(T.RandomFlip)(horizontal=True),
+        ],
+        image_format="RGB",
+        sem_seg_num_classes="${model.sem_seg_head.num_classes}",
+        sem_seg_ignore_value="${model.sem_seg_head.ignore_value}",
+    ),
+    total_batch_size=4,
+    num_workers=1,
+)
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_dataset_dicts)(names="hpvit_shapes_sem_seg_val", filter_empty=False),
+    mapper=L(SafeDatasetMapper)(
+        is_train=False,
+        augmentations=[],
+        image_format="RGB",
+        sem_seg_num_classes="${model.sem_seg_head.num_classes}",
+        sem_seg_ignore_value="${model.sem_seg_head.ignore_value}",
+    ),
+    num_workers=1,
+)
+dataloader.evaluator = L(SemSegEvaluator)(
+    dataset_name="${..test.dataset.names}",
+    output_dir="${...train.output_dir}/inference",
+)
+
+train.device = "cpu"
+train.amp.enabled = False
+train.init_checkpoint = ""
+train.output_dir = "./output/semseg_tiny"
+train.seed = 0
+train.max_iter = 200
+train.eval_period = 200
+train.log_period = 10
+train.checkpointer.period = 200
+train.checkpointer.max_to_keep = 2
+
+optimizer.lr = 1e-3
+optimizer.params.lr_decay_rate = 0.9
+
+lr_multiplier.warmup_length = 0.1
+lr_multiplier.warmup_factor = 0.01
