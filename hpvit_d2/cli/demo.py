@@ -1,13 +1,15 @@
 """
-Draw the predictions of an HPViT (or ViTDet) Mask R-CNN on images: ``projects/HPViT/demo.py``,
-``hpvit-demo``.
+Draw the predictions of an HPViT (or ViTDet) Mask R-CNN, or of a semantic segmentation model
+(UperNet configs), on images: ``projects/HPViT/demo.py``, ``hpvit-demo``.
 
     python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py \
         --input photos/ extra.jpg --output vis/ --weights output/hpvit_tiny/model_final.pth
 
 --input takes image files and directories (their images, not recursive). One PNG per readable
 input is written to --output, named after the input, drawn with detectron2's Visualizer and the
-class names of the config's test dataset. Unreadable inputs are skipped with a message naming the
+class names of the config's test dataset: instances with score >= --confidence-threshold for a
+detector, the label map (``Visualizer.draw_sem_seg``, argmax of the scores) for a semantic
+segmentor. Unreadable inputs are skipped with a message naming the
 file. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
 (--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
 (empty: random weights, with a warning). --opts takes config overrides, e.g.
@@ -87,13 +89,22 @@ def _build_predictor(args):
 
 
 def _draw(predictor, image_bgr, threshold: float):
+    """(VisImage, one-line description of what was drawn)."""
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    instances = predictor(image_bgr)
-    instances = instances[instances.scores >= threshold]
+    prediction = predictor(image_bgr)
     visualizer = Visualizer(image_bgr[:, :, ::-1], predictor.metadata,
                             instance_mode=ColorMode.IMAGE)
-    return visualizer.draw_instance_predictions(instances), len(instances)
+    if predictor.task == "sem_seg":
+        labels = prediction.argmax(0)
+        names = (predictor.metadata.get("stuff_classes", None)
+                 if predictor.metadata is not None else None)
+        present = [names[i] if names and i < len(names) else str(i)
+                   for i in labels.unique().tolist()]
+        return visualizer.draw_sem_seg(labels, alpha=0.5), f"classes {', '.join(present)}"
+    instances = prediction[prediction.scores >= threshold]
+    return (visualizer.draw_instance_predictions(instances),
+            f"{len(instances)} instance(s) with score >= {threshold}")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -119,12 +130,11 @@ def main(argv: Sequence[str]) -> int:
                        file=sys.stderr)
             failed.append(path)
             continue
-        vis, count = _draw(predictor, image, args.confidence_threshold)
+        vis, drawn = _draw(predictor, image, args.confidence_threshold)
         out = _output_path(args.output, path, used)
         vis.save(out)
         written += 1
-        tqdm.write(f"{path}: {count} instance(s) with score >= {args.confidence_threshold} -> {out}",
-                   file=sys.stderr)
+        tqdm.write(f"{path}: {drawn} -> {out}", file=sys.stderr)
 
     print(f"wrote {written} visualisation(s) to {args.output}", file=sys.stderr)
     if failed:
