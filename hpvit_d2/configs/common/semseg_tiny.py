@@ -4,12 +4,15 @@ CPU-sized UperNet on the embedded shapes label maps (hpvit_d2.data.shapes_semseg
 semantic configs, which differ only in `model.backbone`.
 
 The UperNet base (configs/common/upernet_base.py) made small: a 64-channel head with BatchNorm
-(one process), the auxiliary head kept; training on 128x128 crops of the images rescaled to a
-short side of 192..320 (RandomCrop_CategoryAreaConstraint, no class above 75% of a crop), flipped,
-batch 4, 200 iterations of AdamW (lr 1e-3, wd 0.05, layer decay 0.9) from random initialisation,
-10% warm-up then poly decay (fractions of train.max_iter: `train.max_iter=N` rescales it).
-Evaluation on the 100 val images at 256x256 with detectron2's SemSegEvaluator. The stock tool
-trains and evaluates it with no override.
+(one process), the auxiliary head kept; training on the images downscaled to a short side of
+112..144 (so about 2x smaller), cropped to at most 128x128 (RandomCrop_CategoryAreaConstraint,
+no area constraint) and flipped; batch 4, 300 iterations of AdamW (lr 1e-3, wd 0.05, layer decay
+0.9) from random initialisation, 10% warm-up then poly decay (fractions of train.max_iter:
+`train.max_iter=N` rescales it). Evaluation on the 100 val images downscaled to 128x128
+(predictions are upsampled back to 256x256 and scored there) with detectron2's SemSegEvaluator.
+Whole downscaled images rather than 128x128 crops of the full-size ones: with crops, neither
+tiny model left the all-background prediction within the budget (measured: mIoU 15-19 at 200
+iterations). The stock tool trains and evaluates it with no override.
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -32,12 +35,12 @@ dataloader.train = L(build_detection_train_loader)(
     mapper=L(SafeDatasetMapper)(
         is_train=True,
         augmentations=[
-            L(T.ResizeShortestEdge)(short_edge_length=(192, 224, 256, 288, 320), max_size=512,
+            L(T.ResizeShortestEdge)(short_edge_length=(112, 128, 144), max_size=288,
                                     sample_style="choice"),
             L(T.RandomCrop_CategoryAreaConstraint)(
                 crop_type="absolute",
                 crop_size=(CROP_SIZE, CROP_SIZE),
-                single_category_max_area=0.75,
+                single_category_max_area=1.0,
                 ignored_category=IGNORE_VALUE,
             ),
             L(T.RandomFlip)(horizontal=True),
@@ -53,7 +56,7 @@ dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_dataset_dicts)(names="hpvit_shapes_sem_seg_val", filter_empty=False),
     mapper=L(SafeDatasetMapper)(
         is_train=False,
-        augmentations=[],
+        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=CROP_SIZE, max_size=2 * CROP_SIZE)],
         image_format="RGB",
         sem_seg_num_classes="${model.sem_seg_head.num_classes}",
         sem_seg_ignore_value="${model.sem_seg_head.ignore_value}",
@@ -70,10 +73,10 @@ train.amp.enabled = False
 train.init_checkpoint = ""
 train.output_dir = "./output/semseg_tiny"
 train.seed = 0
-train.max_iter = 200
-train.eval_period = 200
+train.max_iter = 300
+train.eval_period = 300
 train.log_period = 10
-train.checkpointer.period = 200
+train.checkpointer.period = 300
 train.checkpointer.max_to_keep = 2
 
 optimizer.lr = 1e-3
