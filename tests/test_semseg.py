@@ -185,7 +185,8 @@ def test_missing_ade20k_tree_and_label_files_are_explained(datasets_dir):
                  "DETECTRON2_DATASETS is unset"):
         assert part in message, message
     write_tiny_ade20k(str(datasets_dir))
-    missing = datasets_dir / "ADEChallengeData2016/annotations_detectron2/validation/ADE_val_00000002.png"
+    missing = (datasets_dir / "ADEChallengeData2016" / "annotations_detectron2" / "validation"
+               / "ADE_val_00000002.png")
     os.remove(missing)
     with pytest.raises(DatasetNotFoundError, match=f"{missing} does not exist"):
         get_dataset_dicts("ade20k_sem_seg_val", filter_empty=False)
@@ -203,13 +204,15 @@ class GroundTruthSemSeg(torch.nn.Module):
 
     def __init__(self, dataset_name: str, num_classes: int):
         super().__init__()
-        self.files = {d["file_name"]: d["sem_seg_file_name"] for d in DatasetCatalog.get(dataset_name)}
+        self.files = {d["file_name"]: d["sem_seg_file_name"]
+                      for d in DatasetCatalog.get(dataset_name)}
         self.num_classes = num_classes
 
     def forward(self, inputs):
         outs = []
         for x in inputs:
-            label = torch.as_tensor(np.asarray(Image.open(self.files[x["file_name"]])), dtype=torch.long)
+            label = torch.as_tensor(np.asarray(Image.open(self.files[x["file_name"]])),
+                                    dtype=torch.long)
             label[label >= self.num_classes] = 0  # ignored pixels: any class
             outs.append({"sem_seg": torch.nn.functional.one_hot(label, self.num_classes)
                          .permute(2, 0, 1).float()})
@@ -295,7 +298,8 @@ def _run(cmd, datasets, tmp_path):
 
 def _copypaste(log: str) -> dict:
     lines = re.findall(r"copypaste: (.*)", log)
-    return {lines[i][len("Task: "):]: dict(zip(lines[i + 1].split(","), map(float, lines[i + 2].split(","))))
+    return {line[len("Task: "):]: dict(zip(lines[i + 1].split(","),
+                                           map(float, lines[i + 2].split(","))))
             for i, line in enumerate(lines) if line.startswith("Task: ")}
 
 
@@ -304,7 +308,8 @@ def _copypaste(log: str) -> dict:
 def test_stock_tool_trains_and_reports_miou(config, d2_datasets, tmp_path):
     log = _run([sys.executable, "-m", "tools.lazyconfig_train_net", "--config-file",
                 f"configs/{config}", *small(config, tmp_path / "out")], d2_datasets, tmp_path)
-    assert re.search(r"iter: 1 .*loss_sem_seg: [0-9.]+ .*loss_sem_seg_aux: [0-9.]+", log), log[-2000:]
+    assert re.search(r"iter: 1 .*loss_sem_seg: [0-9.]+ .*loss_sem_seg_aux: [0-9.]+", log), \
+        log[-2000:]
     metrics = _copypaste(log)
     assert 0.0 <= metrics["sem_seg"]["mIoU"] <= 100.0 and set(metrics["sem_seg"]) == {
         "mIoU", "fwIoU", "mACC", "pACC"}
