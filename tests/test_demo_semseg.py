@@ -3,7 +3,6 @@ entry (real subprocesses), are evaluated with SemSegEvaluator, and results.json 
 are written."""
 import json
 
-import pytest
 
 from hpvit_d2.cli import demo_semseg
 from hpvit_d2.cli.common import run

@@ -7,7 +7,6 @@ ADE20K and Cityscapes configs on tiny trees in a tmp $DETECTRON2_DATASETS.
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 

@@ -44,7 +44,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 from .common import EXIT_OK, add_debug_flag, run
 

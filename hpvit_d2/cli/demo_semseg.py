@@ -141,15 +141,15 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     torch.set_num_threads(1)  # comparable latencies, no oversubscription on a busy machine
     timed = DatasetCatalog.get(args.val_dataset)[: max(1, args.latency_images)]
     rows = []
-    for run in runs:
-        cfg = model_zoo.get_config(run.config)
+    for demo in runs:
+        cfg = model_zoo.get_config(demo.config)
         inputs = _test_inputs(cfg, timed)
-        model = model_zoo.build_model(cfg, str(run.output_dir / "model_final.pth"), strict=True,
+        model = model_zoo.build_model(cfg, str(demo.output_dir / "model_final.pth"), strict=True,
                                       verbose=False)
-        row = {"model": run.name, "config": f"configs/{run.config}", "iterations": args.iters,
+        row = {"model": demo.name, "config": f"configs/{demo.config}", "iterations": args.iters,
                "batch_size": cfg.dataloader.train.total_batch_size,
                "train_dataset": args.train_dataset, "val_dataset": args.val_dataset}
-        row.update(_read_metrics(run))
+        row.update(_read_metrics(demo))
         row.update(measure_model(model, inputs))
         rows.append(row)
 
