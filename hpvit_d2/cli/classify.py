@@ -64,6 +64,10 @@ def argument_parser() -> argparse.ArgumentParser:
                       help="input side (default: the model's, 224); also the model's img_size")
     data.add_argument("--crop-pct", type=float, default=None, help="eval crop (default 0.875)")
     data.add_argument("--interpolation", default="bicubic")
+    data.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
+                      help="random-resized-crop area range (ImageNet: 0.08 1.0)")
+    data.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), metavar=("MIN", "MAX"),
+                      help="random-resized-crop aspect-ratio range")
     data.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment ('' = none)")
     data.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
     data.add_argument("--remode", default="pixel")
@@ -191,7 +195,8 @@ def _loaders(args, model, train_dir: str, val_dir: str):
                   use_prefetcher=False, device=torch.device(args.device),
                   persistent_workers=False)
     train_loader = create_loader(
-        train_set, batch_size=args.batch_size, is_training=True, re_prob=args.reprob,
+        train_set, batch_size=args.batch_size, is_training=True, scale=tuple(args.scale),
+        ratio=tuple(args.ratio), re_prob=args.reprob,
         re_mode=args.remode, color_jitter=args.color_jitter, auto_augment=args.aa or None,
         **common) if not args.eval_only else None
     val_loader = create_loader(val_set, batch_size=args.batch_size, is_training=False,
