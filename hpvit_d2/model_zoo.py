@@ -78,11 +78,13 @@ def get_config(config_path: str, overrides: Sequence[str] = ()):
 
 
 def _vit_node(cfg):
-    backbone = cfg.model.get("backbone", {})
+    """The ViT config node: FPN's ``bottom_up``, SimpleFeaturePyramid's ``net``, or the backbone
+    itself when it is a ViT (the semantic segmentation configs' HPViT)."""
+    backbone = cfg.model.get("backbone", {}) or {}
     for key in ("bottom_up", "net"):
         if key in backbone:
             return backbone[key]
-    return None
+    return backbone if "embed_dim" in backbone else None
 
 
 def configs_fitting(geometry) -> List[str]:

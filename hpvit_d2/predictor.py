@@ -1,5 +1,9 @@
 """
-One image in, ``Instances`` out: detectron2's ``DefaultPredictor`` for LazyConfig models.
+One image in, the model's prediction out: detectron2's ``DefaultPredictor`` for LazyConfig models.
+
+A detector (Mask R-CNN...) gives ``Instances``; a semantic segmentor (detectron2's
+``SemanticSegmentor``, e.g. the UperNet configs) gives its (num_classes, H, W) scores, whose
+``argmax(0)`` is the (H, W) label map. Both are in the input image's coordinates, on the CPU.
 
 Pre-processing is read from the config, as the test data loader would apply it:
 ``dataloader.test.mapper.augmentations`` (e.g. ``ResizeShortestEdge``) and
@@ -7,7 +11,7 @@ Pre-processing is read from the config, as the test data loader would apply it:
 """
 import logging
 from contextlib import nullcontext
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -15,6 +19,7 @@ import torch.nn as nn
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
+from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import Boxes, Instances
 
 from .model_zoo import build_model
@@ -24,6 +29,10 @@ __all__ = ["LazyPredictor"]
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
 def _select(cfg, dotted: str):
@@ -44,8 +53,10 @@ def _test_dataset_name(cfg) -> Optional[str]:
     return names[0] if names else None
 
 
-def _to_float32(instances: Instances) -> Instances:
+def _to_float32(instances: Union[Instances, torch.Tensor]) -> Union[Instances, torch.Tensor]:
     """Half-precision fields (from autocast) as float32, so callers see one dtype."""
+    if isinstance(instances, torch.Tensor):
+        return instances.float()
     for name, value in instances.get_fields().items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             instances.set(name, value.float())
@@ -56,7 +67,8 @@ def _to_float32(instances: Instances) -> Instances:
 
 class LazyPredictor:
     """
-    Run a LazyConfig detector on single images (BGR uint8 arrays, as ``cv2.imread`` returns).
+    Run a LazyConfig detector or semantic segmentor on single images (BGR uint8 arrays, as
+    ``cv2.imread`` returns).
 
     ``LazyPredictor(cfg)`` builds ``cfg.model`` on ``cfg.train.device`` and loads
     ``cfg.train.init_checkpoint`` strictly (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
@@ -64,7 +76,9 @@ class LazyPredictor:
     on CUDA, with ``amp`` (default: ``cfg.train.amp.enabled``), under autocast in ``amp_dtype``.
 
     Attributes:
-        model (nn.Module): the detector, in eval mode.
+        model (nn.Module): the detector or segmentor, in eval mode.
+        task (str): "sem_seg" for a ``SemanticSegmentor`` (calls return scores), else
+            "instances" (calls return ``Instances``).
         metadata (Metadata or None): metadata of the config's test dataset (class names).
         augmentations (list[Augmentation]): test-time transforms from the config.
         input_format (str): "RGB" or "BGR", the channel order the model expects.
@@ -94,6 +108,7 @@ class LazyPredictor:
             model = build_model(cfg, weights=train.get("init_checkpoint") or None,
                                 device=train.get("device", "cpu"), strict=strict)
         self.model = model.eval()
+        self.task = "sem_seg" if isinstance(_unwrap(model), SemanticSegmentor) else "instances"
         model_format = getattr(model, "input_format", self.input_format)
         if model_format != self.input_format:
             logger.warning("dataloader.test.mapper.image_format=%s but model.input_format=%s: "
@@ -117,14 +132,19 @@ class LazyPredictor:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return nullcontext()
 
-    def __call__(self, original_image: np.ndarray) -> Instances:
+    def __call__(self, original_image: np.ndarray) -> Union[Instances, torch.Tensor]:
         """
         Args:
             original_image (np.ndarray): (H, W, 3) uint8, BGR channel order.
         Returns:
-            Instances on the CPU, in the coordinates of ``original_image`` (image_size (H, W)):
-            ``pred_boxes`` (N, 4) XYXY, ``scores`` (N,), ``pred_classes`` (N,) and, for Mask
-            R-CNN, ``pred_masks`` (N, H, W) bool.
+            On the CPU, in the coordinates of ``original_image`` (H, W):
+
+            - a detector: ``Instances`` (image_size (H, W)): ``pred_boxes`` (N, 4) XYXY,
+              ``scores`` (N,), ``pred_classes`` (N,) and, for Mask R-CNN, ``pred_masks``
+              (N, H, W) bool;
+            - a semantic segmentor (``self.task == "sem_seg"``): float32 scores
+              (num_classes, H, W), the model's ``sem_seg`` output; ``.argmax(0)`` is the (H, W)
+              label map (class indices of ``self.metadata.stuff_classes``).
         """
         if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3
                 and original_image.shape[2] == 3 and original_image.dtype == np.uint8):
@@ -139,4 +159,5 @@ class LazyPredictor:
         inputs = {"image": tensor.to(self.device), "height": height, "width": width}
         with torch.inference_mode(), self._autocast():
             outputs = self.model([inputs])[0]
-        return _to_float32(outputs["instances"].to("cpu"))
+        key = "instances" if "instances" in outputs else "sem_seg"
+        return _to_float32(outputs[key].to("cpu"))

@@ -1,6 +1,7 @@
 """
-Draw the predictions of an HPViT (or ViTDet) Mask R-CNN on images or a video, as detectron2's
-demo/demo.py: ``projects/HPViT/demo.py``, ``hpvit-demo``.
+Draw the predictions of an HPViT (or ViTDet) Mask R-CNN, or of a semantic segmentation model
+(UperNet configs), on images or a video, as detectron2's demo/demo.py: ``projects/HPViT/demo.py``,
+``hpvit-demo``.
 
     python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py \
         --input photos/ 'more/*.jpg' extra.jpg --output vis/ --weights output/demo/hpvit_tiny/model_final.pth
@@ -9,15 +10,18 @@ demo/demo.py: ``projects/HPViT/demo.py``, ``hpvit-demo``.
 
 --input takes image files, directories (their images, not recursive) and glob patterns (quoted,
 expanded here). One PNG per readable input is written to the --output directory, named after the
-input, drawn with detectron2's Visualizer and the class names of the config's test dataset, and
-``predictions.json`` (COCO results format: image file, category id of the dataset, box
-[x, y, w, h], score, RLE mask). --video-input reads frames with OpenCV and writes the drawn video
-to --output (a file: .mp4 or .avi) and its predictions beside it (``<output>.json``, one entry
-per frame). Unreadable inputs are skipped with a message naming the file. Weights load strictly:
-a checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
-Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
---opts takes config overrides, e.g. --opts train.device=cuda. Exit code: 0 if every input was
-drawn, 1 if any failed, 2 on a bad config, override, device, dataset or weights.
+input, drawn with detectron2's Visualizer and the class names of the config's test dataset:
+instances with score >= --confidence-threshold for a detector, the label map
+(``Visualizer.draw_sem_seg``, argmax of the scores) for a semantic segmentor. For a detector,
+``predictions.json`` holds them in COCO results format (image file, category id of the dataset,
+box [x, y, w, h], score, RLE mask). --video-input reads frames with OpenCV and writes the drawn
+video to --output (a file: .mp4 or .avi) and a detector's predictions beside it
+(``<output>.json``, one entry per frame). Unreadable inputs are skipped with a message naming
+the file. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
+(--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
+(empty: random weights, with a warning). --opts takes config overrides, e.g.
+--opts train.device=cuda. Exit code: 0 if every input was drawn, 1 if any failed, 2 on a bad
+config, override, device, dataset or weights.
 """
 import argparse
 import glob
@@ -120,14 +124,23 @@ def _build_predictor(args, cfg):
 
 
 def _draw(predictor, image_bgr, threshold: float):
-    """(drawn RGB image (H, W, 3) uint8, the kept Instances)."""
+    """(drawn RGB image (H, W, 3) uint8, one-line description, the kept Instances or None)."""
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    instances = predictor(image_bgr)
-    instances = instances[instances.scores >= threshold]
+    prediction = predictor(image_bgr)
     visualizer = Visualizer(image_bgr[:, :, ::-1], predictor.metadata,
                             instance_mode=ColorMode.IMAGE)
-    return visualizer.draw_instance_predictions(instances).get_image(), instances
+    if predictor.task == "sem_seg":
+        labels = prediction.argmax(0)
+        names = (predictor.metadata.get("stuff_classes", None)
+                 if predictor.metadata is not None else None)
+        present = [names[i] if names and i < len(names) else str(i)
+                   for i in labels.unique().tolist()]
+        return (visualizer.draw_sem_seg(labels, alpha=0.5).get_image(),
+                f"classes {', '.join(present)}", None)
+    instances = prediction[prediction.scores >= threshold]
+    return (visualizer.draw_instance_predictions(instances).get_image(),
+            f"{len(instances)} instance(s) with score >= {threshold}", instances)
 
 
 def to_coco_results(instances, file_name: str, metadata) -> List[Dict]:
@@ -163,11 +176,13 @@ def _run_video(args, predictor) -> int:
         ok, frame = capture.read()
         if not ok:
             break
-        drawn, instances = _draw(predictor, frame, args.confidence_threshold)
+        drawn, _, instances = _draw(predictor, frame, args.confidence_threshold)
         if writer is None:
             writer = cv2.VideoWriter(args.output, fourcc, fps, (frame.shape[1], frame.shape[0]))
         writer.write(drawn[:, :, ::-1])
-        predictions += to_coco_results(instances, f"frame_{frame_index:06d}", predictor.metadata)
+        if instances is not None:
+            predictions += to_coco_results(instances, f"frame_{frame_index:06d}",
+                                           predictor.metadata)
         frame_index += 1
     capture.release()
     if writer is None:
@@ -211,13 +226,13 @@ def main(argv: Sequence[str]) -> int:
                        file=sys.stderr)
             failed.append(path)
             continue
-        drawn, instances = _draw(predictor, image, args.confidence_threshold)
+        drawn, description, instances = _draw(predictor, image, args.confidence_threshold)
         out = _output_path(args.output, path, used)
         Image.fromarray(drawn).save(out)
-        predictions += to_coco_results(instances, path, predictor.metadata)
+        if instances is not None:
+            predictions += to_coco_results(instances, path, predictor.metadata)
         written += 1
-        tqdm.write(f"{path}: {len(instances)} instance(s) with score >= "
-                   f"{args.confidence_threshold} -> {out}", file=sys.stderr)
+        tqdm.write(f"{path}: {description} -> {out}", file=sys.stderr)
 
     with open(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(predictions, f)

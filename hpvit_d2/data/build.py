@@ -72,9 +72,11 @@ def _load_registered(name: str):
 def _check_not_empty(name: str, dicts: List[dict], annotations_required: bool) -> None:
     """
     A dataset loaded without any image or any annotation is checked against its files: loaders
-    read a missing key (COCO's ``images``, ``annotations``) as an empty list.
+    read a missing key (COCO's ``images``, ``annotations``) as an empty list. A semantic dataset
+    (dicts with ``sem_seg_file_name``) has its labels in files: any image will do.
     """
-    if dicts and any(record.get("annotations") for record in dicts):
+    if dicts and any(record.get("annotations") or "sem_seg_file_name" in record
+                     for record in dicts):
         return
     found = diagnose_annotations(name, require_annotations=annotations_required)
     if found is not None:

@@ -1,10 +1,15 @@
 """
-COCO and Cityscapes instance segmentation: registration helpers and the checks that turn a missing
-or broken dataset into one readable error.
+COCO and Cityscapes instance segmentation, ADE20K and Cityscapes semantic segmentation:
+registration helpers and the checks that turn a missing or broken dataset into one readable error.
 
 detectron2 registers the built-in names itself (``coco_2017_train``, ``coco_2017_val``,
-``cityscapes_fine_instance_seg_train``, ``cityscapes_fine_instance_seg_val``...) under
-``$DETECTRON2_DATASETS`` (default ``./datasets``), read when detectron2 is imported. This module adds:
+``cityscapes_fine_instance_seg_train``, ``cityscapes_fine_instance_seg_val``,
+``cityscapes_fine_sem_seg_{train,val}``, ``ade20k_sem_seg_{train,val}``...) under
+``$DETECTRON2_DATASETS`` (default ``./datasets``), read when detectron2 is imported. Kinds of
+dataset, told by their metadata: COCO json (``json_file`` + ``image_root``), Cityscapes
+(``image_dir`` + ``gt_dir``; instance or semantic by ``evaluator_type``) and image/label
+directories (``image_root`` + ``sem_seg_root``, as ``load_sem_seg`` registers them: ADE20K).
+This module adds:
 
 - :func:`register_cityscapes_instances`: a Cityscapes-format tree anywhere, with the metadata of
   the built-in names (8 thing classes, ``gt_dir`` for the official evaluation);
@@ -131,13 +136,29 @@ def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> Non
     )
 
 
+# detectron2's register_all_ade20k: (images, label maps) under the root, by split name.
+_ADE20K_SPLITS = {
+    f"ade20k_sem_seg_{split}": (f"ADEChallengeData2016/images/{folder}",
+                                f"ADEChallengeData2016/annotations_detectron2/{folder}")
+    for split, folder in (("train", "training"), ("val", "validation"))
+}
+# The files of one Cityscapes image its loader reads, by kind.
+_CITYSCAPES_GT_FILES = {
+    "cityscapes": ("gtFine_polygons.json", "gtFine_instanceIds.png", "gtFine_labelIds.png"),
+    "cityscapes_sem_seg": ("gtFine_polygons.json", "gtFine_labelTrainIds.png"),
+}
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def _builtin_relative_paths(name: str) -> Optional[Tuple[str, str]]:
-    """For a detectron2 built-in COCO/Cityscapes instance name, its two paths relative to the root."""
+    """For a detectron2 built-in COCO/Cityscapes/ADE20K name, its two paths relative to the root."""
     if name in _PREDEFINED_SPLITS_COCO["coco"]:
         image_root, json_file = _PREDEFINED_SPLITS_COCO["coco"][name]
         return json_file, image_root
+    if name in _ADE20K_SPLITS:
+        return _ADE20K_SPLITS[name]
     for key, (image_dir, gt_dir) in _RAW_CITYSCAPES_SPLITS.items():
-        if key.format(task="instance_seg") == name:
+        if name in (key.format(task="instance_seg"), key.format(task="sem_seg")):
             return image_dir, gt_dir
     return None
 
@@ -155,12 +176,29 @@ def _builtin_root(name: str, first_path: str) -> Optional[str]:
 
 
 def _kind(name: str) -> Optional[str]:
+    """"coco", "cityscapes" (instances), "cityscapes_sem_seg", "sem_seg" (image and label
+    directories) or None, from the metadata keys the dataset was registered with."""
     meta = MetadataCatalog.get(name)
     if hasattr(meta, "json_file") and hasattr(meta, "image_root"):
         return "coco"
     if hasattr(meta, "image_dir") and hasattr(meta, "gt_dir"):
+        if meta.get("evaluator_type", None) == "cityscapes_sem_seg":
+            return "cityscapes_sem_seg"
         return "cityscapes"
+    if hasattr(meta, "image_root") and hasattr(meta, "sem_seg_root"):
+        return "sem_seg"
     return None
+
+
+def _paths(name: str, kind: str) -> Tuple[str, str]:
+    """The two registered paths of a dataset of ``kind``: (json, images), (images, gtFine) or
+    (images, label maps)."""
+    meta = MetadataCatalog.get(name)
+    if kind == "coco":
+        return meta.json_file, meta.image_root
+    if kind == "sem_seg":
+        return meta.image_root, meta.sem_seg_root
+    return meta.image_dir, meta.gt_dir
 
 
 def _expected_layout(kind: str, first: str, second: str) -> List[str]:
@@ -169,12 +207,24 @@ def _expected_layout(kind: str, first: str, second: str) -> List[str]:
             f"{first}    (COCO instances json: images, annotations, categories)",
             f"{second}/    (the images the json names, e.g. 000000000139.jpg)",
         ]
-    return [
-        f"{first}/{{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png",
-        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_polygons.json",
-        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_instanceIds.png",
-        f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_gtFine_labelIds.png",
-    ]
+    if kind == "sem_seg":
+        return [
+            f"{first}/*.jpg    (images, e.g. ADE_train_00000001.jpg)",
+            f"{second}/*.png    (one label map per image, same name: 8-bit class indices, 255 = "
+            "ignore; for ADE20K made from ADEChallengeData2016/annotations by detectron2's "
+            "datasets/prepare_ade20k_sem_seg.py)",
+        ]
+    layout = [f"{first}/{{city}}/{{city}}_{{seq}}_{{frame}}_leftImg8bit.png"]
+    layout += [f"{second}/{{city}}/{{city}}_{{seq}}_{{frame}}_{suffix}"
+               for suffix in _CITYSCAPES_GT_FILES[kind]]
+    if kind == "cityscapes_sem_seg":
+        layout.append("(labelTrainIds.png: made by cityscapesscripts, CITYSCAPES_DATASET=<root>/"
+                      "cityscapes csCreateTrainIdLabelImgs; the official evaluation also reads "
+                      "gtFine_labelIds.png and gtFine_instanceIds.png)")
+    return layout
+
+
+_ROOT_CHILD = {"coco": "coco/", "sem_seg": "ADEChallengeData2016/"}
 
 
 def _not_found(name: str, kind: str, first: str, second: str, problems: List[str]):
@@ -188,7 +238,7 @@ def _not_found(name: str, kind: str, first: str, second: str, problems: List[str
         )
         fix = (
             f"Put the dataset there, or set {ROOT_VARIABLE} to the directory that holds "
-            f"{'coco/' if kind == 'coco' else 'cityscapes/'} (export {ROOT_VARIABLE}=/path/to/datasets)."
+            f"{_ROOT_CHILD.get(kind, 'cityscapes/')} (export {ROOT_VARIABLE}=/path/to/datasets)."
         )
     else:
         where = f"Looked in {first} and {second} (the paths '{name}' was registered with)."
@@ -217,7 +267,24 @@ def _coco_problems(json_file: str, image_root: str) -> List[str]:
     return problems
 
 
-def _cityscapes_problems(image_dir: str, gt_dir: str) -> List[str]:
+def _sem_seg_problems(image_root: str, sem_seg_root: str) -> List[str]:
+    """Both directories exist, there are images, and every image has its label map (same stem,
+    .png); listed from the directories, no file is opened."""
+    if not os.path.isdir(image_root):
+        return [f"image directory {image_root} does not exist"]
+    if not os.path.isdir(sem_seg_root):
+        return [f"label directory {sem_seg_root} does not exist"]
+    images = sorted(f for f in os.listdir(image_root) if f.lower().endswith(_IMAGE_EXTENSIONS))
+    if not images:
+        return [f"no images ({', '.join(_IMAGE_EXTENSIONS)}) in {image_root}"]
+    labels = set(os.listdir(sem_seg_root))
+    return [f"{os.path.join(sem_seg_root, os.path.splitext(f)[0] + '.png')} does not exist "
+            f"(label map of {os.path.join(image_root, f)})"
+            for f in images if os.path.splitext(f)[0] + ".png" not in labels]
+
+
+def _cityscapes_problems(image_dir: str, gt_dir: str,
+                         suffixes: Tuple[str, ...] = _CITYSCAPES_GT_FILES["cityscapes"]) -> List[str]:
     if not os.path.isdir(image_dir):
         return [f"image directory {image_dir} does not exist"]
     if not os.path.isdir(gt_dir):
@@ -229,7 +296,7 @@ def _cityscapes_problems(image_dir: str, gt_dir: str) -> List[str]:
     for image in images:
         city = os.path.basename(os.path.dirname(image))
         stem = os.path.basename(image)[: -len("leftImg8bit.png")]
-        for suffix in ("gtFine_polygons.json", "gtFine_instanceIds.png", "gtFine_labelIds.png"):
+        for suffix in suffixes:
             path = os.path.join(gt_dir, city, stem + suffix)
             if not os.path.isfile(path):
                 problems.append(f"{path} does not exist (annotation of {image})")
@@ -242,7 +309,10 @@ def check_dataset(name: str) -> None:
 
     COCO-style datasets (metadata ``json_file`` + ``image_root``) need the json file and a non-empty
     image directory; Cityscapes-style ones (``image_dir`` + ``gt_dir``) need at least one image and,
-    for every image, its three gtFine files. Datasets with neither kind of metadata pass.
+    for every image, the gtFine files its loader reads (instances: polygons, instanceIds,
+    labelIds; semantic: polygons, labelTrainIds); image/label directories (``image_root`` +
+    ``sem_seg_root``, e.g. ADE20K) need at least one image and a label map for each (contents are
+    checked when read: ``hpvit_d2.data.labels``). Datasets of no known kind pass.
 
     Raises:
         DatasetNotFoundError: naming the dataset, what is missing, the directory looked at, the
@@ -251,25 +321,23 @@ def check_dataset(name: str) -> None:
     kind = _kind(name)
     if kind is None:
         return
-    meta = MetadataCatalog.get(name)
+    first, second = (os.path.abspath(p) for p in _paths(name, kind))
     if kind == "coco":
-        first, second = os.path.abspath(meta.json_file), os.path.abspath(meta.image_root)
         problems = _coco_problems(first, second)
+    elif kind == "sem_seg":
+        problems = _sem_seg_problems(first, second)
     else:
-        first, second = os.path.abspath(meta.image_dir), os.path.abspath(meta.gt_dir)
-        problems = _cityscapes_problems(first, second)
+        problems = _cityscapes_problems(first, second, _CITYSCAPES_GT_FILES[kind])
     if problems:
         raise _not_found(name, kind, first, second, problems)
 
 
 def is_builtin(name: str) -> bool:
-    """True for a detectron2 built-in COCO/Cityscapes instance name still at its built-in place."""
+    """True for a detectron2 built-in COCO, Cityscapes or ADE20K name still at its built-in place."""
     kind = _kind(name)
     if kind is None:
         return False
-    meta = MetadataCatalog.get(name)
-    first = meta.json_file if kind == "coco" else meta.image_dir
-    return _builtin_root(name, first) is not None
+    return _builtin_root(name, _paths(name, kind)[0]) is not None
 
 
 def _read_json_object(path: str):
@@ -355,13 +423,16 @@ def _cityscapes_label_problem(label) -> Optional[str]:
     return None
 
 
-def _cityscapes_file_problem(path: str) -> Optional[str]:
+def _cityscapes_file_problem(path: str, semantic: bool = False) -> Optional[str]:
+    """What is wrong with one polygons file (``semantic``: only the size is read from it)."""
     data, problem = _read_json_object(path)
     if problem:
         return problem
     for key in ("imgHeight", "imgWidth"):
         if not isinstance(data.get(key), int):
             return f"key '{key}' is missing or not an integer"
+    if semantic:
+        return None
     if not isinstance(data.get("objects"), list):
         return "key 'objects' is missing or not a list"
     for i, obj in enumerate(data["objects"]):
@@ -391,8 +462,9 @@ def diagnose_annotations(
     empty list).
 
     Reads the COCO json (metadata ``json_file``) or every ``*_gtFine_polygons.json`` under the
-    Cityscapes ``gt_dir`` and checks the structure the detectron2 loaders rely on. Meant for the
-    failure path: it reads the files again.
+    Cityscapes ``gt_dir`` and checks the structure the detectron2 loaders rely on (for semantic
+    Cityscapes, the image size only). Meant for the failure path: it reads the files again.
+    Image/label-directory datasets have no annotation file: None.
 
     Args:
         require_annotations: a COCO json without an ``annotations`` key is a problem; False
@@ -405,9 +477,9 @@ def diagnose_annotations(
     if kind == "coco":
         problem = _coco_format_problem(meta.json_file, require_annotations)
         return (meta.json_file, problem) if problem else None
-    if kind == "cityscapes":
+    if kind in ("cityscapes", "cityscapes_sem_seg"):
         for path in sorted(glob.glob(os.path.join(meta.gt_dir, "*", "*_gtFine_polygons.json"))):
-            problem = _cityscapes_file_problem(path)
+            problem = _cityscapes_file_problem(path, semantic=kind == "cityscapes_sem_seg")
             if problem:
                 return path, problem
     return None

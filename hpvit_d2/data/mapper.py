@@ -5,6 +5,12 @@ file is read by :func:`hpvit_d2.data.images.read_image_checked`: unusual formats
 whose size differs from its dict's ``height``/``width`` raises ``SizeMismatchError`` naming the
 file, both sizes and what to fix (with the EXIF orientation when that explains it).
 
+A semantic label map (``sem_seg_file_name``) is read by
+:func:`hpvit_d2.data.labels.read_label_checked`: a file of another size than its image, or with
+values that are neither classes nor the ignore value (``sem_seg_num_classes``,
+``sem_seg_ignore_value``), raises ``BadLabelError`` naming it. That is where label contents are
+checked, for training and evaluation alike (see ``hpvit_d2.data.labels`` for why not at load).
+
 The mapper checks nothing else: annotations are cleaned, and too small or empty training images
 dropped, once at load time by ``hpvit_d2.data.build.get_dataset_dicts``.
 """
@@ -26,6 +32,7 @@ from .images import (
     read_exif_orientation,
     read_image_checked,
 )
+from .labels import read_label_checked
 
 __all__ = ["SafeDatasetMapper"]
 
@@ -39,19 +46,28 @@ _READER_LOCK = threading.RLock()
 class _CheckedReaderUtils:
     """
     Stands in for ``detectron2.data.detection_utils`` inside ``DatasetMapper.__call__``: the image
-    file ``image_file`` is read by ``read_image_checked``; every other attribute (and any other
-    file, e.g. a semantic-segmentation label map) is detectron2's.
+    file ``image_file`` is read by ``read_image_checked``, the label map ``label_file`` (if any)
+    by ``read_label_checked`` (against the image's size, ``num_classes`` and ``ignore_value``);
+    every other attribute, and any other file, is detectron2's.
 
     Attributes:
         image_shape: (H, W) of the image file as read, None until it is read.
     """
 
-    def __init__(self, image_file: str, counts: Counter):
+    def __init__(self, image_file: str, counts: Counter, label_file: Optional[str] = None,
+                 num_classes: Optional[int] = None, ignore_value: int = 255):
         self._image_file = image_file
         self._counts = counts
+        self._label_file = label_file
+        self._num_classes = num_classes
+        self._ignore_value = ignore_value
         self.image_shape: Optional[Tuple[int, int]] = None
 
     def read_image(self, file_name: str, format: Optional[str] = None) -> np.ndarray:
+        if file_name == self._label_file and file_name != self._image_file:
+            label = read_label_checked(file_name, self.image_shape, self._num_classes,
+                                       self._ignore_value)
+            return label[:, :, None]  # (H, W, 1), as read_image(..., "L") returns
         if file_name != self._image_file:
             return detection_utils.read_image(file_name, format)
         image = read_image_checked(file_name, format, self._counts)
@@ -63,9 +79,11 @@ class _CheckedReaderUtils:
 
 
 @contextlib.contextmanager
-def _checked_reading(image_file: str, counts: Counter) -> Iterator[_CheckedReaderUtils]:
-    """Within the block, ``DatasetMapper.__call__`` reads ``image_file`` with the checked reader."""
-    reader = _CheckedReaderUtils(image_file, counts)
+def _checked_reading(image_file: str, counts: Counter,
+                     **label_check) -> Iterator[_CheckedReaderUtils]:
+    """Within the block, ``DatasetMapper.__call__`` reads ``image_file`` (and the label map of
+    ``label_check``: label_file, num_classes, ignore_value) with the checked readers."""
+    reader = _CheckedReaderUtils(image_file, counts, **label_check)
     with _READER_LOCK:
         original = d2_dataset_mapper.utils
         # __call__ reads through this module global, out of reach of overrides: swap, not copy.
@@ -104,9 +122,20 @@ class SafeDatasetMapper(DatasetMapper):
             of ``hpvit_d2.data.images.CONVERSION_LABELS``.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, sem_seg_num_classes: Optional[int] = None,
+                 sem_seg_ignore_value: int = 255, **kwargs):
+        """
+        Args:
+            args, kwargs: those of detectron2's ``DatasetMapper`` (or a yacs cfg and is_train).
+            sem_seg_num_classes (int or None): classes of the semantic label maps; their values
+                must be below it or ``sem_seg_ignore_value``. None: values are not checked
+                (sizes still are). Configs: ``"${model.sem_seg_head.num_classes}"``.
+            sem_seg_ignore_value (int): the label value that is not a class (255).
+        """
         super().__init__(*args, **kwargs)
         self.counts: Counter = Counter()
+        self.sem_seg_num_classes = sem_seg_num_classes
+        self.sem_seg_ignore_value = sem_seg_ignore_value
 
     def _note(self, before: Counter, file_name: str) -> None:
         """Log the first conversion of each kind with its file, then counts now and then."""
@@ -126,14 +155,19 @@ class SafeDatasetMapper(DatasetMapper):
         Args:
             dataset_dict: one detectron2 dataset dict (not modified).
         Returns:
-            ``DatasetMapper``'s output: "image" a (C, H, W) uint8 tensor, "instances" in training.
+            ``DatasetMapper``'s output: "image" a (C, H, W) uint8 tensor, "instances" in training,
+            "sem_seg" a (H, W) int64 tensor when the dict has a ``sem_seg_file_name``.
         Raises:
             BadImageError: the image file cannot be read (names it).
+            BadLabelError: the label map is unreadable, of another size, or out of range.
             SizeMismatchError: the image is not of the dict's height x width (names the file).
         """
         file_name = dataset_dict["file_name"]
         before = Counter(self.counts)
-        with _checked_reading(file_name, self.counts) as reader:
+        with _checked_reading(file_name, self.counts,
+                              label_file=dataset_dict.get("sem_seg_file_name"),
+                              num_classes=self.sem_seg_num_classes,
+                              ignore_value=self.sem_seg_ignore_value) as reader:
             try:
                 mapped = super().__call__(dataset_dict)
             except detection_utils.SizeMismatchError as e:

@@ -6,7 +6,8 @@ repaired is repaired (and counted), what cannot is rejected with an error naming
 Per image (``sanitize_dataset_dicts``):
     - ``height``/``width`` missing -> read from the file header (EXIF orientation applied); when
       given they are trusted here (the mapper, which decodes the image, checks them);
-    - image file missing -> ``ValueError`` listing the missing files;
+    - image file (or semantic label file) missing -> ``ValueError`` listing the missing files
+      (label contents are checked when read, by ``hpvit_d2.data.labels``);
     - shorter side below ``min_image_size`` (``MIN_IMAGE_SIZE``, 32) -> dropped for training
       (``filter_empty=True``), kept for evaluation; the only place this policy is applied;
     - annotations -> :func:`hpvit_d2.data.annotations.sanitize_annotations` (repaired, dropped or
@@ -61,14 +62,15 @@ def _read_size(file_name: str, dataset_name: str) -> Tuple[int, int]:
 
 
 def _check_files_exist(dataset_dicts: List[dict], dataset_name: str) -> None:
-    missing = [r["file_name"] for r in dataset_dicts
-               if "://" not in r["file_name"] and not os.path.isfile(r["file_name"])]
-    if missing:
-        shown = "\n  ".join(missing[:5]) + ("\n  ..." if len(missing) > 5 else "")
-        raise ValueError(
-            f"dataset '{dataset_name}': {len(missing)} of {len(dataset_dicts)} image files do not "
-            f"exist, e.g.\n  {shown}\nCheck the image root the dataset was registered with, or "
-            "remove these images from the annotations.")
+    for key, what in (("file_name", "image"), ("sem_seg_file_name", "label")):
+        files = [r[key] for r in dataset_dicts if key in r]
+        missing = [f for f in files if "://" not in f and not os.path.isfile(f)]
+        if missing:
+            shown = "\n  ".join(missing[:5]) + ("\n  ..." if len(missing) > 5 else "")
+            raise ValueError(
+                f"dataset '{dataset_name}': {len(missing)} of {len(files)} {what} files do not "
+                f"exist, e.g.\n  {shown}\nCheck the {what} root the dataset was registered "
+                "with, or remove these images from the dataset.")
 
 
 def _log_summary(dataset_name: str, n_in: int, n_out: int, counts: Counter, min_size: int,
@@ -133,8 +135,9 @@ def sanitize_dataset_dicts(
                     continue
                 counts["empty_images_kept"] += 1
         out.append(record)
+    has_annotations = any("annotations" in record for record in dataset_dicts)
     _log_summary(dataset_name, len(dataset_dicts), len(out), counts, min_image_size,
-                 class_names is not None)
+                 class_names is not None or not has_annotations)
     return out
 
 

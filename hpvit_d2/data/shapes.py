@@ -141,6 +141,19 @@ def _sample_object(rng: np.random.Generator, size: int, kind: str) -> Tuple[int,
     return category, poly
 
 
+def _object_mask(verts: np.ndarray, size: int) -> Tuple[int, int, int, int, np.ndarray]:
+    """
+    The pixels of polygon ``verts`` (K, 2) as the images show it: its box ``x0, y0, x1, y1``
+    (clipped to the ``size`` x ``size`` image) and a (y1 - y0, x1 - x0) bool mask. The one
+    rasteriser of both the images and the semantic label maps (``shapes_semseg``).
+    """
+    x0, y0 = (int(v) for v in np.floor(verts.min(0)))
+    x1, y1 = (min(int(v) + 1, size) for v in np.ceil(verts.max(0)))
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in verts], fill=255)
+    return x0, y0, x1, y1, np.asarray(mask) > 0
+
+
 def _draw_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[dict]]:
     """One image: (size, size, 3) uint8 and its objects (class index, flat polygon, box, area)."""
     pixels = _texture(rng, size, size, rng.uniform(40, 215, size=3), rng.uniform(20, 45))
@@ -163,11 +176,8 @@ def _draw_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List[d
         else:
             continue
         placed.append(box)
-        x0, y0 = (int(v) for v in np.floor(verts.min(0)))
-        x1, y1 = (min(int(v) + 1, size) for v in np.ceil(verts.max(0)))
-        mask = Image.new("L", (x1 - x0, y1 - y0), 0)
-        ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in verts], fill=255)
-        inside = np.asarray(mask)[..., None] > 0
+        x0, y0, x1, y1, inside = _object_mask(verts, size)
+        inside = inside[..., None]
         crop = pixels[y0:y1, x0:x1]
         # A colour far from the local background, textured with its own field.
         dark = crop.reshape(-1, 3).mean(0) > 127
@@ -234,8 +244,9 @@ def _manifest_header(split: str, num_images: int, image_size: int, seed: int) ->
             "image_size": image_size, "seed": seed}
 
 
-def _is_complete(out_dir: str, header: dict) -> bool:
-    """True if ``out_dir`` holds a manifest equal to ``header`` and every file it lists, intact."""
+def _is_complete(out_dir: str, header: dict, num_files: Optional[int] = None) -> bool:
+    """True if ``out_dir`` holds a manifest equal to ``header`` and every file it lists, intact
+    (``num_files`` of them; default: the images and the json)."""
     try:
         with open(os.path.join(out_dir, MANIFEST)) as f:
             manifest = json.load(f)
@@ -244,7 +255,9 @@ def _is_complete(out_dir: str, header: dict) -> bool:
     if not isinstance(manifest, dict) or {k: manifest.get(k) for k in header} != header:
         return False
     files = manifest.get("files")
-    if not isinstance(files, dict) or len(files) != header["num_images"] + 1:
+    if num_files is None:
+        num_files = header["num_images"] + 1
+    if not isinstance(files, dict) or len(files) != num_files:
         return False
     for rel, size in files.items():
         try:
@@ -288,14 +301,15 @@ def generate_shapes_dataset(root: str, split: str, num_images: int, image_size: 
     return os.path.join(final, ANNOTATIONS)
 
 
-def _move_into_place(src: str, final: str, header: dict, parent: str) -> None:
+def _move_into_place(src: str, final: str, header: dict, parent: str,
+                     num_files: Optional[int] = None) -> None:
     """Rename ``src`` to ``final``; if another process got there first with a complete copy, keep it."""
     for _ in range(3):
         try:
             os.rename(src, final)
             return
         except OSError:
-            if _is_complete(final, header):
+            if _is_complete(final, header, num_files):
                 return
         # An incomplete or outdated copy is in the way: move it aside (atomic), then remove it.
         stale = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.stale-", dir=parent)
@@ -304,7 +318,7 @@ def _move_into_place(src: str, final: str, header: dict, parent: str) -> None:
         except OSError:
             pass  # someone else moved it already
         shutil.rmtree(stale, ignore_errors=True)
-    if not _is_complete(final, header):
+    if not _is_complete(final, header, num_files):
         raise OSError(f"could not put the shapes dataset in place at {final!r}; remove that "
                       "directory and retry")
 

@@ -23,14 +23,14 @@ __all__ = ["CityscapesInstanceEvaluator", "ground_truth_file"]
 logger = logging.getLogger(__name__)
 
 
-def ground_truth_file(image_file: str, gt_dir: str) -> str:
-    """``.../leftImg8bit/{split}/{city}/X_leftImg8bit.png`` -> ``{gt_dir}/{city}/X_gtFine_instanceIds.png``."""
+def ground_truth_file(image_file: str, gt_dir: str, kind: str = "gtFine_instanceIds.png") -> str:
+    """``.../leftImg8bit/{split}/{city}/X_leftImg8bit.png`` -> ``{gt_dir}/{city}/X_{kind}``."""
     city = os.path.basename(os.path.dirname(image_file))
     name = os.path.basename(image_file)
     suffix = "leftImg8bit.png"
     if not name.endswith(suffix):
         raise ValueError(f"{image_file}: a Cityscapes image name ends with '_{suffix}'.")
-    return os.path.join(gt_dir, city, name[: -len(suffix)] + "gtFine_instanceIds.png")
+    return os.path.join(gt_dir, city, name[: -len(suffix)] + kind)
 
 
 def _check_numpy() -> None:
@@ -117,7 +117,7 @@ class CityscapesInstanceEvaluator(_D2CityscapesInstanceEvaluator):
             return {}
         import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as cs_eval
 
-        gt_dir = self._metadata.gt_dir
+        gt_dir = os.path.abspath(self._metadata.gt_dir)  # cityscapesscripts runs in another cwd
         gt_files = [ground_truth_file(f, gt_dir) for f in file_names]
         missing = [f for f in gt_files if not os.path.isfile(f)]
         if missing:

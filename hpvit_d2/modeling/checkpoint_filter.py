@@ -43,8 +43,9 @@ __all__ = [
 
 ANCHOR_KEY = "patch_embed.proj.weight"
 _HF_ANCHOR = "embeddings.patch_embeddings.projection.weight"
-# Target keys a plain (pre-training) checkpoint is not expected to provide.
-_NEW_IN_HPVIT = ("pools.",)
+# Target keys a plain (pre-training) checkpoint is not expected to provide: HPViT's pooling
+# layers, and a classifier's fc_norm and head (hpvit_d2.modeling.classifier), new at fine-tuning.
+_NEW_IN_HPVIT = ("pools.", "fc_norm.", "head.")
 _REL_POS = (".attn.rel_pos_h", ".attn.rel_pos_w")
 
 

@@ -1,0 +1,176 @@
+"""
+HPViT as an image classifier, the way MAE fine-tunes a ViT on ImageNet: the hierarchical backbone,
+global average pooling of the last stage, ``fc_norm`` (LayerNorm) and a linear ``head``.
+
+Its parameters have timm's ViT names (``patch_embed.*``, ``pos_embed``, ``blocks.{i}.*``,
+``pools.{k}.*``, ``fc_norm.*``, ``head.*``), so plain checkpoints load through
+:func:`checkpoint_filter_fn` (``hpvit_d2.modeling.checkpoint_filter.convert_plain_vit``: MAE,
+DeiT, timm, Hugging Face ViT/ViTMAE/DeiT, detectron2 ViTDet, HPViT detectors); ``head`` and
+``fc_norm`` load when the checkpoint has them with the same shapes (a timm ViT made with
+``global_pool="avg"``, an MAE fine-tuned model).
+
+With ``patch_stride=16, stage_depths=(12,)`` it is timm's ``VisionTransformer(class_token=False,
+global_pool="avg")``, ``fc_norm`` included (timm then makes ``norm`` an identity): same weights,
+same logits.
+
+The timm model names (``hpvit_{tiny,small,base,large}_patch16_224``) are registered by
+``hpvit_d2.timm_models`` when ``hpvit_d2`` is imported; building goes through :func:`create_hpvit`.
+"""
+import logging
+from functools import partial
+from typing import Any, Callable, Dict, Optional, Set
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+
+from .checkpoint_filter import convert_plain_vit
+from .hpvit import HPViT
+
+__all__ = ["HPViTClassifier", "checkpoint_filter_fn", "create_hpvit"]
+
+logger = logging.getLogger(__name__)
+
+
+class HPViTClassifier(HPViT):
+    """
+    HPViT + global average pooling + ``fc_norm`` + ``head``: (B, 3, H, W) -> (B, num_classes).
+
+    Follows timm's classifier interface: ``forward_features`` (the last stage, channels last),
+    ``forward_head``, ``get_classifier``, ``reset_classifier``, ``group_matcher`` (layer-wise lr
+    decay in ``timm.optim.create_optimizer_v2(..., layer_decay=...)``), ``no_weight_decay``,
+    ``set_grad_checkpointing``, ``num_classes``, ``num_features``.
+    """
+
+    def __init__(self, num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0,
+                 head_init_std: float = 2e-5, **hpvit_kwargs):
+        """
+        Args:
+            num_classes: outputs of ``head``; 0 makes it an identity (features out).
+            global_pool: "avg" (mean over the last stage's positions), or "" (no pooling, no
+                head: ``forward`` returns the last stage's (B, H, W, C) map).
+            drop_rate: dropout before the head.
+            head_init_std: std of the head's truncated-normal initialisation (MAE: 2e-5).
+            hpvit_kwargs: :class:`HPViT`'s arguments (``patch_stride``, ``stage_depths``,
+                ``pool_type``, ``img_size``, ``embed_dim``, ``depth``, ``num_heads``,
+                ``drop_path_rate``, ``norm_layer``, ...). ``out_features`` is the last stage.
+        """
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool={global_pool!r}: use 'avg' or '' (no pooling)")
+        hpvit_kwargs.pop("out_features", None)
+        super().__init__(**hpvit_kwargs)
+        embed_dim = self.patch_embed.proj.out_channels
+        last = self.stage_names[-1]
+        self._out_features = [last]
+        self._out_feature_channels = {last: embed_dim}
+        self._out_feature_strides = {last: self.stage_strides[-1]}
+        self._last_stage = len(self.stage_depths) - 1
+        norm_layer = hpvit_kwargs.get("norm_layer", nn.LayerNorm)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = embed_dim
+        self.fc_norm = norm_layer(embed_dim) if global_pool else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(head_init_std)
+
+    def _init_head(self, std: float) -> None:
+        if isinstance(self.head, nn.Linear):
+            trunc_normal_(self.head.weight, std=std)
+            nn.init.zeros_(self.head.bias)
+
+    # ---------------------------------------------------------------- timm interface
+    def _layer_id(self, name: str) -> int:
+        """Depth of parameter ``name`` for layer-wise lr decay: embeddings 0, block i at i + 1,
+        pooling layer k with the first block of the stage it feeds (as hpvit_d2.solver places
+        it), fc_norm and head last."""
+        if name.startswith(("patch_embed.", "pos_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith("pools."):
+            return sum(self.stage_depths[: int(name.split(".")[1]) + 1]) + 1
+        return len(self.blocks) + 1
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's parameter grouping (a function of the name): per block, or per stage if coarse."""
+        if not coarse:
+            return self._layer_id
+        ends = [sum(self.stage_depths[: k + 1]) for k in range(len(self.stage_depths))]
+
+        def stage_id(name: str) -> int:
+            layer = self._layer_id(name)
+            if layer == 0 or layer > len(self.blocks):
+                return 0 if layer == 0 else len(ends) + 1
+            return 1 + next(k for k, end in enumerate(ends) if layer <= end)
+
+        return stage_id
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Names (fnmatch patterns) without weight decay besides 1-D ones: the position embedding
+        and the pooling layers (see hpvit_d2.solver)."""
+        return {"pos_embed", "pools.*"}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.use_act_checkpoint = enable
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool={global_pool!r}: use 'avg' or ''")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(2e-5)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the last stage, (B, H / s, W / s, C) channels last (s its stride)."""
+        return HPViT.forward(self, x)[self.stage_names[-1]].permute(0, 2, 3, 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, h, w, C) -> (B, num_classes) logits (``pre_logits``: the normalised (B, C))."""
+        if not self.global_pool:
+            return x
+        x = self.fc_norm(x.mean(dim=(1, 2)))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_classes) logits."""
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> Dict[str, torch.Tensor]:
+    """
+    timm's filter: a plain ViT (or HPViT) checkpoint as ``model``'s state dict, converted by
+    ``convert_plain_vit``; what was loaded and left out is logged. Raises
+    ``IncompatibleCheckpointError`` for a checkpoint of another width, depth or patch size.
+    """
+    converted, report = convert_plain_vit(state_dict, model)
+    left = sorted(set(model.state_dict()) - set(converted))
+    logger.info("%s checkpoint: %d of %d tensors loaded (%d resized); left at initialisation: "
+                "%s; shape mismatches: %s", report.source_format, len(converted),
+                len(model.state_dict()), len(report.resized), left or "none",
+                sorted(report.mismatched) or "none")
+    return converted
+
+
+def create_hpvit(variant: str, pretrained: bool = False, **kwargs) -> HPViTClassifier:
+    """Build a registered variant with timm's ``build_model_with_cfg`` (pretrained_cfg, loading of
+    ``pretrained_cfg_overlay=dict(file=...)`` through :func:`checkpoint_filter_fn`)."""
+    from timm.models import build_model_with_cfg
+
+    kwargs.setdefault("norm_layer", partial(nn.LayerNorm, eps=1e-6))
+    return build_model_with_cfg(
+        HPViTClassifier, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        # a pre-training checkpoint has no pooling layers, fc_norm or head: what it lacks stays
+        # at initialisation, and checkpoint_filter_fn logs it
+        pretrained_strict=False,
+        **kwargs,
+    )

@@ -1,0 +1,107 @@
+"""The classification command (projects/HPViT/classify.py) on the embedded shapes ImageFolder:
+fine-tunes from a plain ViT checkpoint and evaluates (top-1/top-5), resumes, evaluates a checkpoint,
+and refuses bad data, checkpoints and models in one line with exit code 2."""
+import json
+import os
+
+import pytest
+import timm
+import torch
+
+from hpvit_d2.cli import classify
+from hpvit_d2.cli.common import run
+from hpvit_d2.data import shapes_classification
+from hpvit_d2.data.shapes_classification import generate_shapes_classification
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["--model", "hpvit_tiny_patch16_224", "--img-size", "32", "--model-kwargs", "embed_dim=32",
+        "depth=4", "num_heads=2", "stage_depths=(1,1,1,1)"]
+FAST = ["--batch-size", "8", "--accum-steps", "1", "--warmup-epochs", "1", "--workers", "0",
+        "--blr", "2e-3"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """The shapes ImageFolder, small: 8 train and 4 val images per class, 32x32."""
+    return generate_shapes_classification(str(tmp_path_factory.mktemp("shapes")), 8, 4, 32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def plain_vit(tmp_path_factory):
+    """A plain timm ViT of the tiny model's width and depth, saved as timm saves it."""
+    vit = timm.create_model("vit_tiny_patch16_224", embed_dim=32, depth=4, num_heads=2)
+    path = tmp_path_factory.mktemp("vit") / "vit.pth"
+    torch.save(vit.state_dict(), path)
+    return str(path), vit.state_dict()
+
+
+def test_shapes_tree_is_an_image_folder_and_deterministic(tree, tmp_path):
+    for split, count in (("train", 8), ("val", 4)):
+        assert sorted(os.listdir(os.path.join(tree, split))) == ["circle", "rectangle", "star",
+                                                                 "triangle"]
+        assert len(os.listdir(os.path.join(tree, split, "star"))) == count
+    again = generate_shapes_classification(str(tmp_path), 8, 4, 32, seed=0)
+    name = os.path.join("val", "triangle", "triangle_00003.png")
+    with open(os.path.join(tree, name), "rb") as a, open(os.path.join(again, name), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_finetunes_from_a_plain_checkpoint_evaluates_and_resumes(tree, plain_vit, tmp_path, capsys,
+                                                                 monkeypatch):
+    path, source = plain_vit
+    out = tmp_path / "out"
+    # --shapes: the embedded tree (here the small one)
+    monkeypatch.setattr(shapes_classification, "ensure_shapes_classification", lambda: tree)
+    args = ["--shapes", *TINY, *FAST, "--pretrained", path, "--strict", "--output", str(out)]
+    assert run(classify.main, args + ["--epochs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "converted into the backbone" in err and "4 classes, 32 train images" in err
+    state = torch.load(out / "last.pth", weights_only=True)
+    assert state["epoch"] == 0 and state["classes"] == ["circle", "rectangle", "star", "triangle"]
+    assert set(state) >= {"model", "optimizer", "scheduler", "best_top1"}
+    # resume: epoch 1 continues from last.pth (model, optimizer, scheduler)
+    assert run(classify.main, args + ["--epochs", "2", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().err
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1]
+    for record in log:
+        assert 0 <= record["top1"] <= 100 and record["top5"] == pytest.approx(100.0)  # top-4 of 4
+        assert record["train_loss"] > 0 and record["loss"] > 0
+    assert (out / "best.pth").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_top1"] == max(r["top1"] for r in log)
+    # evaluation of a checkpoint alone
+    assert run(classify.main, ["--data-dir", tree, *TINY, "--workers", "0", "--eval-only",
+                               "--weights", str(out / "best.pth"), "--output", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["top1"] == pytest.approx(summary["best_top1"])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_train", "no train/ directory; expected an ImageFolder tree"),
+    ("other_classes", "different class folders"),
+    ("bad_checkpoint", "bad.pth: not loadable with weights_only=True"),
+    ("unknown_model", "is not a timm model; HPViT's: hpvit_base_patch16_224"),
+    ("odd_batch", "use an even batch size"),
+])
+def test_bad_inputs_are_one_line_and_exit_2(case, message, tree, tmp_path, capsys):
+    data = tree
+    args = [*TINY, *FAST, "--epochs", "1", "--output", str(tmp_path / "out")]
+    if case == "no_train":
+        data = str(tmp_path)
+    elif case == "other_classes":
+        data = str(tmp_path / "copy")
+        for split in ("train", "val"):
+            for cls in (("circle", "star") if split == "train" else ("circle", "square")):
+                os.makedirs(os.path.join(data, split, cls))
+    elif case == "bad_checkpoint":
+        (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+        args += ["--pretrained", str(tmp_path / "bad.pth")]
+    elif case == "unknown_model":
+        args += ["--model", "hpvit_huge_patch99"]
+    elif case == "odd_batch":
+        args += ["--batch-size", "7"]
+    assert run(classify.main, ["--data-dir", data, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err
