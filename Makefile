@@ -1,4 +1,4 @@
-# HPViT-D2: make setup | make test | make demo | make reproduce | make bench
+# HPViT-D2: make setup | make test | make demo | make demo-semseg | make reproduce | make bench
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 
-.PHONY: setup test demo reproduce bench clean
+.PHONY: setup test demo demo-semseg reproduce bench clean
 
 setup:
 	@PYTHON="$(PYTHON)" VENV="$(VENV)" TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_env.sh
@@ -17,6 +17,9 @@ test: setup
 
 demo: setup
 	$(PY) -m hpvit_d2.cli.demo_run
+
+demo-semseg: setup
+	$(PY) -m hpvit_d2.cli.demo_semseg
 
 reproduce: setup
 	$(PY) -m hpvit_d2.cli.reproduce

@@ -38,6 +38,8 @@ setup(
             "hpvit-reproduce=hpvit_d2.cli.reproduce:entry",
             "hpvit-export=hpvit_d2.cli.export:entry",
             "hpvit-browse=hpvit_d2.cli.browse:entry",
+            "hpvit-classify=hpvit_d2.cli.classify:entry",
+            "hpvit-demo-semseg=hpvit_d2.cli.demo_semseg:entry",
         ],
     },
 )

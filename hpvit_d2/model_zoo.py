@@ -38,7 +38,7 @@ def list_configs() -> List[str]:
     """Names of the shipped configs (paths under ``CONFIG_ROOT``), without the shared ``common/``."""
     return sorted(str(p.relative_to(CONFIG_ROOT)) for p in CONFIG_ROOT.rglob("*")
                   if p.suffix in (".py", ".yaml") and "common" not in p.relative_to(CONFIG_ROOT).parts
-                  and p.name != "__init__.py")
+                  and not p.stem.endswith("common") and p.name != "__init__.py")
 
 
 def get_config_file(config_path: str) -> str:

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..engine.metrics import final_metrics, read_metrics
 from ..overrides import ConfigError
-from .common import EXIT_OK, run
+from .common import EXIT_OK, run, update_readme_block
 from .demo_run import DemoRun, measure_model, train_runs
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
@@ -71,6 +71,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--train-dataset", default="hpvit_shapes_sem_seg_train")
     p.add_argument("--val-dataset", default="hpvit_shapes_sem_seg_val")
     p.add_argument("--latency-images", type=int, default=10, help="val images timed per model")
+    p.add_argument("--readme", help="write the table into this README's 'demo-semseg' block")
     p.add_argument("--sequential", action="store_true",
                    help="train one model after the other, each with all CPU threads")
     args = p.parse_args(argv)
@@ -155,7 +156,12 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
 
     table = markdown_table(rows)
     total_wall = time.time() - start
-    caption = (f"{args.iters} iterations per model, batch {rows[0]['batch_size']} (images at "
+    import datetime
+    import os
+
+    caption = (f"`make demo-semseg` (`python -m hpvit_d2.cli.demo_semseg --iters {args.iters}`), "
+               f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
+               f"{args.iters} iterations per model, batch {rows[0]['batch_size']} (images at "
                f"~128x128), {args.train_dataset} -> {args.val_dataset} (SemSegEvaluator, 5 "
                f"classes); latency: batch 1, {rows[0]['latency_threads']} thread(s), median of "
                f"{len(inputs)} val images at the test resolution (128x128 in, scores upsampled "
@@ -167,6 +173,8 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
     print("\n" + table + "\n\n" + caption)
+    if args.readme:
+        update_readme_block(args.readme, "demo-semseg", table + "\n\n" + caption)
     print(f"\n[demo_semseg] done in {total_wall:.0f}s. Wrote {out}/results.json and comparison.md")
     return rows
 
