@@ -512,8 +512,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="the cost curve instead: backbones vit, hpvit-2262-conv and hpvit-1191-conv "
                         f"at {' '.join(map(str, CURVE_SIZES))} (time, peak memory, FLOPs; one run "
                         "each), written to curve.{json,md,png}")
+    p.add_argument("--profile", choices=list(VARIANTS), metavar="MODEL",
+                   help="instead: torch.profiler over one backbone pass of MODEL at the first "
+                        "--sizes, the ops that take the time (README block 'bench-profile')")
     p.add_argument("--readme", help="write the table into this README's 'bench' block "
-                                    "('bench-curve' with --curve)")
+                                    "('bench-curve' with --curve, 'bench-profile' with --profile)")
     p.add_argument("--measure-row", help=argparse.SUPPRESS)
     return p
 
@@ -528,6 +531,8 @@ def main(argv) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise ConfigError(f"--runs {args.runs} / --warmup {args.warmup}: "
                           "need runs >= 1 and warmup >= 0")
+    if args.profile:
+        return _profile(args, argv)
     if args.curve:
         args.parts, args.runs = ["backbone"], 1
         args.sizes = args.sizes or list(CURVE_SIZES)
@@ -547,6 +552,36 @@ def main(argv) -> int:
     if args.readme:
         update_readme_block(args.readme, "bench-curve" if args.curve else "bench",
                             table + "\n\n" + caption)
+    return 0
+
+
+def _profile(args, argv) -> int:
+    """torch.profiler over one inference pass (after a warm-up): time by op, as a table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(args.threads)
+    size = (args.sizes or [1024])[0]
+    model = build_model(args.profile, "backbone", args.scale, size).eval()
+    step = make_step(model, "backbone", make_inputs("backbone", size, args.batch, "cpu"), "cpu", False)
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        step()
+        total = time.perf_counter() - start
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    own = sum(e.self_cpu_time_total for e in events)
+    lines = ["| op | self CPU (s) | share | calls |", "|---|---:|---:|---:|"]
+    for e in events[:12]:
+        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | "
+                     f"{100 * e.self_cpu_time_total / own:.0f}% | {e.count} |")
+    command = "python -m hpvit_d2.cli.bench " + " ".join(a for a in argv if not a.startswith("--readme"))
+    caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
+               f"{torch.get_num_threads()} threads: {VARIANTS[args.profile]['label']} backbone at "
+               f"{size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
+    table = "\n".join(lines)
+    print(table + "\n\n" + caption)
+    if args.readme:
+        update_readme_block(args.readme, "bench-profile", table + "\n\n" + caption)
     return 0
 
 

@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence
 from ..engine.metrics import final_metrics, read_metrics
 from ..overrides import ConfigError
 from .common import EXIT_OK, run, update_readme_block
-from .demo_run import DemoRun, measure_model, train_runs
+from .demo_run import measure_model
+from .runs import TrainRun, run_lanes
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -95,7 +96,7 @@ def markdown_table(rows: Sequence[Dict]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _read_metrics(run: DemoRun) -> Dict[str, float]:
+def _read_metrics(run: TrainRun) -> Dict[str, float]:
     """Final SemSegEvaluator metrics and mean s/iteration from the run's metrics.json."""
     path = run.output_dir / "metrics.json"
     out = final_metrics(path, prefixes=("sem_seg/",))
@@ -133,11 +134,11 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
             raise ConfigError(f"{name!r} is not a shapes semantic dataset; choose from "
                               f"{sorted(SHAPES_SEM_SEG_SPLITS)}")
         ensure_shapes_sem_seg_split(name)  # generate once here, not in both training processes
-    runs = [DemoRun(name, cfg, slug, out / slug, out / f"{slug}.log") for name, cfg, slug in MODELS]
-
-    train_start = time.time()
-    train_runs(runs, args)
-    train_wall = time.time() - train_start
+    data = [f"dataloader.train.dataset.names={args.train_dataset}",
+            f"dataloader.test.dataset.names={args.val_dataset}"]
+    runs = [TrainRun(name, cfg, out / slug, args.iters, data) for name, cfg, slug in MODELS]
+    lanes = [runs] if args.sequential else [[run] for run in runs]
+    train_wall = run_lanes(lanes, tag="demo_semseg")
 
     torch.set_num_threads(1)  # comparable latencies, no oversubscription on a busy machine
     timed = DatasetCatalog.get(args.val_dataset)[: max(1, args.latency_images)]
