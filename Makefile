@@ -3,7 +3,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Two pytest-xdist workers, one per core; a test file stays on one worker (module fixtures once).
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 

@@ -3,8 +3,13 @@ import os
 import pytest
 import torch
 
-# Tests run on the CPU; keep them deterministic and within 2 cores.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests run on the CPU; keep them deterministic and within 2 cores. `make test` runs two pytest-xdist
+# workers (one per core): each worker, and every process a test starts, then uses one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

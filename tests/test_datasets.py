@@ -119,8 +119,9 @@ def test_builtin_names_follow_detectron2_datasets(tmp_path):
 
 
 def test_unregistered_name():
-    with pytest.raises(KeyError, match="'no_such_dataset' is not registered"):
+    with pytest.raises(DatasetNotFoundError, match="'no_such_dataset' is not registered") as e:
         get_dataset_dicts("no_such_dataset")
+    assert "--register-coco NAME JSON IMAGE_DIR" in str(e.value)
 
 
 def test_coco_missing_image_directory(tmp_path):
@@ -301,7 +302,7 @@ def test_annotations_without_masks_rejected_when_required(tmp_path):
     assert f"Dataset '{name}' ({json_file})" in message
     assert "2 of 6 non-crowd annotations have no 'segmentation'" in message
     assert "first: annotation id 3" in message and "000000000101.jpg" in message
-    assert "model.roi_heads.mask_in_features=None / MASK_ON=False" in message
+    assert "model.roi_heads.mask_in_features=null" in message and "MODEL.MASK_ON False" in message
     assert "\n" not in message
 
 

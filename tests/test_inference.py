@@ -2,6 +2,7 @@
 Inference: hpvit_d2.model_zoo (configs by name, weights by path or URL), hpvit_d2.predictor
 (LazyPredictor, one BGR image in, Instances in image coordinates out) and projects/HPViT/demo.py.
 """
+import json
 import os
 import subprocess
 import sys
@@ -185,7 +186,9 @@ def test_demo_skips_unreadable_input_and_exits_nonzero(trained, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "skipping" in proc.stderr and "broken.jpg" in proc.stderr
     assert "1 input(s) failed" in proc.stderr
-    assert sorted(os.listdir(out)) == ["square.png", "wide.png"]
+    assert sorted(os.listdir(out)) == ["predictions.json", "square.png", "wide.png"]
+    written = json.loads((out / "predictions.json").read_text())
+    assert {Path(p["file_name"]).name for p in written} == set(sizes)  # the input files
     for name, (h, w) in sizes.items():
         drawn = np.asarray(Image.open(out / (Path(name).stem + ".png")).convert("RGB"))
         assert drawn.shape == (h, w, 3)
@@ -205,7 +208,7 @@ def test_demo_all_inputs_readable_exits_zero(trained, tmp_path, capsys):
                            str(tmp_path / "in"), "--output", str(out), "--weights", weights])
     assert code == 0
     # wide.png is given twice (file and directory): two outputs, neither overwritten
-    assert sorted(os.listdir(out)) == ["square.png", "wide.png", "wide_1.png"]
+    assert sorted(os.listdir(out)) == ["predictions.json", "square.png", "wide.png", "wide_1.png"]
     code = run(demo.main, ["--config-file", TINY, "--input", str(tmp_path / "in"),
                            "--output", str(out), "--weights", str(tmp_path / "missing.pth")])
     assert code == 2 and "missing.pth" in capsys.readouterr().err

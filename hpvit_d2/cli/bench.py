@@ -515,8 +515,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=list(VARIANTS), metavar="MODEL",
                    help="instead: torch.profiler over one backbone pass of MODEL at the first "
                         "--sizes, the ops that take the time (README block 'bench-profile')")
-    p.add_argument("--readme", help="write the table into this README's 'bench' block "
-                                    "('bench-curve' with --curve, 'bench-profile' with --profile)")
+    p.add_argument("--readme", help="write the table into this README's 'bench' block ('bench-curve' "
+                                    "with --curve, 'bench-compile' with --compile, 'bench-profile' "
+                                    "with --profile)")
     p.add_argument("--measure-row", help=argparse.SUPPRESS)
     return p
 
@@ -550,8 +551,8 @@ def main(argv) -> int:
     print(table + "\n\n" + caption)
     print(f"wrote {Path(args.out) / (name + '.json')}, {name}.md, {name}.png")
     if args.readme:
-        update_readme_block(args.readme, "bench-curve" if args.curve else "bench",
-                            table + "\n\n" + caption)
+        block = "bench-curve" if args.curve else "bench-compile" if args.compile else "bench"
+        update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
 
 

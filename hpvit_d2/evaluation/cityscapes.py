@@ -47,7 +47,41 @@ def _check_numpy() -> None:
         )
 
 
-class CityscapesInstanceEvaluator(_D2CityscapesInstanceEvaluator):
+class KeptPredictionsMixin:
+    """
+    What both Cityscapes evaluators change in detectron2's: results under ``result_key``,
+    prediction files kept in ``{output_dir}/{_prediction_subdir}`` when ``output_dir`` is given
+    (else detectron2's temporary directory), and the names of the processed images remembered so
+    that only those are scored. Put it before detectron2's evaluator in the bases.
+    """
+
+    _prediction_subdir = "cityscapes"
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str], result_key: str):
+        _check_numpy()
+        super().__init__(dataset_name)
+        self._output_dir = output_dir
+        self._result_key = result_key
+        self._file_names: List[str] = []
+
+    def reset(self):
+        self._file_names = []
+        if self._output_dir is None:
+            super().reset()
+            return
+        self._working_dir = None
+        self._temp_dir = os.path.join(self._output_dir, self._prediction_subdir)
+        if comm.is_main_process():
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            os.makedirs(self._temp_dir)
+        comm.synchronize()
+
+    def process(self, inputs, outputs):
+        super().process(inputs, outputs)
+        self._file_names.extend(x["file_name"] for x in inputs)
+
+
+class CityscapesInstanceEvaluator(KeptPredictionsMixin, _D2CityscapesInstanceEvaluator):
     """
     detectron2's evaluator (predictions written as the official txt + png files, scored by
     cityscapesscripts' ``evalInstanceLevelSemanticLabeling``), with these changes:
@@ -68,6 +102,8 @@ class CityscapesInstanceEvaluator(_D2CityscapesInstanceEvaluator):
     Like detectron2's, it works in single-machine multi-process runs, not across machines.
     """
 
+    _prediction_subdir = "cityscapes_instances"
+
     def __init__(
         self, dataset_name: str, output_dir: Optional[str] = None, result_key: str = "cityscapes"
     ):
@@ -78,27 +114,7 @@ class CityscapesInstanceEvaluator(_D2CityscapesInstanceEvaluator):
             output_dir: where to keep the prediction files; None: a temporary directory.
             result_key: the key of the results in the dict ``evaluate`` returns.
         """
-        _check_numpy()
-        super().__init__(dataset_name)
-        self._output_dir = output_dir
-        self._result_key = result_key
-        self._file_names: List[str] = []
-
-    def reset(self):
-        self._file_names = []
-        if self._output_dir is None:
-            super().reset()
-            return
-        self._working_dir = None
-        self._temp_dir = os.path.join(self._output_dir, "cityscapes_instances")
-        if comm.is_main_process():
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            os.makedirs(self._temp_dir)
-        comm.synchronize()
-
-    def process(self, inputs, outputs):
-        super().process(inputs, outputs)
-        self._file_names.extend(x["file_name"] for x in inputs)
+        super().__init__(dataset_name, output_dir, result_key)
 
     def evaluate(self):
         """

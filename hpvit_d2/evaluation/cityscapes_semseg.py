@@ -6,14 +6,13 @@ import contextlib
 import glob
 import logging
 import os
-import shutil
 from collections import OrderedDict
-from typing import List, Optional
+from typing import Optional
 
 from detectron2.evaluation import CityscapesSemSegEvaluator as _D2CityscapesSemSegEvaluator
 from detectron2.utils import comm
 
-from .cityscapes import _check_numpy, ground_truth_file
+from .cityscapes import KeptPredictionsMixin, ground_truth_file
 
 __all__ = ["CityscapesSemSegEvaluator"]
 
@@ -23,7 +22,7 @@ _GT_LABELS = "gtFine_labelIds.png"
 _GT_INSTANCES = "gtFine_instanceIds.png"  # read for the instance-level iIoU
 
 
-class CityscapesSemSegEvaluator(_D2CityscapesSemSegEvaluator):
+class CityscapesSemSegEvaluator(KeptPredictionsMixin, _D2CityscapesSemSegEvaluator):
     """
     detectron2's evaluator (predictions, in train ids, written as label-id PNGs and scored by
     cityscapesscripts' ``evalPixelLevelSemanticLabeling``), with these changes:
@@ -44,6 +43,8 @@ class CityscapesSemSegEvaluator(_D2CityscapesSemSegEvaluator):
     Like detectron2's, it works in single-machine multi-process runs, not across machines.
     """
 
+    _prediction_subdir = "cityscapes_sem_seg"
+
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None,
                  result_key: str = "cityscapes_sem_seg"):
         """
@@ -53,27 +54,7 @@ class CityscapesSemSegEvaluator(_D2CityscapesSemSegEvaluator):
             output_dir: where to keep the prediction files; None: a temporary directory.
             result_key: the key of the results in the dict ``evaluate`` returns.
         """
-        _check_numpy()
-        super().__init__(dataset_name)
-        self._output_dir = output_dir
-        self._result_key = result_key
-        self._file_names: List[str] = []
-
-    def reset(self):
-        self._file_names = []
-        if self._output_dir is None:
-            super().reset()
-            return
-        self._working_dir = None
-        self._temp_dir = os.path.join(self._output_dir, "cityscapes_sem_seg")
-        if comm.is_main_process():
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            os.makedirs(self._temp_dir)
-        comm.synchronize()
-
-    def process(self, inputs, outputs):
-        super().process(inputs, outputs)
-        self._file_names.extend(x["file_name"] for x in inputs)
+        super().__init__(dataset_name, output_dir, result_key)
 
     def evaluate(self):
         """
