@@ -334,7 +334,7 @@ def _likely_cause(report: LoadReport) -> str:
 
 def _fitting_hint(state: Dict) -> str:
     """A config that fits a plain ViT of this geometry, or the overrides that make one."""
-    from ..model_zoo import configs_fitting
+    from ..shipped_configs import configs_fitting
 
     prefix = find_vit_prefix(state)
     if prefix is None:
