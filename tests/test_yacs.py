@@ -72,7 +72,8 @@ def test_default_trainer_trains_and_evaluates_the_yaml(tmp_path):
 
 def test_yaml_recipe_is_the_lazyconfig_recipe():
     """One recipe: MODEL.HPVIT of the yaml equals configs/common/backbones.py's hpvit_b_fpn."""
-    from hpvit_d2.config import HPVIT_YACS_ARGUMENTS, _class_defaults, hpvit_kwargs_from_cfg
+    from hpvit_d2.config import HPVIT_YACS_ARGUMENTS, hpvit_kwargs_from_cfg
+    from hpvit_d2.modeling.build import _class_defaults
 
     cfg = add_hpvit_config(get_cfg())
     cfg.merge_from_file("configs/yacs/mask_rcnn_hpvit_b.yaml")
