@@ -110,3 +110,10 @@ def test_cost_curve_plots_time_memory_and_flops(tmp_path):
     assert all(r["gflops"] > 0 and r["times"] for r in results["rows"])
     with Image.open(tmp_path / "curve.png") as image:
         assert image.format == "PNG" and image.width > 1000
+
+
+def test_readme_caption_names_the_command_without_the_readme_flag():
+    """The README caption is the command to type again: ``--readme FILE`` is left out, value too."""
+    line = benchmark._command_line(["--sizes", "512", "--readme", "README.md", "--runs", "2",
+                                    "--readme=other.md"])
+    assert line == "python -m hpvit_d2.cli.bench --sizes 512 --runs 2"

@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -543,7 +543,7 @@ def main(argv) -> int:
     results = run(args, log)
     name = "curve" if args.curve else "benchmark"
     table = write_outputs(results, Path(args.out), name, curve=args.curve)
-    command = "python -m hpvit_d2.cli.bench " + " ".join(a for a in argv if not a.startswith("--readme"))
+    command = _command_line(argv)
     caption = (f"`{command.strip()}`, {results['date']}, {results['machine']}, torch "
                f"{results['torch']}, {results['threads']} threads, batch {results['batch']}, "
                f"{results['runs']} run(s) after {results['warmup']} warm-up; matmul roofline "
@@ -554,6 +554,19 @@ def main(argv) -> int:
         block = "bench-curve" if args.curve else "bench-compile" if args.compile else "bench"
         update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    """The command as a user would type it again, without ``--readme FILE`` (or ``--readme=FILE``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--readme":
+            skip = True
+        elif not arg.startswith("--readme="):
+            kept.append(arg)
+    return " ".join(["python -m hpvit_d2.cli.bench", *kept])
 
 
 def _profile(args, argv) -> int:
@@ -575,7 +588,7 @@ def _profile(args, argv) -> int:
     for e in events[:12]:
         lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | "
                      f"{100 * e.self_cpu_time_total / own:.0f}% | {e.count} |")
-    command = "python -m hpvit_d2.cli.bench " + " ".join(a for a in argv if not a.startswith("--readme"))
+    command = _command_line(argv)
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
                f"{torch.get_num_threads()} threads: {VARIANTS[args.profile]['label']} backbone at "
                f"{size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
