@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..engine.metrics import final_metrics, read_metrics
+from ..engine.metrics import read_metrics
 from ..overrides import ConfigError
 from .common import EXIT_OK, run as run_command, update_readme_block
-from .runs import TrainRun, run_lanes
+from .runs import TrainRun, format_table, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -93,16 +93,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def _read_metrics(run: TrainRun) -> Dict[str, float]:
-    """Final COCO metrics and mean s/iteration from the run's metrics.json."""
-    path = run.output_dir / "metrics.json"
-    records = read_metrics(path)
-    out = final_metrics(path)
-    if "bbox/AP" not in out or "segm/AP" not in out:
-        raise RuntimeError(f"{path} has no bbox/AP or segm/AP: the final evaluation of "
-                           f"{run.name} did not run; see {run.log_file}")
-    times = [rec["time"] for rec in records if "time" in rec]
-    out["s_per_iter"] = statistics.mean(times) if times else float("nan")
-    return out
+    """Final metrics and mean s/iteration from the run's metrics.json."""
+    return run_metrics(run, ("bbox/AP", "segm/AP"))
 
 
 def _load_model(run: TrainRun):
@@ -151,19 +143,9 @@ def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def markdown_table(rows: Sequence[Dict[str, float]]) -> str:
+def markdown_table(rows: Sequence[Dict]) -> str:
     """The comparison table, one row per model, every column of ``COLUMNS``."""
-    head = "| " + " | ".join(c[0] for c in COLUMNS) + " |"
-    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"
-    body = []
-    for row in rows:
-        cells = []
-        for _, key, fmt in COLUMNS:
-            value = row.get(key)
-            missing = value is None or (isinstance(value, float) and value != value)
-            cells.append("n/a" if missing else fmt.format(value))
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *body])
+    return format_table(rows, COLUMNS)
 
 
 def plot_curves(runs: Sequence[TrainRun], path: Path) -> None:

@@ -24,17 +24,15 @@ training entry, as two processes side by side with an even share of the CPU thre
 """
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..engine.metrics import final_metrics, read_metrics
 from ..overrides import ConfigError
 from .common import EXIT_OK, run, update_readme_block
 from .demo_run import measure_model
-from .runs import TrainRun, run_lanes
+from .runs import TrainRun, format_table, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -83,29 +81,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def markdown_table(rows: Sequence[Dict]) -> str:
     """The comparison table, one row per model, every column of ``COLUMNS``."""
-    head = "| " + " | ".join(c[0] for c in COLUMNS) + " |"
-    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"
-    body = []
-    for row in rows:
-        cells = []
-        for _, key, fmt in COLUMNS:
-            value = row.get(key)
-            missing = value is None or (isinstance(value, float) and value != value)
-            cells.append("n/a" if missing else fmt.format(value))
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, sep, *body])
+    return format_table(rows, COLUMNS)
 
 
 def _read_metrics(run: TrainRun) -> Dict[str, float]:
-    """Final SemSegEvaluator metrics and mean s/iteration from the run's metrics.json."""
-    path = run.output_dir / "metrics.json"
-    out = final_metrics(path, prefixes=("sem_seg/",))
-    if "sem_seg/mIoU" not in out:
-        raise RuntimeError(f"{path} has no sem_seg/mIoU: the final evaluation of {run.name} did "
-                           f"not run; see {run.log_file}")
-    times = [rec["time"] for rec in read_metrics(path) if "time" in rec]
-    out["s_per_iter"] = statistics.mean(times) if times else float("nan")
-    return out
+    """Final metrics and mean s/iteration from the run's metrics.json."""
+    return run_metrics(run, ("sem_seg/mIoU",), prefixes=("sem_seg/",))
 
 
 def _test_inputs(cfg, dataset_dicts: Sequence[dict]) -> List[dict]:

@@ -3,16 +3,17 @@ Training runs as subprocesses of the project's training entry, in parallel lanes
 progress line every few seconds: what ``make demo`` and ``make reproduce`` share.
 """
 import os
+import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
-from ..engine.metrics import read_metrics
+from ..engine.metrics import final_metrics, read_metrics
 
-__all__ = ["TrainRun", "run_lanes", "train_command"]
+__all__ = ["TrainRun", "format_table", "run_lanes", "run_metrics", "train_command"]
 
 
 @dataclass
@@ -107,3 +108,39 @@ def run_lanes(lanes: Sequence[Sequence[TrainRun]], tag: str = "demo", poll_secon
             print(f"[{tag} {time.time() - start:5.0f}s] {line}", flush=True)
             last = time.time()
     return time.time() - start
+
+
+def run_metrics(run: TrainRun, required: Sequence[str],
+                prefixes: Tuple[str, ...] = ("bbox/", "segm/")) -> Dict[str, float]:
+    """
+    A finished run's final evaluation metrics (keys under ``prefixes``) and ``s_per_iter``, the
+    mean time per iteration, from its metrics.json.
+
+    Raises:
+        RuntimeError: a key of ``required`` is missing (the final evaluation did not run).
+    """
+    path = run.output_dir / "metrics.json"
+    out = final_metrics(path, prefixes=prefixes)
+    missing = [key for key in required if key not in out]
+    if missing:
+        raise RuntimeError(f"{path} has no {', '.join(missing)}: the final evaluation of "
+                           f"{run.name} did not run; see {run.log_file}")
+    times = [rec["time"] for rec in read_metrics(path) if "time" in rec]
+    out["s_per_iter"] = statistics.mean(times) if times else float("nan")
+    return out
+
+
+def format_table(rows: Sequence[Dict], columns: Sequence[Tuple[str, str, str]]) -> str:
+    """A markdown table, one row per dict; ``columns`` are (title, key, format); "n/a" for a
+    missing or NaN value."""
+    head = "| " + " | ".join(c[0] for c in columns) + " |"
+    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    body = []
+    for row in rows:
+        cells = []
+        for _, key, fmt in columns:
+            value = row.get(key)
+            missing = value is None or (isinstance(value, float) and value != value)
+            cells.append("n/a" if missing else fmt.format(value))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])
