@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+# detectron2 reads $DETECTRON2_DATASETS once, when imported: the tests of its built-in names rely on
+# the default (./datasets from the working directory), and set the variable in fresh processes.
+os.environ.pop("DETECTRON2_DATASETS", None)
+
 # Tests run on the CPU; keep them deterministic and within 2 cores. `make test` runs two pytest-xdist
 # workers (one per core): each worker, and every process a test starts, then uses one thread.
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -168,9 +168,8 @@ def test_colour_label_is_refused_and_palette_indices_are_kept(sample):
 @pytest.fixture
 def datasets_dir(tmp_path, monkeypatch):
     """A directory where detectron2's built-in names look (``./datasets`` from this process's
-    working directory when $DETECTRON2_DATASETS was unset at import)."""
-    if os.path.isabs(MetadataCatalog.get("ade20k_sem_seg_val").image_root):
-        pytest.skip("DETECTRON2_DATASETS was set when detectron2 was imported")
+    working directory: conftest unsets $DETECTRON2_DATASETS before detectron2 is imported)."""
+    assert not os.path.isabs(MetadataCatalog.get("ade20k_sem_seg_val").image_root)
     monkeypatch.chdir(tmp_path)
     return tmp_path / "datasets"
 
