@@ -114,7 +114,7 @@ def run_metrics(run: TrainRun, required: Sequence[str],
                 prefixes: Tuple[str, ...] = ("bbox/", "segm/")) -> Dict[str, float]:
     """
     A finished run's final evaluation metrics (keys under ``prefixes``) and ``s_per_iter``, the
-    mean time per iteration, from its metrics.json.
+    mean time per iteration (None if none was logged), from its metrics.json.
 
     Raises:
         RuntimeError: a key of ``required`` is missing (the final evaluation did not run).
@@ -126,7 +126,7 @@ def run_metrics(run: TrainRun, required: Sequence[str],
         raise RuntimeError(f"{path} has no {', '.join(missing)}: the final evaluation of "
                            f"{run.name} did not run; see {run.log_file}")
     times = [rec["time"] for rec in read_metrics(path) if "time" in rec]
-    out["s_per_iter"] = statistics.mean(times) if times else float("nan")
+    out["s_per_iter"] = statistics.mean(times) if times else None  # None: JSON has no NaN
     return out
 
 
