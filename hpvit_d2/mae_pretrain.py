@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MAESettings", "load_images", "pretrain_mae", "read_history"]
+__all__ = ["MAESettings", "ensure_sincos_positions", "load_images", "pretrain_mae", "read_history"]
 
 HISTORY_FILE = "mae_pretrain.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,6 +50,7 @@ class MAESettings:
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     min_crop_scale: float = 0.2
+    max_crop_scale: float = 1.0
     seed: int = 0
     num_images: int = 0  # recorded: how many images it saw (set by pretrain_mae)
 
@@ -68,7 +69,8 @@ def _batch(images: torch.Tensor, settings: MAESettings, generator: torch.Generat
     n, height, width, _ = images.shape
     out = []
     for i in torch.randint(n, (settings.batch_size,), generator=generator).tolist():
-        scale = settings.min_crop_scale + (1 - settings.min_crop_scale) * torch.rand(1, generator=generator).item()
+        low, high = settings.min_crop_scale, settings.max_crop_scale
+        scale = low + (high - low) * torch.rand(1, generator=generator).item()
         ratio = math.exp((torch.rand(1, generator=generator).item() - 0.5) * 2 * math.log(4 / 3))
         w = min(width, round(math.sqrt(scale * ratio) * width))
         h = min(height, round(math.sqrt(scale / ratio) * height))
@@ -83,6 +85,36 @@ def _batch(images: torch.Tensor, settings: MAESettings, generator: torch.Generat
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def _is_zero(tensor: torch.Tensor) -> bool:
+    return not bool(tensor.detach().abs().sum() > 0)
+
+
+def ensure_sincos_positions(model) -> None:
+    """
+    Give a freshly built ``ViTMAEForPreTraining`` its fixed 2-D sin-cos position embeddings
+    (encoder and decoder), with transformers' own ``initialize_weights``.
+
+    transformers 5 builds them as zeros: its ``post_init`` marks the patch projection initialised
+    before the embeddings module is reached (so the sin-cos copy is skipped) and zeroes the
+    decoder's. Both are frozen, so an MAE trained so never sees where a patch is: its loss stalls
+    and its features hardly transfer. Raises RuntimeError if they are still zero.
+    """
+    embeddings, decoder = model.vit.embeddings, model.decoder
+    with torch.no_grad():
+        if _is_zero(embeddings.position_embeddings):
+            projection = embeddings.patch_embeddings.projection
+            if getattr(projection, "_is_hf_initialized", False):
+                projection._is_hf_initialized = False  # else initialize_weights returns at once
+            embeddings.initialize_weights()
+        if _is_zero(decoder.decoder_pos_embed):
+            decoder.initialize_weights(embeddings.patch_embeddings.num_patches)
+    if _is_zero(embeddings.position_embeddings) or _is_zero(decoder.decoder_pos_embed):
+        import transformers
+
+        raise RuntimeError(f"transformers {transformers.__version__}: ViTMAEForPreTraining's "
+                           "sin-cos position embeddings could not be initialised")
 
 
 def _lr(settings: MAESettings, step: int) -> float:
@@ -139,6 +171,7 @@ def pretrain_mae(
         norm_pix_loss=settings.norm_pix_loss, layer_norm_eps=1e-6,
     )
     model = ViTMAEForPreTraining(config).train()
+    ensure_sincos_positions(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.95),
                                   weight_decay=settings.weight_decay)
     data = torch.from_numpy(images)

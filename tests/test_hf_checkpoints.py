@@ -13,6 +13,7 @@ from detectron2.modeling.backbone import vit as d2_vit
 from hpvit_d2 import model_zoo
 from hpvit_d2.checkpoint import CheckpointError, HPViTCheckpointer
 from hpvit_d2.cli.convert import main as convert_main
+from hpvit_d2.mae_pretrain import ensure_sincos_positions
 from hpvit_d2.modeling import HPViT, convert_plain_vit
 from hpvit_d2.modeling.checkpoint_filter import extract_state_dict
 
@@ -24,13 +25,19 @@ def vit_kwargs():
                 intermediate_size=4 * WIDTH, image_size=224, patch_size=16, layer_norm_eps=1e-6)
 
 
-def save_hf(tmp_path, kind: str):
-    """A small randomly initialised transformers model saved with save_pretrained."""
+def save_hf(tmp_path, kind: str, sincos: bool = True):
+    """A small randomly initialised transformers model saved with save_pretrained (a ViTMAE with
+    its sin-cos position table, as published MAE checkpoints have, unless ``sincos=False``)."""
     torch.manual_seed(0)
     if kind == "vit_mae":
         model = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(
             **vit_kwargs(), decoder_hidden_size=64, decoder_num_hidden_layers=1,
             decoder_num_attention_heads=2, decoder_intermediate_size=128))
+        if sincos:
+            ensure_sincos_positions(model)
+        else:  # what transformers 5 builds (4.x built the sin-cos table)
+            with torch.no_grad():
+                model.vit.embeddings.position_embeddings.zero_()
     elif kind == "vit":
         model = transformers.ViTForImageClassification(transformers.ViTConfig(**vit_kwargs(),
                                                                                num_labels=10))
@@ -48,6 +55,10 @@ def save_hf(tmp_path, kind: str):
             hidden_sizes=[8, 16], depths=[1, 1], num_stages=2))
     else:
         raise ValueError(kind)
+    table = getattr(getattr(model, "vit", getattr(model, "deit", None)), "embeddings", None)
+    if kind in ("vit", "deit") and not bool(table.position_embeddings.any()):
+        with torch.no_grad():  # a trained table is not zero (transformers 5 builds it so)
+            table.position_embeddings.normal_(std=0.02)
     directory = tmp_path / kind
     model.save_pretrained(directory)
     return directory, model
@@ -125,6 +136,25 @@ def test_converter_strict_on_hf_mae_directory(tmp_path, capsys):
                          "mask_rcnn_vitdet_tiny.py", "--strict"]) == 0
     assert "backbone.net.blocks.0.attn.qkv.weight" in torch.load(tmp_path / "vitdet.pth",
                                                                  weights_only=True)["model"]
+
+
+def test_an_all_zero_position_table_is_named_and_refused_when_strict(tmp_path, capsys):
+    """transformers 5 builds ViTMAEForPreTraining with zero (frozen) sin-cos tables; a checkpoint
+    trained so has no positions. The report names it; --strict refuses it."""
+    directory, hf = save_hf(tmp_path, "vit_mae", sincos=False)
+    dst = tmp_path / "init.pth"
+    assert convert_main([str(directory), str(dst), "--config", "mask_rcnn_hpvit_tiny.py"]) == 0
+    assert "WARNING: 1 tensors are all zeros in the checkpoint (never trained?): pos_embed" in \
+        capsys.readouterr().out
+    with pytest.raises(CheckpointError, match=r"missing, mismatched or all zeros, e\.g\. \['pos_embed'\]"):
+        HPViTCheckpointer(tiny_target(), require="backbone").load(str(directory))
+    # ensure_sincos_positions gives a model transformers' own sin-cos tables.
+    with torch.no_grad():
+        hf.decoder.decoder_pos_embed.zero_()
+    ensure_sincos_positions(hf)
+    table = hf.vit.embeddings.position_embeddings[0, 1:]
+    assert table.abs().max() <= 1 and table.std() > 0.3
+    assert bool(hf.decoder.decoder_pos_embed.any())
 
 
 def test_model_zoo_takes_a_hf_directory(tmp_path):

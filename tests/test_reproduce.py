@@ -15,7 +15,10 @@ def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
     out = tmp_path / "reproduce"
     records = run_reproduce(["--smoke", "--output-dir", str(out)])
     printed = capsys.readouterr().out
-    assert "[reproduce mae] step 4/4" in printed and "hpvit_d2.convert" in printed
+    # The pre-training and the public converter ran as commands, as a user would run them.
+    assert "mae (1 thread(s)): python -m hpvit_d2.cli.pretrain_mae --images" in printed
+    assert "python -m hpvit_d2.convert" in printed and "--strict" in printed
+    assert "[mae] step 4/4" in (out / "mae.log").read_text()
 
     saved = json.loads((out / "results.json").read_text())
     assert saved == records and len(saved) == 4
@@ -48,3 +51,22 @@ def test_mae_pretraining_is_reused_when_settings_match(tmp_path):
     assert again["cached"] and again["losses"] == first["losses"]
     other = pretrain_mae(images, str(tmp_path / "mae"), MAESettings(**{**settings.__dict__, "steps": 3}))
     assert not other["cached"] and len(other["losses"]) == 3
+
+
+def test_pretrain_command_names_a_folder_without_images(tmp_path, capsys):
+    from hpvit_d2.cli.common import run
+    from hpvit_d2.cli.pretrain_mae import main
+
+    (tmp_path / "empty").mkdir()
+    assert run(main, ["--images", str(tmp_path / "empty"), "--output", str(tmp_path / "mae")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --images ") and "no .jpg/.png images" in err and "\n" not in err
+    assert not (tmp_path / "mae").exists()
+
+
+def test_pretrain_command_takes_every_setting_as_a_flag(tmp_path):
+    from hpvit_d2.cli.pretrain_mae import parse_args, settings_argv
+
+    settings = MAESettings(width=32, depth=1, mask_ratio=0.6, norm_pix_loss=False, max_crop_scale=0.5)
+    args = parse_args(["--images", "x", "--output", "y", *settings_argv(settings)])
+    assert MAESettings(**{k: getattr(args, k) for k in settings.__dict__ if k != "num_images"}) == settings

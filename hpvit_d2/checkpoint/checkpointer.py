@@ -257,8 +257,8 @@ class HPViTCheckpointer(DetectionCheckpointer):
             if missing:
                 raise CheckpointError(
                     f"{report.source}: strict loading refused: {len(missing)} pre-trained backbone "
-                    f"weights missing or mismatched, e.g. {missing[:3]} (--allow-partial / "
-                    "strict=False loads it anyway)")
+                    f"weights missing, mismatched or all zeros, e.g. {missing[:3]} (--allow-partial "
+                    "/ strict=False loads it anyway)")
             return
         if self.require == "backbone":
             left = [k for k in report.left_at_init if model_part(k).startswith("backbone")]

@@ -63,6 +63,9 @@ class LoadReport:
                          + (f" ({c.source_geometry})" if c.source_geometry else "")
                          + f", {len(c.resized)} resized")
             lines += [f"    resized {k}: {a} -> {b}" for k, (a, b) in sorted(c.resized.items())]
+            if c.all_zero:
+                lines.append(f"  WARNING: {len(c.all_zero)} tensors are all zeros in the checkpoint "
+                             f"(never trained?): {', '.join(c.all_zero[:_MAX_LISTED])}")
         if self.mismatched:
             lines.append(f"  shape mismatches (left at initialisation): {len(self.mismatched)}")
             lines += [f"    {k}: checkpoint {a} vs model {b}"

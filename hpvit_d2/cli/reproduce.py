@@ -24,15 +24,16 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from dataclasses import asdict
+from typing import Dict, List, Sequence, Tuple
 
 from ..engine.metrics import read_metrics
+from ..mae_pretrain import MAESettings, read_history
 from .common import EXIT_OK, run as run_command, update_readme_block
-from .runs import TrainRun, run_lanes, run_metrics
+from .runs import CommandJob, TrainRun, run_lanes, run_metrics
 
 __all__ = ["BACKBONES", "RECIPE", "main", "markdown_report", "run_reproduce"]
 
@@ -44,7 +45,13 @@ BACKBONES = {"hpvit": ("HPViT-tiny", "mask_rcnn_hpvit_tiny.py"),
 # lr 4e-4), the tiny configs' own gave the MAE runs their best box AP (README, make reproduce).
 RECIPE: list = []
 UNLABELLED_SPLIT = dict(split="unlabelled", num_images=3000, image_size=256, seed=7)
-MAE_STEPS = 1200
+# The pre-training recipe (hpvit_d2.mae_pretrain.MAESettings: the tiny configs' ViT, width 128,
+# 4 blocks, 4 heads, patch 16).
+MAE_SETTINGS = MAESettings(image_size=128, batch_size=64, steps=1200, min_crop_scale=0.1,
+                           max_crop_scale=0.5)
+# Rough single-thread costs on a 2-core EPYC, to balance the two lanes.
+SECONDS_PER_ITER = {"mask_rcnn_hpvit_tiny.py": 1.8, "mask_rcnn_vitdet_tiny.py": 1.0}
+MAE_SECONDS_PER_STEP = 0.5
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -53,11 +60,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--output-dir", default="output/reproduce")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
     p.add_argument("--iters", type=int, default=240, help="fine-tuning iterations per run")
-    p.add_argument("--mae-steps", type=int, default=MAE_STEPS, help="MAE pre-training steps")
+    p.add_argument("--mae-steps", type=int, default=MAE_SETTINGS.steps, help="MAE pre-training steps")
     p.add_argument("--mae-images", type=int, default=UNLABELLED_SPLIT["num_images"],
                    help="unlabelled images generated for pre-training")
-    p.add_argument("--mae-threads", type=int, default=0,
-                   help="threads of the pre-training (default: all CPUs)")
     p.add_argument("--train-dataset", default="hpvit_shapes_train")
     p.add_argument("--val-dataset", default="hpvit_shapes_val")
     p.add_argument("--readme", help="write the report into this README's 'reproduce' block")
@@ -72,82 +77,83 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def pretrain(args, out: Path) -> Dict:
-    """Stage 1: the MAE, cached in ``out/mae``."""
-    import torch
+def mae_settings(args) -> MAESettings:
+    """The pre-training recipe of this run (``MAE_SETTINGS`` with the command's flags)."""
+    return MAESettings(**{**asdict(MAE_SETTINGS), "steps": args.mae_steps,
+                          "batch_size": min(MAE_SETTINGS.batch_size, args.mae_images)})
 
+
+def unlabelled_images(args) -> Path:
+    """Generate (once) the unlabelled split; returns its image directory."""
     from ..data.shapes import data_root, generate_shapes_dataset
-    from ..mae_pretrain import MAESettings, load_images, pretrain_mae
 
-    split = dict(UNLABELLED_SPLIT, num_images=args.mae_images)
-    json_file = generate_shapes_dataset(data_root(), **split)
-    image_dir = Path(json_file).parent / "images"
-    files = sorted(str(p) for p in image_dir.iterdir())
-    settings = MAESettings(steps=args.mae_steps, batch_size=min(32, len(files)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.mae_threads or os.cpu_count() or 1)
-    last = [time.time()]
-
-    def progress(step: int, loss: float, seconds: float):
-        if time.time() - last[0] >= 15 or step + 1 == settings.steps:
-            eta = seconds / (step + 1) * (settings.steps - step - 1)
-            print(f"[reproduce mae] step {step + 1}/{settings.steps} loss {loss:.4f} "
-                  f"({seconds:.0f}s, eta {eta:.0f}s)", flush=True)
-            last[0] = time.time()
-
-    print(f"[reproduce mae] ViTMAEForPreTraining on {len(files)} unlabelled images "
-          f"({image_dir}), {settings.steps} steps of {settings.batch_size}", flush=True)
-    try:
-        history = pretrain_mae(load_images(files), str(out / "mae"), settings, progress)
-    finally:
-        torch.set_num_threads(threads)
-    if history["cached"]:
-        print(f"[reproduce mae] reused {out / 'mae'} (same settings)", flush=True)
-    return history
-
-
-def convert(out: Path, backbone: str) -> Path:
-    """Stage 2: the public converter, in a subprocess, --strict."""
-    config = BACKBONES[backbone][1]
-    dst = out / f"init_{Path(config).stem}.pth"
-    cmd = [sys.executable, "-m", "hpvit_d2.convert", str(out / "mae"), str(dst), "--config",
-           config, "--strict"]
-    print(f"[reproduce] python {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"converting for {config} failed (exit {proc.returncode}): "
-                           f"{proc.stderr.strip()}")
-    (out / f"convert_{backbone}.log").write_text(proc.stdout)
-    return dst
+    json_file = generate_shapes_dataset(data_root(), **dict(UNLABELLED_SPLIT, num_images=args.mae_images))
+    return Path(json_file).parent / "images"
 
 
 def _run_name(backbone: str, init: str, seed: int) -> str:
     return f"{backbone}_{init}_seed{seed}"
 
 
-def finetune(args, out: Path, inits: Dict[str, Path]) -> List[Dict]:
-    """Stage 3 and 4: four runs per seed, two lanes; returns one record per run."""
+def _cost(job) -> float:
+    """Rough single-thread seconds of a job (lane balancing only)."""
+    if isinstance(job, TrainRun):
+        return job.iters * SECONDS_PER_ITER[job.config]
+    return job.cost
+
+
+def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
+    """
+    Every job of the run, in two lanes, and one record per fine-tune.
+
+    The MAE pre-training (``python -m hpvit_d2.cli.pretrain_mae``), the two conversions
+    (``python -m hpvit_d2.convert ... --strict``) and the four fine-tunes per seed are placed in
+    dependency order, each on the lane with less work so far; a fine-tune from MAE waits for its
+    conversion, the scratch runs start at once, beside the pre-training.
+    """
+    from .pretrain_mae import settings_argv
+
+    settings = mae_settings(args)
+    mae = CommandJob("mae", [sys.executable, "-m", "hpvit_d2.cli.pretrain_mae", "--images",
+                             str(image_dir), "--output", str(out / "mae"), *settings_argv(settings)],
+                     out / "mae.log", cost=MAE_SECONDS_PER_STEP * settings.steps)
+    jobs = [mae]
+    inits = {}
+    for backbone, (_, config) in BACKBONES.items():
+        inits[backbone] = out / f"init_{Path(config).stem}.pth"
+        jobs.append(CommandJob(f"convert_{backbone}", [
+            sys.executable, "-m", "hpvit_d2.convert", str(out / "mae"), str(inits[backbone]),
+            "--config", config, "--strict"], out / f"convert_{backbone}.log", needs=("mae",),
+            cost=10.0))
     data = [f"dataloader.train.dataset.names={args.train_dataset}",
             f"dataloader.test.dataset.names={args.val_dataset}"]
-    runs, records = [], []
+    records = []
     for seed in args.seeds:
-        for backbone in BACKBONES:
-            for init in ("mae", "scratch"):
-                checkpoint = str(inits[backbone]) if init == "mae" else ""
-                overrides = [f"train.init_checkpoint={checkpoint}", f"train.seed={seed}",
-                             *RECIPE, *data]
+        for init in ("scratch", "mae"):
+            for backbone, (label, config) in BACKBONES.items():
                 name = _run_name(backbone, init, seed)
-                runs.append(TrainRun(f"{BACKBONES[backbone][0]} {init} s{seed}", BACKBONES[backbone][1],
-                                     out / name, args.iters, overrides))
+                checkpoint = str(inits[backbone]) if init == "mae" else ""
+                jobs.append(TrainRun(
+                    f"{label} {init} s{seed}", config, out / name, args.iters,
+                    [f"train.init_checkpoint={checkpoint}", f"train.seed={seed}", *RECIPE, *data],
+                    needs=(f"convert_{backbone}",) if init == "mae" else ()))
                 records.append({"backbone": backbone, "init": init, "seed": seed, "run": name,
-                                "config": f"configs/{BACKBONES[backbone][1]}",
-                                "iterations": args.iters})
-    # Balance the lanes: each gets one HPViT run (the slower model) per pair.
-    lanes = [runs[0::2], runs[1::2]]
-    wall = run_lanes(lanes, tag="reproduce")
-    for record, run in zip(records, runs):
-        record.update(run_metrics(run, ("bbox/AP",)))
-        record["fine_tune_wall_seconds_all"] = wall
+                                "config": f"configs/{config}", "iterations": args.iters})
+    lanes: List[List] = [[], []]
+    loads = [0.0, 0.0]
+    for job in jobs:
+        k = loads.index(min(loads))
+        lanes[k].append(job)
+        loads[k] += _cost(job)
+    return lanes, records
+
+
+def finetune_records(records: List[Dict], lanes: List[List], wall: float) -> List[Dict]:
+    """The records with each run's final metrics (stage 4) and the wall time of all lanes."""
+    runs = {job.output_dir.name: job for lane in lanes for job in lane if isinstance(job, TrainRun)}
+    for record in records:
+        record.update(run_metrics(runs[record["run"]], ("bbox/AP",)))
+        record["wall_seconds_all_lanes"] = wall
     return records
 
 
@@ -179,8 +185,8 @@ def markdown_report(records: List[Dict], mae: Dict, args, wall_seconds: float = 
                              f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})")
             lines.append(f"| {BACKBONES[backbone][0]} | {init} | " + " | ".join(cells) + " |")
     c = comparisons(records)
-    mae_settings = mae["settings"]
-    mae_time = "reused" if mae.get("cached") else f"{mae['seconds'] / 60:.1f} min"
+    settings = mae["settings"]
+    mae_time = "reused" if mae.get("cached") else f"{mae['seconds'] / 60:.1f} min on one thread"
     lines += [
         "",
         f"- MAE pre-training helps HPViT by **{c['hpvit_mae_minus_scratch']:+.1f} box AP** "
@@ -190,14 +196,15 @@ def markdown_report(records: List[Dict], mae: Dict, args, wall_seconds: float = 
         f"(claim: > 0: {'shown' if c['hpvit_mae_minus_vitdet_mae'] > 0 else 'not shown'}).",
         "",
         f"`python -m hpvit_d2.cli.reproduce --seeds {' '.join(map(str, seeds))}`, "
-        f"{datetime.date.today().isoformat()}, CPU: MAE {mae_settings['steps']} steps of "
-        f"{mae_settings['batch_size']} on {mae_settings['num_images']} unlabelled images "
-        f"(final loss {statistics.mean(mae['losses'][-20:]):.3f}); fine-tuning {args.iters} "
+        f"{datetime.date.today().isoformat()}, CPU: MAE {settings['steps']} steps of "
+        f"{settings['batch_size']} {settings['image_size']}px crops on {settings['num_images']} "
+        f"unlabelled images (mask ratio {settings['mask_ratio']}, final loss "
+        f"{statistics.mean(mae['losses'][-20:]):.3f}); fine-tuning {args.iters} "
         f"iterations each, seed(s) {', '.join(map(str, seeds))}, recipe: the tiny configs'"
         f"{' + ' + ' '.join(RECIPE) if RECIPE else ''}; {args.train_dataset} -> "
         f"{args.val_dataset}, COCOEvaluator. Wall time {wall_seconds / 60:.1f} min on "
-        f"{os.cpu_count()} cores (MAE {mae_time}, fine-tuning "
-        f"{records[0]['fine_tune_wall_seconds_all'] / 60:.1f} min).",
+        f"{os.cpu_count()} cores, two lanes of one thread (MAE {mae_time}, beside the scratch "
+        f"fine-tunes).",
     ]
     return "\n".join(lines)
 
@@ -238,10 +245,12 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
 
     start = time.time()
     for name in (args.train_dataset, args.val_dataset):
-        ensure_shapes_split(name)
-    mae = pretrain(args, out)
-    inits = {backbone: convert(out, backbone) for backbone in BACKBONES}
-    records = finetune(args, out, inits)
+        ensure_shapes_split(name)  # generated once here, not in every training process
+    lanes, records = plan(args, out, unlabelled_images(args))
+    wall = run_lanes(lanes, tag="reproduce")
+    mae = read_history(str(out / "mae"))
+    mae["cached"] = "[mae] reused" in (out / "mae.log").read_text()
+    records = finetune_records(records, lanes, wall)
     report = markdown_report(records, mae, args, time.time() - start)
     (out / "results.json").write_text(json.dumps(records, indent=2))
     (out / "results.md").write_text(report + "\n")

@@ -1,6 +1,6 @@
 """
-Training runs as subprocesses of the project's training entry, in parallel lanes, with one
-progress line every few seconds: what ``make demo`` and ``make reproduce`` share.
+Training runs (and the steps they wait for) as subprocesses in parallel lanes, with one progress
+line every few seconds: what ``make demo``, ``make demo-semseg`` and ``make reproduce`` share.
 """
 import os
 import statistics
@@ -9,26 +9,63 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 from ..engine.metrics import final_metrics, read_metrics
 
-__all__ = ["TrainRun", "format_table", "run_lanes", "run_metrics", "train_command"]
+__all__ = ["CommandJob", "TrainRun", "format_table", "run_lanes", "run_metrics", "train_command"]
 
 
 @dataclass
 class TrainRun:
-    """One training run: its name in messages, its config and overrides, where it writes."""
+    """One training run: its name in messages, its config and overrides, where it writes, and
+    the names of the jobs that must have finished before it starts (``needs``)."""
 
     name: str
     config: str
     output_dir: Path
     iters: int
     overrides: List[str] = field(default_factory=list)
+    needs: Tuple[str, ...] = ()
 
     @property
     def log_file(self) -> Path:
         return self.output_dir.parent / f"{self.output_dir.name}.log"
+
+    def command(self) -> List[str]:
+        return train_command(self)
+
+    def prepare(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def describe(self, threads: int) -> str:
+        return f"training {self.name} ({self.iters} iterations, {threads} thread(s))"
+
+
+@dataclass
+class CommandJob:
+    """Any other step of a lane (pre-training, conversion): a command whose output goes to
+    ``log_file``; its progress is the log's last line. ``cost``: its rough duration (s), for
+    whoever balances lanes."""
+
+    name: str
+    argv: List[str]
+    log_file: Path
+    needs: Tuple[str, ...] = ()
+    cost: float = 0.0
+
+    def command(self) -> List[str]:
+        return list(self.argv)
+
+    def prepare(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def describe(self, threads: int) -> str:
+        shown = ["python", *self.argv[1:]] if self.argv[0] == sys.executable else self.argv
+        return f"{self.name} ({threads} thread(s)): {' '.join(shown)}"
+
+
+Job = Union[TrainRun, CommandJob]
 
 
 def train_command(run: TrainRun) -> List[str]:
@@ -46,7 +83,14 @@ def train_command(run: TrainRun) -> List[str]:
     ]
 
 
-def _state(run: TrainRun) -> str:
+def _state(job: Job) -> str:
+    if isinstance(job, CommandJob):
+        try:
+            lines = [line for line in job.log_file.read_text().splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        return f"{job.name}: {lines[-1].strip()[:90]}" if lines else job.name
+    run = job
     records = read_metrics(run.output_dir / "metrics.json")
     record = records[-1] if records else {}
     done = min(record.get("iteration", -1) + 1, run.iters)
@@ -59,52 +103,61 @@ def _state(run: TrainRun) -> str:
     return f"{run.name} {done}/{run.iters}{state}"
 
 
-def run_lanes(lanes: Sequence[Sequence[TrainRun]], tag: str = "demo", poll_seconds: float = 15.0,
+def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: float = 15.0,
               threads: int = 0) -> float:
     """
-    Run the lanes side by side, the runs of a lane one after the other, each process with
-    ``threads`` torch threads (default: the CPUs shared evenly between the lanes). Prints a
+    Run the lanes side by side, the jobs of a lane one after the other, each process with
+    ``threads`` torch threads (default: the CPUs shared evenly between the lanes). A job starts
+    once every job named in its ``needs`` has finished; its lane waits until then. Prints a
     progress line every ``poll_seconds``. Returns the wall time (s).
 
     Raises:
-        RuntimeError: a run failed; names it, its log and its last lines.
+        ValueError: a job needs a name that no job has.
+        RuntimeError: a job failed (names it, its log and its last lines; the others are
+            stopped), or the lanes wait for each other (a job needs one that is behind it).
     """
+    names = {job.name for lane in lanes for job in lane}
+    unknown = sorted({need for lane in lanes for job in lane for need in job.needs} - names)
+    if unknown:
+        raise ValueError(f"run_lanes: no job is named {', '.join(map(repr, unknown))}")
     threads = threads or max(1, (os.cpu_count() or 1) // len(lanes))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     pending = [list(lane) for lane in lanes]
-    running: List[tuple] = []
+    running: Dict[int, tuple] = {}  # lane index -> (job, process, log)
+    finished: set = set()
     start = last = time.time()
 
-    def launch(lane: List[TrainRun]):
-        run = lane.pop(0)
-        run.output_dir.mkdir(parents=True, exist_ok=True)
-        log = open(run.log_file, "w")
-        print(f"[{tag}] training {run.name} ({run.iters} iterations, {threads} thread(s)); "
-              f"log: {run.log_file}", flush=True)
-        proc = subprocess.Popen(train_command(run), stdout=log, stderr=subprocess.STDOUT, env=env)
-        running.append((run, proc, log, lane))
+    def launch_ready():
+        for index, lane in enumerate(pending):
+            if lane and index not in running and set(lane[0].needs) <= finished:
+                job = lane.pop(0)
+                job.prepare()
+                log = open(job.log_file, "w")
+                print(f"[{tag}] {job.describe(threads)}; log: {job.log_file}", flush=True)
+                proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[index] = (job, proc, log)
 
-    for lane in pending:
-        if lane:
-            launch(lane)
-    while running:
+    launch_ready()
+    while running or any(pending):
+        if not running:
+            waiting = [f"{lane[0].name} (needs {', '.join(lane[0].needs)})" for lane in pending if lane]
+            raise RuntimeError(f"[{tag}] the lanes wait for each other: {'; '.join(waiting)}")
         time.sleep(0.5)
-        for item in list(running):
-            run, proc, log, lane = item
+        for index, (job, proc, log) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
-            running.remove(item)
+            del running[index]
             if proc.returncode != 0:
-                for other, other_proc, _, _ in running:
+                for _, other_proc, _ in running.values():
                     other_proc.kill()
-                tail = "\n".join(run.log_file.read_text().splitlines()[-25:])
-                raise RuntimeError(f"training {run.name} failed (exit {proc.returncode}); see "
-                                   f"{run.log_file}. Last lines:\n{tail}")
-            if lane:
-                launch(lane)
+                tail = "\n".join(job.log_file.read_text().splitlines()[-25:])
+                raise RuntimeError(f"{'training ' if isinstance(job, TrainRun) else ''}{job.name} failed (exit {proc.returncode}); see "
+                                   f"{job.log_file}. Last lines:\n{tail}")
+            finished.add(job.name)
+        launch_ready()
         if running and time.time() - last >= poll_seconds:
-            line = " | ".join(_state(run) for run, *_ in running)
+            line = " | ".join(_state(job) for job, *_ in running.values())
             print(f"[{tag} {time.time() - start:5.0f}s] {line}", flush=True)
             last = time.time()
     return time.time() - start

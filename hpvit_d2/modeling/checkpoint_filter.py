@@ -76,12 +76,16 @@ class ConversionReport:
     unused: List[str] = field(default_factory=list)
     missing: List[str] = field(default_factory=list)
     mismatched: Dict[str, Tuple[tuple, tuple]] = field(default_factory=dict)
+    # Loaded weight matrices and position embeddings that are all zeros in the checkpoint: never
+    # trained (e.g. the frozen sin-cos table of a transformers 5 ViTMAE built from a config).
+    all_zero: List[str] = field(default_factory=list)
 
     @property
     def missing_pretrained(self) -> List[str]:
-        """Target keys a plain ViT checkpoint should have provided (block, patch, position) but did not."""
+        """Target keys a plain ViT checkpoint should have provided (block, patch, position) but did
+        not, or provided as all zeros."""
         out = []
-        for k in self.missing + list(self.mismatched):
+        for k in self.missing + list(self.mismatched) + self.all_zero:
             if k.startswith(_NEW_IN_HPVIT) or k.endswith(_REL_POS):
                 continue
             out.append(k)
@@ -97,6 +101,7 @@ class ConversionReport:
             "unused": list(self.unused),
             "missing": list(self.missing),
             "mismatched": {k: [list(a), list(b)] for k, (a, b) in self.mismatched.items()},
+            "all_zero": list(self.all_zero),
         }
 
 
@@ -314,6 +319,8 @@ def convert_plain_vit(
             report.resized[key] = (tuple(source[prefix + key].shape), tuple(ref.shape))
         out[key] = value.to(ref.dtype)
         report.loaded.append(key)
+        if value.dim() >= 2 and not key.endswith(_REL_POS) and not bool(value.any()):
+            report.all_zero.append(key)
     report.unused = sorted(unused + [prefix + k for k in backbone_src])
     return out, report
 
