@@ -1,4 +1,4 @@
-# HPViT-D2: make setup | make test | make demo | make demo-semseg | make reproduce | make bench
+# HPViT-D2: make setup | make test | make demo | make demo-semseg | make demo-classify | make reproduce | make bench
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 
-.PHONY: setup test demo demo-semseg reproduce bench clean
+.PHONY: setup test demo demo-semseg demo-classify reproduce bench clean
 
 setup:
 	@PYTHON="$(PYTHON)" VENV="$(VENV)" TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_env.sh
@@ -22,6 +22,9 @@ demo: setup
 
 demo-semseg: setup
 	$(PY) -m hpvit_d2.cli.demo_semseg
+
+demo-classify: setup
+	$(PY) -m hpvit_d2.cli.demo_classify
 
 reproduce: setup
 	$(PY) -m hpvit_d2.cli.reproduce

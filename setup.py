@@ -36,10 +36,12 @@ setup(
             "hpvit-summary=hpvit_d2.cli.summary:entry",
             "hpvit-demo-run=hpvit_d2.cli.demo_run:entry",
             "hpvit-reproduce=hpvit_d2.cli.reproduce:entry",
+            "hpvit-pretrain-mae=hpvit_d2.cli.pretrain_mae:entry",
             "hpvit-export=hpvit_d2.cli.export:entry",
             "hpvit-browse=hpvit_d2.cli.browse:entry",
             "hpvit-classify=hpvit_d2.cli.classify:entry",
             "hpvit-demo-semseg=hpvit_d2.cli.demo_semseg:entry",
+            "hpvit-demo-classify=hpvit_d2.cli.demo_classify:entry",
         ],
     },
 )

@@ -259,8 +259,8 @@ def test_wheel_is_the_whole_product(tmp_path):
     package, config, iters = proc.stdout.split()
     assert package.startswith(str(site)) and config.startswith(str(site)) and iters == "240"
     for command in ("hpvit-train", "hpvit-demo", "hpvit-convert", "hpvit-export", "hpvit-browse",
-                    "hpvit-bench", "hpvit-summary", "hpvit-reproduce", "hpvit-demo-run",
-                    "hpvit-classify", "hpvit-demo-semseg"):
+                    "hpvit-bench", "hpvit-summary", "hpvit-reproduce", "hpvit-pretrain-mae", "hpvit-demo-run",
+                    "hpvit-classify", "hpvit-demo-semseg", "hpvit-demo-classify"):
         assert (site / "bin" / command).is_file(), command
     helped = subprocess.run([str(site / "bin" / "hpvit-convert"), "--help"], env=env,
                             capture_output=True, text=True, timeout=120)

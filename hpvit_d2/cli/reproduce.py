@@ -33,9 +33,10 @@ from typing import Dict, List, Sequence, Tuple
 from ..engine.metrics import read_metrics
 from ..mae_pretrain import MAESettings, read_history
 from .common import EXIT_OK, run as run_command, update_readme_block
-from .runs import CommandJob, TrainRun, run_lanes, run_metrics
+from .runs import CommandJob, TrainRun, balanced_lanes, run_lanes, run_metrics
 
-__all__ = ["BACKBONES", "RECIPE", "main", "markdown_report", "run_reproduce"]
+__all__ = ["BACKBONES", "MAE_SETTINGS", "RECIPE", "mae_job", "main", "markdown_report",
+           "mae_settings", "run_reproduce", "unlabelled_images"]
 
 # backbone -> (label, config)
 BACKBONES = {"hpvit": ("HPViT-tiny", "mask_rcnn_hpvit_tiny.py"),
@@ -77,18 +78,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def mae_settings(args) -> MAESettings:
-    """The pre-training recipe of this run (``MAE_SETTINGS`` with the command's flags)."""
-    return MAESettings(**{**asdict(MAE_SETTINGS), "steps": args.mae_steps,
-                          "batch_size": min(MAE_SETTINGS.batch_size, args.mae_images)})
+def mae_settings(steps: int, num_images: int) -> MAESettings:
+    """``MAE_SETTINGS`` for ``steps`` steps on ``num_images`` images (batch at most that)."""
+    return MAESettings(**{**asdict(MAE_SETTINGS), "steps": steps,
+                          "batch_size": min(MAE_SETTINGS.batch_size, num_images)})
 
 
-def unlabelled_images(args) -> Path:
-    """Generate (once) the unlabelled split; returns its image directory."""
+def unlabelled_images(num_images: int) -> Path:
+    """Generate (once) the unlabelled shapes split; returns its image directory."""
     from ..data.shapes import data_root, generate_shapes_dataset
 
-    json_file = generate_shapes_dataset(data_root(), **dict(UNLABELLED_SPLIT, num_images=args.mae_images))
+    json_file = generate_shapes_dataset(data_root(), **dict(UNLABELLED_SPLIT, num_images=num_images))
     return Path(json_file).parent / "images"
+
+
+def mae_job(mae_dir: Path, image_dir: Path, settings: MAESettings, log_file: Path) -> CommandJob:
+    """The pre-training as a lane job named "mae": ``python -m hpvit_d2.cli.pretrain_mae``
+    (reuses ``mae_dir`` when it was pre-trained with the same settings)."""
+    from .pretrain_mae import settings_argv
+
+    return CommandJob("mae", [sys.executable, "-m", "hpvit_d2.cli.pretrain_mae", "--images",
+                              str(image_dir), "--output", str(mae_dir), *settings_argv(settings)],
+                      log_file, cost=MAE_SECONDS_PER_STEP * settings.steps)
 
 
 def _run_name(backbone: str, init: str, seed: int) -> str:
@@ -111,13 +122,8 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
     dependency order, each on the lane with less work so far; a fine-tune from MAE waits for its
     conversion, the scratch runs start at once, beside the pre-training.
     """
-    from .pretrain_mae import settings_argv
-
-    settings = mae_settings(args)
-    mae = CommandJob("mae", [sys.executable, "-m", "hpvit_d2.cli.pretrain_mae", "--images",
-                             str(image_dir), "--output", str(out / "mae"), *settings_argv(settings)],
-                     out / "mae.log", cost=MAE_SECONDS_PER_STEP * settings.steps)
-    jobs = [mae]
+    jobs = [mae_job(out / "mae", image_dir, mae_settings(args.mae_steps, args.mae_images),
+                    out / "mae.log")]
     inits = {}
     for backbone, (_, config) in BACKBONES.items():
         inits[backbone] = out / f"init_{Path(config).stem}.pth"
@@ -139,13 +145,7 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
                     needs=(f"convert_{backbone}",) if init == "mae" else ()))
                 records.append({"backbone": backbone, "init": init, "seed": seed, "run": name,
                                 "config": f"configs/{config}", "iterations": args.iters})
-    lanes: List[List] = [[], []]
-    loads = [0.0, 0.0]
-    for job in jobs:
-        k = loads.index(min(loads))
-        lanes[k].append(job)
-        loads[k] += _cost(job)
-    return lanes, records
+    return balanced_lanes(jobs, _cost), records
 
 
 def finetune_records(records: List[Dict], lanes: List[List], wall: float) -> List[Dict]:
@@ -246,7 +246,7 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     start = time.time()
     for name in (args.train_dataset, args.val_dataset):
         ensure_shapes_split(name)  # generated once here, not in every training process
-    lanes, records = plan(args, out, unlabelled_images(args))
+    lanes, records = plan(args, out, unlabelled_images(args.mae_images))
     wall = run_lanes(lanes, tag="reproduce")
     mae = read_history(str(out / "mae"))
     mae["cached"] = "[mae] reused" in (out / "mae.log").read_text()

@@ -9,11 +9,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 from ..engine.metrics import final_metrics, read_metrics
 
-__all__ = ["CommandJob", "TrainRun", "format_table", "run_lanes", "run_metrics", "train_command"]
+__all__ = ["CommandJob", "TrainRun", "balanced_lanes", "format_table", "run_lanes", "run_metrics",
+           "train_command"]
 
 
 @dataclass
@@ -161,6 +162,19 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
             print(f"[{tag} {time.time() - start:5.0f}s] {line}", flush=True)
             last = time.time()
     return time.time() - start
+
+
+def balanced_lanes(jobs: Sequence[Job], cost: Callable[[Job], float], num_lanes: int = 2) -> List[List[Job]]:
+    """``jobs`` (in an order where a job comes after those it needs) spread over ``num_lanes``
+    lanes, each job on the lane with the least ``cost`` so far; the order is kept, so no lane
+    waits for a job placed behind its own."""
+    lanes: List[List[Job]] = [[] for _ in range(num_lanes)]
+    loads = [0.0] * num_lanes
+    for job in jobs:
+        k = loads.index(min(loads))
+        lanes[k].append(job)
+        loads[k] += cost(job)
+    return lanes
 
 
 def run_metrics(run: TrainRun, required: Sequence[str],
