@@ -48,3 +48,16 @@ def test_lanes_that_wait_for_each_other_fail_at_once(tmp_path):
         run_lanes([[first], [second]], tag="t")
     with pytest.raises(ValueError, match="no job is named 'missing'"):
         run_lanes([[_job(tmp_path, "x", needs=("missing",))]], tag="t")
+
+
+def test_balanced_lanes_start_independent_work_beside_a_long_job(tmp_path):
+    """The pre-training case: the jobs that do not need it go on the other lane, not behind it."""
+    from hpvit_d2.cli.runs import balanced_lanes
+
+    cost = {"mae": 600, "convert": 10, "a_scratch": 430, "b_scratch": 240, "a_mae": 430, "b_mae": 240}
+    jobs = [_job(tmp_path, "mae"), _job(tmp_path, "convert", needs=("mae",)),
+            _job(tmp_path, "a_scratch"), _job(tmp_path, "b_scratch"),
+            _job(tmp_path, "a_mae", needs=("convert",)), _job(tmp_path, "b_mae", needs=("convert",))]
+    lanes = balanced_lanes(jobs, lambda job: cost[job.name])
+    names = [[job.name for job in lane] for lane in lanes]
+    assert names == [["mae", "convert", "a_mae"], ["a_scratch", "b_scratch", "b_mae"]]

@@ -165,15 +165,20 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
 
 
 def balanced_lanes(jobs: Sequence[Job], cost: Callable[[Job], float], num_lanes: int = 2) -> List[List[Job]]:
-    """``jobs`` (in an order where a job comes after those it needs) spread over ``num_lanes``
-    lanes, each job on the lane with the least ``cost`` so far; the order is kept, so no lane
-    waits for a job placed behind its own."""
+    """
+    ``jobs`` (each after the jobs it needs) spread over ``num_lanes`` lanes: each goes where its
+    estimated finish (``cost`` seconds after both its lane is free and what it needs is done) is
+    earliest. The order is kept, so no lane waits for a job placed behind its own.
+    """
     lanes: List[List[Job]] = [[] for _ in range(num_lanes)]
-    loads = [0.0] * num_lanes
+    free = [0.0] * num_lanes
+    finish: Dict[str, float] = {}
     for job in jobs:
-        k = loads.index(min(loads))
+        ready = max([finish[need] for need in job.needs], default=0.0)
+        ends = [max(free[k], ready) + cost(job) for k in range(num_lanes)]
+        k = ends.index(min(ends))
         lanes[k].append(job)
-        loads[k] += cost(job)
+        free[k] = finish[job.name] = ends[k]
     return lanes
 
 
