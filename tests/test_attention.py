@@ -180,13 +180,16 @@ def test_bf16_autocast_stays_close_to_fp32_on_cuda():
         torch.testing.assert_close(low[name].float(), value, atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("window_blocks", [(0, 1), (1,)], ids=["window-first", "global-first"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_banded_inference_equals_the_whole_map(monkeypatch, device):
-    """At inference large maps go through the blocks in bands: same output as in one piece."""
+def test_banded_inference_equals_the_whole_map(monkeypatch, device, window_blocks):
+    """At inference large maps go through the blocks in bands: same output as in one piece, also
+    when the first block is global (it gets the patch embedding's non-contiguous map, as in the
+    timm classifiers)."""
     from hpvit_d2.modeling import HPViT, attention
 
     model = HPViT(img_size=128, embed_dim=48, depth=4, num_heads=3, window_size=4,
-                  window_block_indexes=(0, 1), use_rel_pos=True, rel_pos_zero_init=False,
+                  window_block_indexes=window_blocks, use_rel_pos=True, rel_pos_zero_init=False,
                   stage_depths=(1, 1, 1, 1)).to(device).eval()
     x = torch.randn(2, 3, 116, 92, device=device)
     with torch.no_grad():

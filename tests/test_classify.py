@@ -105,3 +105,27 @@ def test_bad_inputs_are_one_line_and_exit_2(case, message, tree, tmp_path, capsy
     assert run(classify.main, ["--data-dir", data, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], err
+
+
+def test_rand_augment_never_posterizes_to_zero_bits():
+    """timm's increasing posterize keeps 0 bits at magnitude 10, which Pillow >= 13 refuses (a
+    random crash in a loader worker); the policy classify.py builds stays below it."""
+    from PIL import Image, ImageOps
+    from timm.data.auto_augment import AugmentOp
+
+    policy = classify.pillow_safe_rand_augment("rand-m9-mstd0.5-inc1")
+    assert classify.pillow_safe_rand_augment("rand-m9-mstd0.5") == "rand-m9-mstd0.5"
+    image = Image.new("RGB", (8, 8), (200, 100, 50))
+    try:
+        ImageOps.posterize(image, 0)
+        refuses = False
+    except ValueError:
+        refuses = True
+    assert (policy == "rand-m9-mstd0.5-inc1-mmax9") == refuses
+    if refuses:  # what the uncapped policy hits at the top of its range
+        with pytest.raises(ValueError, match="bits must be"):
+            AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(image)
+    capped = {"magnitude_std": 0.5, "magnitude_max": 9 if refuses else None}
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=9, hparams=capped)
+    for _ in range(300):  # ~half the draws of N(9, 0.5) are clipped at the cap
+        op(image)

@@ -48,7 +48,8 @@ from typing import Dict, Sequence, Tuple
 
 from .common import EXIT_OK, add_debug_flag, run
 
-__all__ = ["argument_parser", "build_model", "evaluate", "main", "resolve_data_dirs"]
+__all__ = ["argument_parser", "build_model", "evaluate", "main", "pillow_safe_rand_augment",
+           "resolve_data_dirs"]
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,9 @@ def argument_parser() -> argparse.ArgumentParser:
                       help="random-resized-crop area range (ImageNet: 0.08 1.0)")
     data.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), metavar=("MIN", "MAX"),
                       help="random-resized-crop aspect-ratio range")
-    data.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="RandAugment ('' = none)")
+    data.add_argument("--aa", default="rand-m9-mstd0.5-inc1",
+                      help="RandAugment ('' = none); with Pillow >= 13 an 'inc1' policy is capped "
+                           "at magnitude 9 (-mmax9: Pillow refuses the 0-bit posterize of 10)")
     data.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
     data.add_argument("--remode", default="pixel")
     data.add_argument("--color-jitter", type=float, default=None)
@@ -181,6 +184,25 @@ def build_model(args, num_classes: int):
         raise ConfigError(f"--model {args.model} with {kwargs}: {e}") from None
 
 
+def pillow_safe_rand_augment(policy: str) -> str:
+    """
+    ``policy`` (a timm RandAugment string), capped at magnitude 9 when it could reach 10 with the
+    increasing posterize (``inc1``) and this Pillow refuses ``posterize(img, 0)`` (Pillow >= 13):
+    timm maps magnitude 10 to 0 bits kept, which then raises in a loader worker at random. Below
+    10 the policy is unchanged; other policies are returned as they are.
+    """
+    parts = policy.split("-")
+    if parts[0] != "rand" or "inc1" not in parts[1:] or any(p.startswith("mmax") for p in parts):
+        return policy
+    from PIL import Image, ImageOps
+
+    try:
+        ImageOps.posterize(Image.new("RGB", (1, 1)), 0)
+        return policy
+    except ValueError:
+        return policy + "-mmax9"
+
+
 def _loaders(args, model, train_dir: str, val_dir: str):
     import torch
     from timm.data import create_dataset, create_loader, resolve_data_config
@@ -197,7 +219,8 @@ def _loaders(args, model, train_dir: str, val_dir: str):
     train_loader = create_loader(
         train_set, batch_size=args.batch_size, is_training=True, scale=tuple(args.scale),
         ratio=tuple(args.ratio), re_prob=args.reprob,
-        re_mode=args.remode, color_jitter=args.color_jitter, auto_augment=args.aa or None,
+        re_mode=args.remode, color_jitter=args.color_jitter,
+        auto_augment=pillow_safe_rand_augment(args.aa) if args.aa else None,
         **common) if not args.eval_only else None
     val_loader = create_loader(val_set, batch_size=args.batch_size, is_training=False,
                                crop_pct=config["crop_pct"], **common)

@@ -212,7 +212,9 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
         x = x + block.drop_path(fused_attention(block.attn, block.norm1(x), block.window_size))
         x = x + block.drop_path(block.mlp(block.norm2(x)))
     else:
-        x = x if inplace else x.clone()
+        # Bands and chunks are views written in place: x must be contiguous (the patch
+        # embedding's output, a permuted conv map, is not).
+        x = x.contiguous() if inplace else x.clone(memory_format=torch.contiguous_format)
         B, H, W, C = x.shape
         if block.window_size > 0:
             ws = block.window_size
