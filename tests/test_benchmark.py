@@ -117,3 +117,20 @@ def test_readme_caption_names_the_command_without_the_readme_flag():
     line = benchmark._command_line(["--sizes", "512", "--readme", "README.md", "--runs", "2",
                                     "--readme=other.md"])
     assert line == "python -m hpvit_d2.cli.bench --sizes 512 --runs 2"
+
+
+def test_attention_variants_agree_and_are_tabled(capsys):
+    """bench_attention at a tiny size: every variant in its own process computes what HPViT's
+    chunked SDPA computes (flex_attention's score_mod included), and the table has one row each."""
+    from hpvit_d2.cli import bench_attention
+
+    assert bench_attention.main(["--sides", "6", "--heads", "2", "--dim", "8", "--runs", "1",
+                                 "--threads", "1", "--variants", "sdpa-chunked",
+                                 "sdpa-whole-bias", "flex-eager"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| sdpa") or
+            line.startswith("| flex")]
+    assert [r[1].strip() for r in rows] == ["sdpa-chunked", "sdpa-whole-bias", "flex-eager"]
+    for r in rows:
+        assert r[2].strip() == "6x6" and float(r[7]) < 1e-5, r
+    assert "one global attention with decomposed relative positions" in out
