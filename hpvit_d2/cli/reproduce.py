@@ -30,8 +30,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from ..engine.metrics import read_metrics
@@ -53,7 +53,7 @@ UNLABELLED_SPLIT = dict(split="unlabelled", num_images=3000, image_size=256, see
 # The pre-training recipe (hpvit_d2.mae_pretrain.MAESettings: the tiny configs' ViT, width 128,
 # 4 blocks, 4 heads, patch 16): 128x128 crops of 10-50% of a 256x256 image (objects at 0.7-1.6x
 # the size the detectors see them), 1200 steps of 64, AdamW 1.5e-3 (5e-4 left a higher loss);
-# about 11 minutes on one thread, so it fits beside the scratch fine-tunes.
+# about 10 minutes on one thread, so it fits beside the scratch fine-tunes.
 MAE_SETTINGS = MAESettings(image_size=128, batch_size=64, steps=1200, min_crop_scale=0.1,
                            max_crop_scale=0.5)
 # Rough single-thread costs on a 2-core EPYC, to balance the two lanes.

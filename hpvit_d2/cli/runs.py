@@ -1,6 +1,7 @@
 """
 Training runs (and the steps they wait for) as subprocesses in parallel lanes, with one progress
-line every few seconds: what ``make demo``, ``make demo-semseg`` and ``make reproduce`` share.
+line every few seconds: what ``make demo``, ``make demo-semseg``, ``make demo-classify`` and
+``make reproduce`` share.
 """
 import os
 import statistics
