@@ -202,7 +202,7 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
     At inference (no autograd, eval mode) the large maps of a hierarchy's first stages are
     computed in bands: a window block takes :data:`BAND_TOKENS`-sized bands of whole window rows
     (window attention never crosses them) through both of its branches, and the MLP of a global
-    block takes chunks of tokens, so the (tokens, 3C) qkv and (tokens, 4C) MLP activations of the
+    block takes bands of rows, so the (tokens, 3C) qkv and (tokens, 4C) MLP activations of the
     whole map are never in memory at once (not while tracing: exported graphs stay whole). With
     ``inplace`` the result is written into ``x``.
     """
@@ -212,9 +212,7 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
         x = x + block.drop_path(fused_attention(block.attn, block.norm1(x), block.window_size))
         x = x + block.drop_path(block.mlp(block.norm2(x)))
     else:
-        # Bands and chunks are views written in place: x must be contiguous (the patch
-        # embedding's output, a permuted conv map, is not).
-        x = x.contiguous() if inplace else x.clone(memory_format=torch.contiguous_format)
+        x = x if inplace else x.clone()
         B, H, W, C = x.shape
         if block.window_size > 0:
             ws = block.window_size
@@ -225,10 +223,12 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
                 band += block.mlp(block.norm2(band))
         else:
             x += fused_attention(block.attn, block.norm1(x), 0)
-            flat = x.view(-1, C)
-            for t0 in range(0, flat.shape[0], BAND_TOKENS):
-                part = flat[t0:t0 + BAND_TOKENS]
-                part += block.mlp(block.norm2(part))
+            # Bands of rows, views of x whatever its strides (the patch embedding's output, a
+            # permuted conv map, is not contiguous: no copy of the map is made).
+            rows = max(1, BAND_TOKENS // (B * W))
+            for r0 in range(0, H, rows):
+                band = x[:, r0:r0 + rows]
+                band += block.mlp(block.norm2(band))
     if block.use_residual_block:
         x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     return x
