@@ -25,6 +25,8 @@ How it measures:
   reset with /proc/self/clear_refs after the model is built), and the total process peak. CUDA:
   ``torch.cuda.max_memory_allocated``.
 - GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; % of the roofline.
+- CPU memory: glibc keeps freed memory for reuse (``hpvit_d2.cpu_memory``) in the timing process
+  and in every subprocess, for every model alike; ``--system-allocator`` measures without it.
 
 Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` to ``--out`` and prints the table.
 """
@@ -46,6 +48,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .. import cpu_memory
 from ..overrides import ConfigError
 from .common import run as run_command, update_readme_block
 from .variants import SCALES, VARIANTS, build_model, share_weights
@@ -336,6 +339,7 @@ def run(args, log=print) -> dict:
         "roofline_gmacs": (statistics.median(rooflines) if rooflines
                            else matmul_roofline(args.device)),
         "roofline_samples": rooflines,
+        "allocator": cpu_memory.retained(),
         "rows": [dict(asdict(r), name=r.name) for r in rows],
     }
 
@@ -401,7 +405,8 @@ def markdown_table(results: dict) -> str:
             f"{' (AMP bf16)' if results['amp_bf16'] else ''}, batch {results['batch']}, "
             f"{results['runs']} runs after {results['warmup']} warm-up; matmul roofline "
             f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
-            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}).")
+            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}); CPU memory: "
+            f"{results.get('allocator', 'system allocator')}.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
@@ -518,12 +523,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", help="write the table into this README's 'bench' block ('bench-curve' "
                                     "with --curve, 'bench-compile' with --compile, 'bench-profile' "
                                     "with --profile)")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (by default freed CPU memory is kept for "
+                        "reuse, hpvit_d2.cpu_memory: large tensors then cost no page faults)")
     p.add_argument("--measure-row", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv) -> int:
     args = _parser().parse_args(argv)
+    if args.system_allocator:  # also for the --measure-row subprocesses, which inherit it
+        os.environ[cpu_memory.ENV_VAR] = "0"
+    if not args.device.startswith("cuda"):
+        cpu_memory.retain_freed_cpu_memory()  # before any model is built
     if args.measure_row:
         print(json.dumps(measure_row(json.loads(args.measure_row))))
         return 0

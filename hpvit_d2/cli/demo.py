@@ -118,8 +118,11 @@ def _load_config(args):
 
 
 def _build_predictor(args, cfg):
+    from ..cpu_memory import retain_freed_cpu_memory
     from ..predictor import LazyPredictor
 
+    if str(cfg.train.get("device", "cpu")).startswith("cpu"):
+        retain_freed_cpu_memory()  # before the model is built: large activations reuse memory
     return LazyPredictor(cfg, strict=not args.allow_partial)
 
 

@@ -183,7 +183,10 @@ class HPViT(ViT):
             dict[str, Tensor]: ``scale{n}`` -> (B, embed_dim, ceil(H / 2**n), ceil(W / 2**n)),
             exact for H, W divisible by ``size_divisibility``.
         """
-        x = self.patch_embed(x)
+        # detectron2's PatchEmbed returns the conv map permuted, (B, H, W, C) in channels-first
+        # memory: made row-major once here, so that every band, LayerNorm and residual add of the
+        # blocks reads and writes contiguous memory (in place of a strided copy in each of them).
+        x = self.patch_embed(x).contiguous()
         if self.pos_embed is not None:
             x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
         outputs = {}
