@@ -11,9 +11,14 @@ fresh process).
 
 :func:`retain_freed_cpu_memory` turns glibc's ``mmap`` for large blocks off and raises its trim
 threshold, so freed blocks stay in the heap and the next pass reuses them, as the CUDA caching
-allocator does on a GPU. The price is resident memory: the process keeps its peak. It changes
-the whole process and only ``malloc`` calls made after it, so call it once at start-up, before
-the model is built. ``HPVIT_RETAIN_FREED_MEMORY=0`` in the environment turns it off.
+allocator does on a GPU. The price is resident memory: the process keeps its peak, and freed
+blocks inside the heap serve only requests that fit in them, so a workload whose temporaries are
+several GB and grow (detectron2's ViT-B at 1536x1536: 4 GB attention matrices per global block)
+keeps growing the heap: that one passed 24 GB and was killed, where the system allocator runs it.
+HPViT's attention and banded inference bound every temporary (chunks of at most 128 MB, bands of
+8192 tokens), which is where this policy pays. It changes the whole process and only ``malloc``
+calls made after it, so call it once at start-up, before the model is built.
+``HPVIT_RETAIN_FREED_MEMORY=0`` in the environment turns it off.
 """
 import ctypes
 import ctypes.util

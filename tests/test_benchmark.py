@@ -6,6 +6,7 @@ import json
 import pytest
 from PIL import Image
 
+from hpvit_d2 import cpu_memory
 from hpvit_d2.cli import bench as benchmark
 from hpvit_d2.overrides import ConfigError
 
@@ -52,6 +53,9 @@ def test_writes_json_markdown_and_png(bench_run):
     assert results["threads"] >= 1 and results["roofline_gmacs"] > 0
     assert len(results["roofline_samples"]) == 2 * 2  # one per round, two timed groups
     assert "threads" in md.splitlines()[0] and "roofline" in md.splitlines()[0]
+    # the allocator policy the rows were measured under is recorded and printed
+    assert results["allocator"] == cpu_memory.retained() != "not requested"
+    assert f"CPU memory: {results['allocator']}." in md.splitlines()[0]
 
 
 def test_every_inference_row_has_every_number(bench_run):
