@@ -50,7 +50,7 @@ import torch
 
 from .. import cpu_memory
 from ..overrides import ConfigError
-from .common import run as run_command, update_readme_block
+from .common import command_line, run as run_command, update_readme_block
 from .variants import SCALES, VARIANTS, build_model, share_weights
 
 __all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
@@ -569,16 +569,8 @@ def main(argv) -> int:
 
 
 def _command_line(argv: Sequence[str]) -> str:
-    """The command as a user would type it again, without ``--readme FILE`` (or ``--readme=FILE``)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--readme":
-            skip = True
-        elif not arg.startswith("--readme="):
-            kept.append(arg)
-    return " ".join(["python -m hpvit_d2.cli.bench", *kept])
+    """This command as a user would type it again, without ``--readme FILE``."""
+    return command_line("hpvit_d2.cli.bench", argv)
 
 
 def _profile(args, argv) -> int:

@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Dict, List, Sequence
 
-from .common import EXIT_OK, run, update_readme_block
+from .common import EXIT_OK, command_line, run, update_readme_block
 
 __all__ = ["VARIANTS", "main", "measure"]
 
@@ -157,8 +157,7 @@ def main(argv: Sequence[str]) -> int:
     import torch
 
     table = markdown_table(rows)
-    shown = [a for a in argv if a != "--readme" and not a.endswith(".md")]
-    caption = (f"`python -m hpvit_d2.cli.bench_attention{' ' + ' '.join(shown) if shown else ''}`, "
+    caption = (f"`{command_line('hpvit_d2.cli.bench_attention', argv)}`, "
                f"{datetime.date.today().isoformat()}, CPU, torch {torch.__version__}, "
                f"{args.threads} threads: batch 1, {args.heads} heads of {args.dim}, one global "
                f"attention with decomposed relative positions, {args.runs} timed calls after one; "

@@ -79,6 +79,20 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
         return 130
 
 
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """``python -m MODULE ARGS`` as a user would type it again, without ``--readme FILE`` (or
+    ``--readme=FILE``): the caption of a README block names the command that measured it."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--readme":
+            skip = True
+        elif not arg.startswith("--readme="):
+            kept.append(arg)
+    return " ".join(["python -m", module, *kept])
+
+
 def update_readme_block(readme: str, name: str, text: str) -> None:
     """
     Replace the text between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in ``readme``

@@ -223,8 +223,7 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
                 band += block.mlp(block.norm2(band))
         else:
             x += fused_attention(block.attn, block.norm1(x), 0)
-            # Bands of rows, views of x whatever its strides (the patch embedding's output, a
-            # permuted conv map, is not contiguous: no copy of the map is made).
+            # Bands of rows: views of x whatever its strides (no copy of the map is made).
             rows = max(1, BAND_TOKENS // (B * W))
             for r0 in range(0, H, rows):
                 band = x[:, r0:r0 + rows]

@@ -186,9 +186,10 @@ class HPViT(ViT):
         # detectron2's PatchEmbed returns the conv map permuted, (B, H, W, C) in channels-first
         # memory: made row-major once here, so that every band, LayerNorm and residual add of the
         # blocks reads and writes contiguous memory (in place of a strided copy in each of them).
+        # The position embedding is added in place: one pass over the map, no second map.
         x = self.patch_embed(x).contiguous()
         if self.pos_embed is not None:
-            x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
+            x += get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
         outputs = {}
         first = 0
         for stage, depth in enumerate(self.stage_depths):
