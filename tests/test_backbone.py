@@ -214,3 +214,30 @@ def test_flop_count_includes_fused_attention():
     got = count_flops(ours, x).by_operator()
     assert got["scaled_dot_product_attention"] == expected["matmul"]
     assert got["linear"] == expected["linear"] and got["conv"] == expected["conv"]
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_hierarchy_equals_its_unoptimised_forward(grad):
+    """HPViT at stride 4 with the fast path (channels-last patch embedding, separable position
+    resize, fused and banded blocks, oneDNN projections at inference) against the same weights
+    run through detectron2's own ops (fused_attention=False), on an input whose grid differs from
+    the pre-training one (the position embedding is resized)."""
+    torch.manual_seed(0)
+    fast = tiny_hpvit(use_rel_pos=True, rel_pos_zero_init=False, window_block_indexes=(0, 1, 2))
+    reference = tiny_hpvit(use_rel_pos=True, rel_pos_zero_init=False,
+                           window_block_indexes=(0, 1, 2), fused_attention=False)
+    reference.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        fast.pos_embed.normal_()
+    reference.load_state_dict(fast.state_dict())
+    fast.eval(), reference.eval()
+    x = torch.randn(2, 3, 96, 160)
+    with torch.set_grad_enabled(grad):
+        got, expected = fast(x), reference(x)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-4, rtol=1e-4)
+    if grad:
+        sum(v.square().sum() for v in got.values()).backward()
+        sum(v.square().sum() for v in expected.values()).backward()
+        for (name, p), q in zip(fast.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-3, rtol=1e-3, msg=name)

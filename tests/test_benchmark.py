@@ -55,7 +55,13 @@ def test_writes_json_markdown_and_png(bench_run):
     assert "threads" in md.splitlines()[0] and "roofline" in md.splitlines()[0]
     # the allocator policy the rows were measured under is recorded and printed
     assert results["allocator"] == cpu_memory.retained() != "not requested"
-    assert f"CPU memory: {results['allocator']}." in md.splitlines()[0]
+    assert f"CPU memory: {results['allocator']} (train rows: system allocator" in md.splitlines()[0]
+    for row in results["rows"]:  # inference rows keep freed memory, train rows do not (as training)
+        assert row["allocator"].startswith("system" if row["part"] == "train" else "glibc"), row
+    # the second roofline: oneDNN's linear on the same product, and each row's share of it
+    assert results["onednn_roofline_gmacs"] > 0
+    assert f"oneDNN's linear on the same product {results['onednn_roofline_gmacs']:.1f} GMAC/s" \
+        in md.splitlines()[0]
 
 
 def test_every_inference_row_has_every_number(bench_run):
@@ -73,6 +79,7 @@ def test_every_inference_row_has_every_number(bench_run):
         low, high = (float(v) for v in r[col["spread (s)"]].split("-"))
         assert low <= float(r[col["median (s)"]]) <= high
         assert r[col["% roofline"]].endswith("%") and r[col["speed vs d2"]].endswith("x")
+        assert r[col["% oneDNN roofline"]].endswith("%")
         if r[2].startswith("detectron2"):
             assert r[col["speed vs d2"]] == "1.00x"
 

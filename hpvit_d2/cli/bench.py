@@ -24,9 +24,12 @@ How it measures:
   nothing else lives in it. CPU: peak resident memory of the pass (the kernel's high-water mark,
   reset with /proc/self/clear_refs after the model is built), and the total process peak. CUDA:
   ``torch.cuda.max_memory_allocated``.
-- GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; % of the roofline.
+- GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; % of the roofline
+  (``torch.mm``, MKL on the CPU) and, on the CPU, % of oneDNN's linear on the same product (what
+  HPViT's projections run at inference, :mod:`hpvit_d2.modeling.projection`).
 - CPU memory: glibc keeps freed memory for reuse (``hpvit_d2.cpu_memory``) in the timing process
-  and in every subprocess, for every model alike; ``--system-allocator`` measures without it.
+  and in the inference rows' subprocesses, for every model alike; ``--system-allocator`` measures
+  without it. The train rows' memory is measured on the system allocator, as training runs.
 
 Writes ``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` to ``--out`` and prints the table.
 """
@@ -65,7 +68,8 @@ DEFAULT_MASKRCNN_MODELS = ("vit", "plain", "hpvit-2262-conv")
 DEFAULT_TRAIN_MODELS = ("vit", "plain", "hpvit-2262-conv")
 COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)",
            "first pass (s)", "img/s",
-           "speed vs d2", "GMAC/s", "% roofline", "peak mem (MB)", "pass peak (MB)", "mem vs d2")
+           "speed vs d2", "GMAC/s", "% roofline", "% oneDNN roofline", "peak mem (MB)",
+           "pass peak (MB)", "mem vs d2")
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Row:
     peak_method: str = ""
     first_pass_s: Optional[float] = None  # the first (warm-up) pass: compile time + a pass if compiled
     error: str = ""  # why this row could not be timed (e.g. torch.compile failed)
+    allocator: str = ""  # the CPU memory policy its memory was measured under
 
     @property
     def name(self) -> str:
@@ -132,17 +137,38 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def matmul_roofline(device: str = "cpu", repeats: int = 3) -> float:
-    """GMAC/s of a (4096x768) @ (768x3072) fp32 matrix product: the median of ``repeats``."""
+def matmul_roofline(device: str = "cpu", repeats: int = 3, kernel: str = "mm") -> Optional[float]:
+    """
+    GMAC/s of a (4096x768) @ (768x3072) fp32 matrix product: the median of ``repeats``.
+
+    ``kernel``: "mm" (``torch.mm``: MKL on the CPU, cuBLAS on CUDA; the table's roofline) or
+    "onednn" (the same product as a linear through oneDNN, what HPViT's projections run at CPU
+    inference; None where that path does not exist).
+    """
     m, k, n = ROOFLINE_SHAPE
-    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-    out = torch.empty(m, n, device=device)
-    torch.mm(a, b, out=out)
+    a = torch.randn(m, k, device=device)
+    if kernel == "mm":
+        b, out = torch.randn(k, n, device=device), torch.empty(m, n, device=device)
+
+        def product():
+            torch.mm(a, b, out=out)
+    else:
+        from ..modeling.projection import onednn_applies, token_linear
+
+        linear = torch.nn.Linear(k, n, bias=False).to(device)
+        with torch.no_grad():
+            if not onednn_applies(a):
+                return None
+
+        def product():
+            with torch.no_grad():
+                token_linear(linear, a)
+    product()
     times = []
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        product()
         _sync(device)
         times.append(time.perf_counter() - start)
     return m * k * n / statistics.median(times) / 1e9
@@ -179,7 +205,8 @@ def measure_row(spec: dict) -> dict:
                         spec["checkpoint"]).to(device)
     inputs = make_inputs(spec["part"], spec["size"], spec["batch"], device)
     step = make_step(model, spec["part"], inputs, device, spec["amp"])
-    result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+    result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+              "allocator": cpu_memory.retained()}
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -218,6 +245,8 @@ def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
 
 def _measure_in_subprocess(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
+    if spec["part"] == "train":  # training (hpvit_d2.cli.train) runs on the system allocator
+        env[cpu_memory.ENV_VAR] = "0"
     cmd = [sys.executable, "-m", "hpvit_d2.cli.bench", "--measure-row", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -229,7 +258,8 @@ def _measure_in_subprocess(spec: dict) -> dict:
 
 
 def _time_rows(rows: List[Row], models: Dict[str, Callable], args, log) -> List[float]:
-    """Warm up, then time every model once per round, alternating the order; returns rooflines."""
+    """Warm up, then time every model once per round, alternating the order; returns the
+    (torch.mm, oneDNN) rooflines measured in each round."""
     for row in list(rows):
         for k in range(max(1, args.warmup) if row.compiled else args.warmup):
             start = time.perf_counter()
@@ -247,7 +277,7 @@ def _time_rows(rows: List[Row], models: Dict[str, Callable], args, log) -> List[
     rooflines = []
     for r in range(args.runs):
         order = rows if r % 2 == 0 else rows[::-1]
-        rooflines.append(matmul_roofline(args.device))
+        rooflines.append((matmul_roofline(args.device), matmul_roofline(args.device, kernel="onednn")))
         for row in order:
             _sync(args.device)
             start = time.perf_counter()
@@ -302,7 +332,7 @@ def run(args, log=print) -> dict:
             setattr(row, k, v)
         measured[(row.part, row.size, row.model)] = row
 
-    rooflines: List[float] = []
+    rooflines: List[tuple] = []
     groups: Dict[tuple, List[Row]] = {}
     for row in rows:
         if row.part != "train":
@@ -336,12 +366,19 @@ def run(args, log=print) -> dict:
         "batch": args.batch,
         "runs": args.runs,
         "warmup": args.warmup,
-        "roofline_gmacs": (statistics.median(rooflines) if rooflines
+        "roofline_gmacs": (statistics.median(r[0] for r in rooflines) if rooflines
                            else matmul_roofline(args.device)),
-        "roofline_samples": rooflines,
+        "roofline_samples": [r[0] for r in rooflines],
+        "onednn_roofline_gmacs": _median_or_none([r[1] for r in rooflines] if rooflines else
+                                                 [matmul_roofline(args.device, kernel="onednn")]),
         "allocator": cpu_memory.retained(),
         "rows": [dict(asdict(r), name=r.name) for r in rows],
     }
+
+
+def _median_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
 
 def _machine(device: str) -> str:
@@ -373,6 +410,7 @@ def table_rows(results: dict) -> List[List[str]]:
     """The table's cells, one list per row, in COLUMNS order."""
     rows = [Row(**{k: v for k, v in r.items() if k != "name"}) for r in results["rows"]]
     roofline = results["roofline_gmacs"]
+    onednn = results.get("onednn_roofline_gmacs")
     base = {(r.part, r.size): r for r in rows if r.model == BASELINE and not r.compiled}
     out = []
     for r in rows:
@@ -392,10 +430,23 @@ def table_rows(results: dict) -> List[List[str]]:
             _fmt(speed, 2) + ("x" if speed else ""),
             _fmt_g(gmacs),
             _fmt(100 * gmacs / roofline if gmacs else None, 0) + ("%" if gmacs else ""),
+            _fmt(100 * gmacs / onednn if gmacs and onednn else None, 0) +
+            ("%" if gmacs and onednn else ""),
             _fmt(r.peak_mb, 0), _fmt(r.pass_peak_mb, 0),
             _fmt(mem_ratio, 2) + ("x" if mem_ratio else ""),
         ])
     return out
+
+
+def _onednn_note(results: dict) -> str:
+    rate = results.get("onednn_roofline_gmacs")
+    return "" if rate is None else f", oneDNN's linear on the same product {rate:.1f} GMAC/s"
+
+
+def _train_note(results: dict) -> str:
+    trains = any(r["part"] == "train" for r in results["rows"])
+    retained = not results.get("allocator", "system").startswith("system")
+    return " (train rows: system allocator, as training runs)" if trains and retained else ""
 
 
 def markdown_table(results: dict) -> str:
@@ -405,8 +456,9 @@ def markdown_table(results: dict) -> str:
             f"{' (AMP bf16)' if results['amp_bf16'] else ''}, batch {results['batch']}, "
             f"{results['runs']} runs after {results['warmup']} warm-up; matmul roofline "
             f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
-            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}); CPU memory: "
-            f"{results.get('allocator', 'system allocator')}.")
+            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}, torch.mm)"
+            f"{_onednn_note(results)}; CPU memory: "
+            f"{results.get('allocator', 'system allocator')}{_train_note(results)}.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]

@@ -15,7 +15,8 @@ names, shapes and initialisation are detectron2's. What is faster:
   normalised input gives them); the output projection runs after the windows are merged and
   cropped. At 512x512 ViT-B pads 32x32 tokens to 42x42, so this skips 42% of the qkv and proj
   work of window blocks;
-- q, k and v are strided views of the qkv output (no split copies).
+- q, k and v are strided views of the qkv output (no split copies);
+- at CPU inference the projections run through oneDNN (:mod:`.projection`).
 """
 from typing import Optional, Tuple
 
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos
+
+from .projection import token_linear, token_mlp
 
 __all__ = [
     "BAND_TOKENS",
@@ -137,7 +140,7 @@ def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 
         Tensor (B, H, W, C).
     """
     B, H, W, C = x.shape
-    qkv = attn.qkv(x)  # (B, H, W, 3C)
+    qkv = token_linear(attn.qkv, x)  # (B, H, W, 3C)
     if window_size > 0:
         qkv, padded_hw = split_windows(qkv, window_size, fill=attn.qkv.bias)
         side = (window_size, window_size)
@@ -156,7 +159,7 @@ def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 
         out = merge_windows(out, window_size, padded_hw, (H, W))
     else:
         out = out.view(B, H, W, C)
-    return attn.proj(out)
+    return token_linear(attn.proj, out)
 
 
 def _sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
@@ -210,7 +213,7 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
         x.shape[0] * x.shape[1] * x.shape[2] > BAND_TOKENS and not torch.jit.is_tracing()
     if not banded:
         x = x + block.drop_path(fused_attention(block.attn, block.norm1(x), block.window_size))
-        x = x + block.drop_path(block.mlp(block.norm2(x)))
+        x = x + block.drop_path(token_mlp(block.mlp, block.norm2(x)))
     else:
         x = x if inplace else x.clone()
         B, H, W, C = x.shape
@@ -220,14 +223,14 @@ def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = Fa
             for r0 in range(0, H, rows):
                 band = x[:, r0:r0 + rows]
                 band += fused_attention(block.attn, block.norm1(band), ws)
-                band += block.mlp(block.norm2(band))
+                band += token_mlp(block.mlp, block.norm2(band))
         else:
             x += fused_attention(block.attn, block.norm1(x), 0)
             # Bands of rows: views of x whatever its strides (no copy of the map is made).
             rows = max(1, BAND_TOKENS // (B * W))
             for r0 in range(0, H, rows):
                 band = x[:, r0:r0 + rows]
-                band += block.mlp(block.norm2(band))
+                band += token_mlp(block.mlp, block.norm2(band))
     if block.use_residual_block:
         x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     return x

@@ -12,6 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import fused_block_forward
 from .checkpoint_filter import resize_rel_pos
 from .pooling import POOL_TYPES, TokenPool
+from .position import resized_abs_pos
 
 __all__ = ["HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "find_vit_backbone"]
 
@@ -61,8 +62,10 @@ class HPViT(ViT):
             pool_type (str): "conv" (2x2 stride-2 conv, initialised to the average), "avg" or "max".
             out_features (list[str] or None): stages to return, among ``scale{log2(stride)}``;
                 None: all.
-            fused_attention (bool): run the blocks with :func:`fused_block_forward` (same output
-                as detectron2's forward, faster); False runs detectron2's ``Block.forward``.
+            fused_attention (bool): run the blocks with :func:`fused_block_forward` and the
+                embeddings with a channels-last patch convolution and a separable position resize
+                (same output as detectron2's forward to float rounding, faster); False runs
+                detectron2's ``Block.forward`` and ``get_abs_pos`` exactly.
             use_act_checkpoint (bool): recompute block activations in backward to save memory
                 (``torch.utils.checkpoint``; detectron2's needs fairscale).
             vit_kwargs: the other arguments of detectron2's ``ViT`` (``patch_size``,
@@ -175,6 +178,23 @@ class HPViT(ViT):
             return checkpoint(forward, blk, x, use_reentrant=False)
         return forward(blk, x)
 
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch and position embedding: images (B, C_in, H, W) -> row-major (B, H', W', C)."""
+        if not self.fused_attention:  # detectron2's ops exactly (the unoptimised reference)
+            x = self.patch_embed(x)
+            if self.pos_embed is not None:
+                x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token,
+                                    (x.shape[1], x.shape[2]))
+            return x
+        # detectron2's PatchEmbed returns the conv map permuted to (B, H, W, C): given the image
+        # channels-last, the convolution writes that map row-major (no copy), so that every band,
+        # LayerNorm and residual add of the blocks reads and writes contiguous memory. The
+        # position embedding is resized separably and added in place (no second map).
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        if self.pos_embed is not None:
+            x += resized_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
+        return x
+
     def forward(self, x: torch.Tensor):
         """
         Args:
@@ -183,13 +203,7 @@ class HPViT(ViT):
             dict[str, Tensor]: ``scale{n}`` -> (B, embed_dim, ceil(H / 2**n), ceil(W / 2**n)),
             exact for H, W divisible by ``size_divisibility``.
         """
-        # detectron2's PatchEmbed returns the conv map permuted, (B, H, W, C) in channels-first
-        # memory: made row-major once here, so that every band, LayerNorm and residual add of the
-        # blocks reads and writes contiguous memory (in place of a strided copy in each of them).
-        # The position embedding is added in place: one pass over the map, no second map.
-        x = self.patch_embed(x).contiguous()
-        if self.pos_embed is not None:
-            x += get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
+        x = self._embed(x)
         outputs = {}
         first = 0
         for stage, depth in enumerate(self.stage_depths):
