@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from hpvit_d2 import cpu_memory
+from hpvit_d2.cli.common import command_line
 from hpvit_d2.cli import bench as benchmark
 from hpvit_d2.overrides import ConfigError
 
@@ -125,8 +126,8 @@ def test_cost_curve_plots_time_memory_and_flops(tmp_path):
 
 def test_readme_caption_names_the_command_without_the_readme_flag():
     """The README caption is the command to type again: ``--readme FILE`` is left out, value too."""
-    line = benchmark._command_line(["--sizes", "512", "--readme", "README.md", "--runs", "2",
-                                    "--readme=other.md"])
+    line = command_line("hpvit_d2.cli.bench", ["--sizes", "512", "--readme", "README.md",
+                                               "--runs", "2", "--readme=other.md"])
     assert line == "python -m hpvit_d2.cli.bench --sizes 512 --runs 2"
 
 

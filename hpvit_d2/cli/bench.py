@@ -443,10 +443,13 @@ def _onednn_note(results: dict) -> str:
     return "" if rate is None else f", oneDNN's linear on the same product {rate:.1f} GMAC/s"
 
 
-def _train_note(results: dict) -> str:
-    trains = any(r["part"] == "train" for r in results["rows"])
-    retained = not results.get("allocator", "system").startswith("system")
-    return " (train rows: system allocator, as training runs)" if trains and retained else ""
+def _allocator_note(results: dict) -> str:
+    """Says so when the train rows' memory was measured on the system allocator (as training
+    runs) while the run kept freed memory: read off the policy each row recorded."""
+    kept = not results.get("allocator", "system").startswith("system")
+    train_system = any(r["part"] == "train" and r.get("allocator", "").startswith("system")
+                       for r in results["rows"])
+    return " (train rows: system allocator, as training runs)" if kept and train_system else ""
 
 
 def markdown_table(results: dict) -> str:
@@ -458,7 +461,7 @@ def markdown_table(results: dict) -> str:
             f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
             f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}, torch.mm)"
             f"{_onednn_note(results)}; CPU memory: "
-            f"{results.get('allocator', 'system allocator')}{_train_note(results)}.")
+            f"{results.get('allocator', 'system allocator')}{_allocator_note(results)}.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
@@ -607,7 +610,7 @@ def main(argv) -> int:
     results = run(args, log)
     name = "curve" if args.curve else "benchmark"
     table = write_outputs(results, Path(args.out), name, curve=args.curve)
-    command = _command_line(argv)
+    command = command_line("hpvit_d2.cli.bench", argv)
     caption = (f"`{command.strip()}`, {results['date']}, {results['machine']}, torch "
                f"{results['torch']}, {results['threads']} threads, batch {results['batch']}, "
                f"{results['runs']} run(s) after {results['warmup']} warm-up; matmul roofline "
@@ -618,11 +621,6 @@ def main(argv) -> int:
         block = "bench-curve" if args.curve else "bench-compile" if args.compile else "bench"
         update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
-
-
-def _command_line(argv: Sequence[str]) -> str:
-    """This command as a user would type it again, without ``--readme FILE``."""
-    return command_line("hpvit_d2.cli.bench", argv)
 
 
 def _profile(args, argv) -> int:
@@ -644,7 +642,7 @@ def _profile(args, argv) -> int:
     for e in events[:12]:
         lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | "
                      f"{100 * e.self_cpu_time_total / own:.0f}% | {e.count} |")
-    command = _command_line(argv)
+    command = command_line("hpvit_d2.cli.bench", argv)
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
                f"{torch.get_num_threads()} threads: {VARIANTS[args.profile]['label']} backbone at "
                f"{size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")

@@ -12,12 +12,9 @@ others, e.g. 7,168 tokens into ``fc2``: not used.) Its GELU fusion was slower th
 Only inference takes this path (no autograd, fp32 on the CPU, no autocast, not traced, compiled or
 exported): training, exported graphs, ``torch.compile`` and other devices keep ``F.linear``.
 """
-import time
-from typing import Dict
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from timm.layers import Mlp
 
 __all__ = ["onednn_applies", "token_linear", "token_mlp"]
 
@@ -67,37 +64,20 @@ def token_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ``mlp(x)`` for timm's ``Mlp`` (detectron2's ViT blocks use it), its two linears through
     :func:`token_linear`. Any other module is called as it is. x: (B, H, W, C) -> (B, H, W, C).
     """
-    parts = ("fc1", "act", "drop1", "norm", "fc2", "drop2")
-    if not all(isinstance(getattr(mlp, p, None), nn.Module) for p in parts) or \
-            not onednn_applies(x):
+    if type(mlp) is not Mlp or not onednn_applies(x):
         return mlp(x)
     x = mlp.norm(mlp.drop1(mlp.act(token_linear(mlp.fc1, x))))
     return mlp.drop2(token_linear(mlp.fc2, x))
 
 
-def measure(tokens: int = 4096, dim: int = 768, hidden: int = 3072, repeats: int = 5) -> Dict[str, float]:
-    """GMAC/s of ``F.linear`` and of :func:`token_linear` for a (tokens, dim) -> hidden projection."""
-    linear = nn.Linear(dim, hidden)
-    x = torch.randn(1, tokens // 64, 64, dim)
-    rates = {}
-    with torch.no_grad():
-        for name, run in (("F.linear (MKL)", lambda: F.linear(x, linear.weight, linear.bias)),
-                          ("token_linear (oneDNN)", lambda: token_linear(linear, x))):
-            run()
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run()
-                times.append(time.perf_counter() - start)
-            rates[name] = tokens * dim * hidden / sorted(times)[len(times) // 2] / 1e9
-    return rates
-
-
 if __name__ == "__main__":
+    from ..cli.bench import ROOFLINE_SHAPE, matmul_roofline
     from ..cpu_memory import retain_freed_cpu_memory
 
     policy = retain_freed_cpu_memory()  # as the bench and the demo run: no page faults in outputs
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    print(f"{torch.get_num_threads()} threads, fp32, (4096 x 768) -> 3072, median of 5; {policy}:")
-    for name, rate in measure().items():
-        print(f"  {name}: {rate:.1f} GMAC/s")
+    m, k, n = ROOFLINE_SHAPE
+    print(f"{torch.get_num_threads()} threads, fp32 ({m} x {k}) @ ({k} x {n}), median of 5; {policy}:")
+    print(f"  torch.mm (MKL): {matmul_roofline(repeats=5):.1f} GMAC/s")
+    rate = matmul_roofline(repeats=5, kernel="onednn")
+    print("  token_linear (oneDNN): " + (f"{rate:.1f} GMAC/s" if rate else "not available here"))
