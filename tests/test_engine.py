@@ -179,7 +179,7 @@ def test_init_checkpoint_of_another_size_is_refused_unless_allowed(tmp_path, env
     refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "Traceback" not in refused.stderr
-    assert "(width 192, depth 12, patch 16) cannot fill the model's (width 128, depth 4" in refused.stderr
+    assert "(width 192, depth 12, patch 16) cannot fill the model's (width 128, depth 6" in refused.stderr
     assert not (out / "model_final.pth").exists()
     allowed = subprocess.run(cmd[:2] + ["--allow-partial"] + cmd[2:], env=env, capture_output=True,
                              text=True, timeout=300)
@@ -187,7 +187,7 @@ def test_init_checkpoint_of_another_size_is_refused_unless_allowed(tmp_path, env
 
 
 def test_strict_refuses_a_checkpoint_missing_a_block_weight(tmp_path, env):
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=128, depth=4,
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=128, depth=6,
                             num_heads=4)
     state = vit.state_dict()
     del state["blocks.2.mlp.fc1.weight"]

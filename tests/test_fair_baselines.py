@@ -90,6 +90,7 @@ def test_b_configs_load_mae_through_the_stock_path_and_ours(config, mae_b_file):
 
 def test_pooling_layers_have_their_place_in_lr_decay_and_weight_decay():
     cfg = get_config("mask_rcnn_hpvit_tiny.py")
+    cfg.model.backbone.bottom_up.pool_type = "conv"  # the pooling with weights
     model = instantiate(cfg.model)
     groups = vit_optimizer_params(model, base_lr=1.0, lr_decay_rate=0.5, weight_decay_norm=0.0,
                                   pool_weight_decay=0.0, overrides={"pos_embed": {"weight_decay": 0.0}})
@@ -98,13 +99,15 @@ def test_pooling_layers_have_their_place_in_lr_decay_and_weight_decay():
     lr = {n: by_param[id(p)]["lr"] for n, p in named.items()}
     wd = {n: by_param[id(p)].get("weight_decay") for n, p in named.items()}
     bb = "backbone.bottom_up."
-    # 4 blocks, one per stage: patch at layer 0 (0.5^5), block i at i+1, heads at full lr.
-    assert lr[bb + "patch_embed.proj.weight"] == 0.5 ** 5
-    for i in range(4):
-        assert lr[bb + f"blocks.{i}.attn.qkv.weight"] == 0.5 ** (4 - i)
-    # pools.k feeds stage k+1, whose first block is block k+1: the same lr.
+    depth, stages = cfg.model.backbone.bottom_up.depth, cfg.model.backbone.bottom_up.stage_depths
+    # patch at layer 0 (0.5^(depth+1)), block i at i+1, heads at full lr.
+    assert lr[bb + "patch_embed.proj.weight"] == 0.5 ** (depth + 1)
+    for i in range(depth):
+        assert lr[bb + f"blocks.{i}.attn.qkv.weight"] == 0.5 ** (depth - i)
+    # pools.k feeds stage k+1, whose first block is sum(stages[:k+1]): the same lr.
     for k in range(3):
-        assert lr[bb + f"pools.{k}.conv.weight"] == lr[bb + f"blocks.{k + 1}.attn.qkv.weight"]
+        first = sum(stages[:k + 1])
+        assert lr[bb + f"pools.{k}.conv.weight"] == lr[bb + f"blocks.{first}.attn.qkv.weight"]
         assert wd[bb + f"pools.{k}.conv.weight"] == 0.0 and wd[bb + f"pools.{k}.conv.bias"] == 0.0
     assert lr["roi_heads.box_predictor.cls_score.weight"] == 1.0
     assert wd["roi_heads.box_predictor.cls_score.weight"] is None  # the optimizer's (0.05)
@@ -113,4 +116,5 @@ def test_pooling_layers_have_their_place_in_lr_decay_and_weight_decay():
     vitdet = instantiate(get_config("mask_rcnn_vitdet_tiny.py").model)
     groups = vit_optimizer_params(vitdet, base_lr=1.0, lr_decay_rate=0.5)
     lrs = {n: g["lr"] for g in groups for n, p in vitdet.named_parameters() if any(p is q for q in g["params"])}
-    assert lrs["backbone.net.blocks.3.mlp.fc1.weight"] == 0.5 and lrs["backbone.net.pos_embed"] == 0.5 ** 5
+    assert lrs[f"backbone.net.blocks.{depth - 1}.mlp.fc1.weight"] == 0.5
+    assert lrs["backbone.net.pos_embed"] == 0.5 ** (depth + 1)

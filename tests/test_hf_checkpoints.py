@@ -17,7 +17,7 @@ from hpvit_d2.mae_pretrain import ensure_sincos_positions
 from hpvit_d2.modeling import HPViT, convert_plain_vit
 from hpvit_d2.modeling.checkpoint_filter import extract_state_dict
 
-WIDTH, DEPTH, HEADS = 128, 4, 4  # the tiny configs' backbone
+WIDTH, DEPTH, HEADS = 128, 6, 4  # the tiny configs' backbone
 
 
 def vit_kwargs():
@@ -66,7 +66,7 @@ def save_hf(tmp_path, kind: str, sincos: bool = True):
 
 def tiny_target(**kw):
     return HPViT(img_size=256, embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS, window_size=8,
-                 window_block_indexes=(0, 1), stage_depths=(1, 1, 1, 1), **kw)
+                 window_block_indexes=(0, 1), stage_depths=(1, 1, 3, 1), **kw)
 
 
 @pytest.mark.parametrize("kind, fmt", [("vit_mae", "Hugging Face ViTMAE"), ("vit", "Hugging Face ViT"),

@@ -6,14 +6,17 @@ import json
 import numpy as np
 from PIL import Image
 
-from hpvit_d2.cli.reproduce import run_reproduce
+import pytest
+
+from hpvit_d2.cli.reproduce import claims_table, config_pool, mae_settings, run_reproduce, verdict
 from hpvit_d2.mae_pretrain import MAESettings, pretrain_mae
 
 
 def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
     out = tmp_path / "reproduce"
-    records = run_reproduce(["--smoke", "--output-dir", str(out)])
+    argv = ["--smoke", "--seeds", "0", "1", "2", "--output-dir", str(out)]
+    records = run_reproduce(argv)
     printed = capsys.readouterr().out
     # The pre-training and the public converter ran as commands, as a user would run them.
     assert "mae (1 thread(s)): python -m hpvit_d2.cli.pretrain_mae --images" in printed
@@ -21,24 +24,106 @@ def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
     assert "[mae] step 4/4" in (out / "mae.log").read_text()
 
     saved = json.loads((out / "results.json").read_text())
-    assert saved == records and len(saved) == 4
-    assert {(r["backbone"], r["init"]) for r in saved} == {
-        ("hpvit", "mae"), ("hpvit", "scratch"), ("vitdet", "mae"), ("vitdet", "scratch")}
+    assert saved == records and len(saved) == 12
+    for backbone in ("hpvit", "vitdet"):
+        for init in ("mae", "scratch"):
+            assert sorted(r["seed"] for r in saved if (r["backbone"], r["init"]) == (backbone, init)) == [0, 1, 2]
     for record in saved:
-        assert record["seed"] == 0 and record["iterations"] == 2
+        assert record["iterations"] == 2 and record["seconds"] > 0
+        assert record["pool"] == (config_pool() if record["backbone"] == "hpvit" else None)
         for key in ("bbox/AP", "segm/AP", "bbox/AP50", "bbox/APs"):
             assert isinstance(record[key], float)
     # The MAE runs started from the converted checkpoint, the scratch runs from nothing.
     for backbone in ("hpvit", "vitdet"):
-        log = (out / f"{backbone}_mae_seed0.log").read_text()
+        pool = f"_{config_pool()}" if backbone == "hpvit" else ""
+        log = (out / f"{backbone}{pool}_mae_seed1.log").read_text()
         assert "converted into the backbone" not in log  # a converted file is the model's own keys
         assert f"init_mask_rcnn_{backbone}_tiny.pth" in log and "detector checkpoint" in log
-        assert "No checkpoint found" in (out / f"{backbone}_scratch_seed0.log").read_text()
+        assert "No checkpoint found" in (out / f"{backbone}{pool}_scratch_seed1.log").read_text()
     assert (out / "mae" / "config.json").is_file() and (out / "mae" / "model.safetensors").is_file()
+    # A smoke run gives the paired differences but never a verdict, even with three seeds.
     report = (out / "results.md").read_text()
-    assert "MAE pre-training helps HPViT by" in report and "vs ViTDet from the same MAE" in report
+    assert report.count("no verdict (smoke run)") == 3
+    assert "shown" not in report and "separable" not in report and "opposite" not in report
+    claims = json.loads((out / "claims.json").read_text())
+    gain = {int(s): d for s, d in claims["mae_helps_hpvit"]["box_ap_per_seed"].items()}
+    by = {(r["backbone"], r["init"], r["seed"]): r["bbox/AP"] for r in saved}
+    assert gain == {s: by["hpvit", "mae", s] - by["hpvit", "scratch", s] for s in (0, 1, 2)}
+    assert claims["mae_helps_hpvit"]["verdict"] is None
     with Image.open(out / "curves.png") as image:
         assert image.format == "PNG" and image.width > 500
+
+    # Run again: every fine-tune finished with the same command is reused, with the same numbers.
+    again = run_reproduce(argv)
+    printed = capsys.readouterr().out
+    assert printed.count(": reused (") == 12 and "training HPViT-tiny" not in printed
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def _records(values):
+    """Synthetic results: {(backbone, init): [box AP of seeds 0, 1, 2]}."""
+    return [{"backbone": b, "pool": config_pool() if b == "hpvit" else None, "init": i, "seed": s,
+             "bbox/AP": ap, "segm/AP": ap / 2}
+            for (b, i), aps in values.items() for s, ap in enumerate(aps)]
+
+
+def test_a_claim_is_shown_only_when_the_mean_clears_it_and_every_seed_agrees():
+    assert verdict([4.0, 3.5, 5.0], 3.0) == "shown"
+    assert verdict([9.0, 3.5, -0.5], 3.0).startswith("not separable from noise")  # mean 4, a seed < 0
+    assert verdict([1.0, 2.0, 0.5], 3.0).startswith("not shown")  # all positive, mean below +3
+    assert verdict([-1.0, -4.0, -0.2], 3.0).startswith("the opposite")
+    assert verdict([0.1, 0.2, 0.3], 0.0) == "shown"
+    assert verdict([0.0, 0.2, 0.3], 0.0).startswith("not separable")  # a tie is no agreement
+    # One seed, two seeds or a smoke run: the numbers, never a verdict.
+    assert verdict([10.0], 3.0) is None and verdict([10.0, 9.0], 3.0) is None
+    assert verdict([10.0, 9.0, 8.0], 3.0, smoke=True) is None
+
+
+def test_claims_table_pairs_seeds_and_says_why_there_is_no_verdict():
+    records = _records({("hpvit", "mae"): [20.0, 18.0, 21.0], ("hpvit", "scratch"): [15.0, 16.0, 14.0],
+                        ("vitdet", "mae"): [19.0, 19.0, 22.0], ("vitdet", "scratch"): [10.0, 11.0, 12.0]})
+    lines, outcome = claims_table(records, smoke=False)
+    assert outcome["mae_helps_hpvit"]["box_ap_per_seed"] == {0: 5.0, 1: 2.0, 2: 7.0}
+    assert outcome["mae_helps_hpvit"]["verdict"] == "shown"  # mean +4.7, every seed > 0
+    assert outcome["hpvit_beats_vitdet"]["box_ap_per_seed"] == {0: 1.0, 1: -1.0, 2: -1.0}
+    assert outcome["hpvit_beats_vitdet"]["verdict"].startswith("not separable")
+    assert "s0 +5.0, s1 +2.0, s2 +7.0" in "\n".join(lines) and "+4.7 (+2.0 to +7.0)" in "\n".join(lines)
+    one_seed = [r for r in records if r["seed"] == 0]
+    lines, outcome = claims_table(one_seed, smoke=False)
+    assert all(o["verdict"] is None for o in outcome.values())
+    assert "no verdict (1 seed(s); a verdict needs at least 3)" in "\n".join(lines)
+    assert "shown" not in "\n".join(lines)
+
+
+def test_the_miniature_keeps_the_papers_proportions():
+    from hpvit_d2.model_zoo import get_config
+
+    hpvit = get_config("mask_rcnn_hpvit_tiny.py").model.backbone.bottom_up
+    vitdet = get_config("mask_rcnn_vitdet_tiny.py").model.backbone.net
+    # At least half of the pre-trained blocks stay at 1/16, as in HPViT-B's (2, 2, 6, 2).
+    assert sum(hpvit.stage_depths) == hpvit.depth and 2 * hpvit.stage_depths[2] >= hpvit.depth
+    assert (vitdet.embed_dim, vitdet.depth, vitdet.num_heads) == (hpvit.embed_dim, hpvit.depth, hpvit.num_heads)
+    # The semantic configs and the MAE use the same trunk.
+    semseg = get_config("semseg_hpvit_tiny.py").model.backbone
+    assert (semseg.stage_depths, semseg.depth, semseg.pool_type) == (hpvit.stage_depths, hpvit.depth, hpvit.pool_type)
+    settings = mae_settings(1200, 3000)
+    assert (settings.width, settings.depth, settings.heads) == (hpvit.embed_dim, hpvit.depth, hpvit.num_heads)
+    # MAE's lightweight decoder: per token at most 30% of the encoder (MAE's ViT-B: 29.6%).
+    assert settings.decoder_cost_ratio() <= 0.30
+    assert MAESettings(width=768, depth=12, decoder_width=512, decoder_depth=8).decoder_cost_ratio() == \
+        pytest.approx(0.296, abs=1e-3)
+
+
+def test_replayed_wall_time_follows_lanes_and_needs():
+    from hpvit_d2.cli.runs import CommandJob, replay_wall
+
+    def job(name, needs=()):
+        return CommandJob(name, ["true"], None, needs=needs)
+
+    lanes = [[job("mae"), job("b", ("mae",))], [job("a"), job("c", ("mae",))]]
+    durations = {"mae": 10.0, "a": 3.0, "b": 5.0, "c": 1.0}
+    assert replay_wall(lanes, durations) == 15.0  # b after mae in lane 0; c waits for mae: 11
 
 
 def test_mae_pretraining_is_reused_when_settings_match(tmp_path):

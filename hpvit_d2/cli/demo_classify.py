@@ -9,13 +9,14 @@ fine-tuned from ``make reproduce``'s MAE and from scratch, on the embedded shape
 
 1. The shapes ImageFolder (``hpvit_d2.data.shapes_classification``: one shape per 64x64 image,
    4 classes; ``--train-per-class`` / ``--val-per-class`` images per class).
-2. The MAE of ``make reproduce`` (``hpvit_d2.cli.reproduce.MAE_SETTINGS``, the tiny configs' ViT:
-   width 128, 4 blocks, 4 heads, patch 16), reused from ``--mae-dir`` (default
+2. The MAE of ``make reproduce`` (``hpvit_d2.cli.reproduce.mae_settings``, the tiny configs' ViT:
+   width 128, 6 blocks, 4 heads, patch 16), reused from ``--mae-dir`` (default
    ``output/reproduce/mae``) when it was pre-trained with those settings, else pre-trained there
    (``python -m hpvit_d2.cli.pretrain_mae``), so the two commands share one checkpoint.
-3. Four ``classify.py`` runs with one recipe (``RECIPE``): ``hpvit_tiny_patch16_224`` at width
-   128, 4 blocks, stages (1, 1, 1, 1) (1/4 .. 1/32) and the same model in plain mode
-   (``patch_stride=16, stage_depths=(4,)``: timm's ViT with average pooling), each ``--pretrained``
+3. Four ``classify.py`` runs with one recipe (``RECIPE``): ``hpvit_tiny_patch16_224`` with the
+   tiny detection configs' trunk (width 128, 6 blocks, stages (1, 1, 3, 1), 1/4 .. 1/32, their
+   pooling) and the same model in plain mode (``patch_stride=16, stage_depths=(6,)``: timm's ViT
+   with average pooling), each ``--pretrained``
    from the MAE directory and from scratch.
 4. Writes ``results.json`` (one record per run: model, init, top-1/top-5 of the last epoch and the
    best, params, s/epoch) and ``comparison.md``; ``--readme`` writes the 'demo-classify' block.
@@ -28,19 +29,28 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from .common import EXIT_OK, run, update_readme_block
 from .runs import CommandJob, balanced_lanes, format_table, run_lanes
 
 __all__ = ["MODELS", "RECIPE", "main", "run_demo"]
 
-_TINY = ["embed_dim=128", "depth=4", "num_heads=4"]
-# model -> (label, --model-kwargs)
-MODELS = {
-    "hpvit": ("HPViT-tiny (1,1,1,1)", [*_TINY, "stage_depths=(1,1,1,1)"]),
-    "plain": ("ViT-tiny (plain)", [*_TINY, "patch_stride=16", "stage_depths=(4,)"]),
-}
+MODELS = ("hpvit", "plain")
+
+
+def model_kwargs(model: str) -> Tuple[str, List[str]]:
+    """(label, ``--model-kwargs``) of ``model``: the trunk of ``mask_rcnn_hpvit_tiny.py`` (width,
+    depth, heads, stages, pooling), or the same blocks in plain mode."""
+    from ..model_zoo import get_config
+
+    trunk = get_config("mask_rcnn_hpvit_tiny.py").model.backbone.bottom_up
+    size = [f"embed_dim={trunk.embed_dim}", f"depth={trunk.depth}", f"num_heads={trunk.num_heads}"]
+    if model == "plain":
+        return "ViT-tiny (plain)", [*size, "patch_stride=16", f"stage_depths=({trunk.depth},)"]
+    stages = ",".join(map(str, trunk.stage_depths))
+    return (f"HPViT-tiny ({stages}) {trunk.pool_type}",
+            [*size, f"stage_depths=({stages})", f"pool_type={trunk.pool_type}"])
 # One recipe for all four runs, sized for a CPU: batch 32, no gradient accumulation, AdamW lr 3e-4
 # with layer decay 0.75, 2 warm-up epochs then cosine, crops of 50-100% of the image and flips,
 # label smoothing 0.1; no RandAugment, random erasing or mixup (a 30-epoch run on 1000 images is
@@ -66,7 +76,7 @@ COLUMNS = (
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    from .reproduce import MAE_SETTINGS, UNLABELLED_SPLIT
+    from .reproduce import MAE_RECIPE, UNLABELLED_SPLIT
 
     p = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.demo_classify", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +87,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--train-per-class", type=int, default=250)
     p.add_argument("--val-per-class", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mae-steps", type=int, default=MAE_SETTINGS.steps)
+    p.add_argument("--mae-steps", type=int, default=MAE_RECIPE["steps"])
     p.add_argument("--mae-images", type=int, default=UNLABELLED_SPLIT["num_images"])
     p.add_argument("--readme", help="write the table into this README's 'demo-classify' block")
     args = p.parse_args(argv)
@@ -90,7 +100,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _classify_job(args, out: Path, tree: str, model: str, init: str, mae_dir: Path) -> CommandJob:
     name = f"{model}_{init}"
     argv = [sys.executable, "-m", "hpvit_d2.cli.classify", "--data-dir", tree,
-            "--model", "hpvit_tiny_patch16_224", "--model-kwargs", *MODELS[model][1],
+            "--model", "hpvit_tiny_patch16_224", "--model-kwargs", *model_kwargs(model)[1],
             "--epochs", str(args.epochs), "--seed", str(args.seed), *RECIPE,
             "--output", str(out / name)]
     if init == "mae":
@@ -108,7 +118,7 @@ def _record(out: Path, model: str, init: str) -> Dict:
     log = (out / f"{model}_{init}.log").read_text()
     params = next(float(line.split(": ")[1].split("M params")[0])
                   for line in log.splitlines() if "M params" in line)
-    return {"model": model, "label": MODELS[model][0], "init": init, "params_m": params,
+    return {"model": model, "label": model_kwargs(model)[0], "init": init, "params_m": params,
             "epochs": len(epochs), "top1": summary["last"]["top1"], "top5": summary["last"]["top5"],
             "loss": summary["last"]["loss"], "best_top1": summary["best_top1"],
             "s_per_epoch": statistics.mean(e["seconds"] for e in epochs),

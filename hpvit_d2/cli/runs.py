@@ -3,6 +3,7 @@ Training runs (and the steps they wait for) as subprocesses in parallel lanes, w
 line every few seconds: what ``make demo``, ``make demo-semseg``, ``make demo-classify`` and
 ``make reproduce`` share.
 """
+import json
 import os
 import statistics
 import subprocess
@@ -10,12 +11,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..engine.metrics import final_metrics, read_metrics
 
-__all__ = ["CommandJob", "TrainRun", "balanced_lanes", "format_table", "run_lanes", "run_metrics",
-           "train_command"]
+__all__ = ["CommandJob", "TrainRun", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
+           "run_metrics", "train_command"]
 
 
 @dataclass
@@ -42,6 +43,23 @@ class TrainRun:
 
     def describe(self, threads: int) -> str:
         return f"training {self.name} ({self.iters} iterations, {threads} thread(s))"
+
+    @property
+    def done_file(self) -> Path:
+        """Written when the run has finished: its command, thread count and duration."""
+        return self.output_dir / "finished_run.json"
+
+    def finished_record(self, threads: int):
+        """The record of an earlier run of exactly this command with ``threads`` threads that
+        finished and evaluated, or None."""
+        try:
+            record = json.loads(self.done_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("argv") != self.command() or record.get("threads") != threads:
+            return None
+        metrics = read_metrics(self.output_dir / "metrics.json")
+        return record if any("bbox/AP" in r or "sem_seg/mIoU" in r for r in metrics) else None
 
 
 @dataclass
@@ -106,12 +124,17 @@ def _state(job: Job) -> str:
 
 
 def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: float = 15.0,
-              threads: int = 0) -> float:
+              threads: int = 0, reuse: bool = False,
+              durations: Optional[Dict[str, float]] = None) -> float:
     """
     Run the lanes side by side, the jobs of a lane one after the other, each process with
     ``threads`` torch threads (default: the CPUs shared evenly between the lanes). A job starts
     once every job named in its ``needs`` has finished; its lane waits until then. Prints a
     progress line every ``poll_seconds``. Returns the wall time (s).
+
+    ``reuse``: a training run whose output directory holds a finished, evaluated run of the same
+    command and thread count is not run again. ``durations`` (if given) receives each job's
+    seconds by name (a reused run: the seconds it took then).
 
     Raises:
         ValueError: a job needs a name that no job has.
@@ -125,19 +148,27 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     threads = threads or max(1, (os.cpu_count() or 1) // len(lanes))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     pending = [list(lane) for lane in lanes]
-    running: Dict[int, tuple] = {}  # lane index -> (job, process, log)
+    running: Dict[int, tuple] = {}  # lane index -> (job, process, log, start)
     finished: set = set()
+    durations = {} if durations is None else durations
     start = last = time.time()
 
     def launch_ready():
         for index, lane in enumerate(pending):
-            if lane and index not in running and set(lane[0].needs) <= finished:
+            while lane and index not in running and set(lane[0].needs) <= finished:
                 job = lane.pop(0)
+                earlier = reuse and isinstance(job, TrainRun) and job.finished_record(threads)
+                if earlier:
+                    print(f"[{tag}] {job.name}: reused ({job.output_dir} finished the same command "
+                          f"in {earlier['seconds'] / 60:.1f} min)", flush=True)
+                    durations[job.name] = earlier["seconds"]
+                    finished.add(job.name)
+                    continue
                 job.prepare()
                 log = open(job.log_file, "w")
                 print(f"[{tag}] {job.describe(threads)}; log: {job.log_file}", flush=True)
                 proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[index] = (job, proc, log)
+                running[index] = (job, proc, log, time.time())
 
     launch_ready()
     while running or any(pending):
@@ -145,24 +176,48 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
             waiting = [f"{lane[0].name} (needs {', '.join(lane[0].needs)})" for lane in pending if lane]
             raise RuntimeError(f"[{tag}] the lanes wait for each other: {'; '.join(waiting)}")
         time.sleep(0.5)
-        for index, (job, proc, log) in list(running.items()):
+        for index, (job, proc, log, started) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
             del running[index]
             if proc.returncode != 0:
-                for _, other_proc, _ in running.values():
+                for _, other_proc, _, _ in running.values():
                     other_proc.kill()
                 tail = "\n".join(job.log_file.read_text().splitlines()[-25:])
                 raise RuntimeError(f"{'training ' if isinstance(job, TrainRun) else ''}{job.name} failed (exit {proc.returncode}); see "
                                    f"{job.log_file}. Last lines:\n{tail}")
             finished.add(job.name)
+            durations[job.name] = time.time() - started
+            if isinstance(job, TrainRun):
+                job.done_file.write_text(json.dumps({"argv": job.command(), "threads": threads,
+                                                     "seconds": durations[job.name]}))
         launch_ready()
         if running and time.time() - last >= poll_seconds:
             line = " | ".join(_state(job) for job, *_ in running.values())
             print(f"[{tag} {time.time() - start:5.0f}s] {line}", flush=True)
             last = time.time()
     return time.time() - start
+
+
+def replay_wall(lanes: Sequence[Sequence[Job]], durations: Dict[str, float]) -> float:
+    """The wall time (s) the lanes take when each job lasts ``durations[name]``: each lane runs its
+    jobs in order, each job starting once its lane is free and what it needs is done."""
+    free = [0.0] * len(lanes)
+    finish: Dict[str, float] = {}
+    position = [0] * len(lanes)
+    while any(position[k] < len(lane) for k, lane in enumerate(lanes)):
+        progressed = False
+        for k, lane in enumerate(lanes):
+            while position[k] < len(lane) and all(n in finish for n in lane[position[k]].needs):
+                job = lane[position[k]]
+                start = max([free[k], *(finish[n] for n in job.needs)])
+                free[k] = finish[job.name] = start + durations[job.name]
+                position[k] += 1
+                progressed = True
+        if not progressed:
+            raise ValueError("replay_wall: the lanes wait for each other")
+    return max(free, default=0.0)
 
 
 def balanced_lanes(jobs: Sequence[Job], cost: Callable[[Job], float], num_lanes: int = 2) -> List[List[Job]]:
