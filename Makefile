@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
+# The lab (projects/HPViT/hpvit_lab): experiment harnesses beside the library, not in its wheel.
+LAB := PYTHONPATH=projects/HPViT $(PY)
 # Two pytest-xdist workers, one per core; a test file stays on one worker (module fixtures once).
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile
@@ -18,19 +20,19 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m hpvit_d2.cli.demo_run
+	$(LAB) -m hpvit_lab.demo_run
 
 demo-semseg: setup
-	$(PY) -m hpvit_d2.cli.demo_semseg
+	$(LAB) -m hpvit_lab.demo_semseg
 
 demo-classify: setup
-	$(PY) -m hpvit_d2.cli.demo_classify
+	$(LAB) -m hpvit_lab.demo_classify
 
 reproduce: setup
-	$(PY) -m hpvit_d2.cli.reproduce
+	$(LAB) -m hpvit_lab.reproduce
 
 bench: setup
-	$(PY) -m hpvit_d2.cli.bench
+	$(LAB) -m hpvit_lab.bench
 
 clean:
 	rm -rf output

@@ -1,8 +1,14 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version: the package's own __version__.
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "hpvit_d2" / "__init__.py").read_text()).group(1)
 
 setup(
     name="hpvit_d2",
-    version="0.2.0",
+    version=VERSION,
     description="Hierarchical plain Vision Transformers (HPViT) for Detectron2",
     packages=find_packages(include=["hpvit_d2", "hpvit_d2.*"]),
     # The LazyConfigs and yacs files ship in the wheel: model_zoo finds them by name.
@@ -25,23 +31,18 @@ setup(
         "timm>=0.9",
         "tqdm>=4.29",
         "safetensors>=0.4",
-        "transformers>=4.40",
     ],
+    # The lab's MAE pre-training (projects/HPViT/hpvit_lab, make reproduce) uses transformers;
+    # Hugging Face checkpoint directories load without it.
+    extras_require={"lab": ["transformers>=4.40"]},
     entry_points={
         "console_scripts": [
             "hpvit-train=hpvit_d2.cli.train:entry",
             "hpvit-demo=hpvit_d2.cli.demo:entry",
             "hpvit-convert=hpvit_d2.cli.convert:entry",
-            "hpvit-bench=hpvit_d2.cli.bench:entry",
-            "hpvit-summary=hpvit_d2.cli.summary:entry",
-            "hpvit-demo-run=hpvit_d2.cli.demo_run:entry",
-            "hpvit-reproduce=hpvit_d2.cli.reproduce:entry",
-            "hpvit-pretrain-mae=hpvit_d2.cli.pretrain_mae:entry",
             "hpvit-export=hpvit_d2.cli.export:entry",
             "hpvit-browse=hpvit_d2.cli.browse:entry",
             "hpvit-classify=hpvit_d2.cli.classify:entry",
-            "hpvit-demo-semseg=hpvit_d2.cli.demo_semseg:entry",
-            "hpvit-demo-classify=hpvit_d2.cli.demo_classify:entry",
         ],
     },
 )

@@ -1,7 +1,13 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The lab (projects/HPViT/hpvit_lab: make demo, make reproduce, make bench) is tested too; its
+# package puts the folder on PYTHONPATH for the processes it starts.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "projects" / "HPViT"))
 
 # detectron2 reads $DETECTRON2_DATASETS once, when imported: the tests of its built-in names rely on
 # the default (./datasets from the working directory), and set the variable in fresh processes.

@@ -8,7 +8,7 @@ from PIL import Image
 
 from hpvit_d2 import cpu_memory
 from hpvit_d2.cli.common import command_line
-from hpvit_d2.cli import bench as benchmark
+from hpvit_lab import bench as benchmark
 from hpvit_d2.overrides import ConfigError
 
 # One thread: tiny models are all small ops, which two threads on a busy 2-core machine slow 100x.
@@ -126,15 +126,15 @@ def test_cost_curve_plots_time_memory_and_flops(tmp_path):
 
 def test_readme_caption_names_the_command_without_the_readme_flag():
     """The README caption is the command to type again: ``--readme FILE`` is left out, value too."""
-    line = command_line("hpvit_d2.cli.bench", ["--sizes", "512", "--readme", "README.md",
+    line = command_line("hpvit_lab.bench", ["--sizes", "512", "--readme", "README.md",
                                                "--runs", "2", "--readme=other.md"])
-    assert line == "python -m hpvit_d2.cli.bench --sizes 512 --runs 2"
+    assert line == "python -m hpvit_lab.bench --sizes 512 --runs 2"
 
 
 def test_attention_variants_agree_and_are_tabled(capsys):
     """bench_attention at a tiny size: every variant in its own process computes what HPViT's
     chunked SDPA computes (flex_attention's score_mod included), and the table has one row each."""
-    from hpvit_d2.cli import bench_attention
+    from hpvit_lab import bench_attention
 
     assert bench_attention.main(["--sides", "6", "--heads", "2", "--dim", "8", "--runs", "1",
                                  "--threads", "1", "--variants", "sdpa-chunked",

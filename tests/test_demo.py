@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from hpvit_d2.cli import demo_run
+from hpvit_lab import demo_run
 from hpvit_d2.overrides import ConfigError
 
 

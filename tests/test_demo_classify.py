@@ -2,7 +2,7 @@
 its plain twin, from the MAE and from scratch) as real subprocesses, and the table they make."""
 import json
 
-from hpvit_d2.cli import demo_classify
+from hpvit_lab import demo_classify
 
 
 def test_demo_classify_end_to_end_at_smoke_size(tmp_path, monkeypatch, capsys):
@@ -12,7 +12,7 @@ def test_demo_classify_end_to_end_at_smoke_size(tmp_path, monkeypatch, capsys):
         "--epochs", "1", "--train-per-class", "8", "--val-per-class", "2", "--mae-steps", "2",
         "--mae-images", "8", "--output-dir", str(out), "--mae-dir", str(mae)])
     printed = capsys.readouterr().out
-    assert "python -m hpvit_d2.cli.pretrain_mae" in printed and "hpvit_d2.cli.classify" in printed
+    assert "python -m hpvit_lab.pretrain_mae" in printed and "hpvit_d2.cli.classify" in printed
     assert {(r["model"], r["init"]) for r in records} == {
         ("hpvit", "mae"), ("hpvit", "scratch"), ("plain", "mae"), ("plain", "scratch")}
     saved = json.loads((out / "results.json").read_text())

@@ -4,7 +4,7 @@ are written."""
 import json
 
 
-from hpvit_d2.cli import demo_semseg
+from hpvit_lab import demo_semseg
 from hpvit_d2.cli.common import run
 
 

@@ -13,7 +13,7 @@ from detectron2.modeling.backbone import vit as d2_vit
 from hpvit_d2 import model_zoo
 from hpvit_d2.checkpoint import CheckpointError, HPViTCheckpointer
 from hpvit_d2.cli.convert import main as convert_main
-from hpvit_d2.mae_pretrain import ensure_sincos_positions
+from hpvit_lab.mae import ensure_sincos_positions
 from hpvit_d2.modeling import HPViT, convert_plain_vit
 from hpvit_d2.modeling.checkpoint_filter import extract_state_dict
 

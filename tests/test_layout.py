@@ -33,9 +33,32 @@ def test_library_imports_no_command_module():
             depth = len(name) - len(name.lstrip("."))
             resolved = name if depth == 0 else ".".join(
                 ("hpvit_d2",) + relative.parts[:-1][: len(relative.parts) - depth] + (name.lstrip("."),))
-            if resolved.startswith("hpvit_d2.cli") or ".cli" in name and depth:
+            if resolved.startswith(("hpvit_d2.cli", "hpvit_lab")) or ".cli" in name and depth:
                 offenders.append(f"{relative}: {name}")
     assert offenders == []
+
+
+def test_the_lab_is_beside_the_library_not_in_its_wheel():
+    """The harnesses that write README blocks live in projects/HPViT/hpvit_lab; the wheel's
+    packages and console commands are the library's and the user commands only."""
+    import setuptools
+
+    captured = {}
+    original = setuptools.setup
+    setuptools.setup = lambda **kw: captured.update(kw)
+    try:
+        exec(compile((ROOT / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+    finally:
+        setuptools.setup = original
+    assert all(p == "hpvit_d2" or p.startswith("hpvit_d2.") for p in captured["packages"])
+    commands = {c.split("=")[0] for c in captured["entry_points"]["console_scripts"]}
+    assert commands == {"hpvit-train", "hpvit-demo", "hpvit-convert", "hpvit-export", "hpvit-browse",
+                        "hpvit-classify"}
+    assert not any("transformers" in r for r in captured["install_requires"])
+    harnesses = {"bench", "bench_attention", "summary", "variants", "demo_run", "demo_semseg",
+                 "demo_classify", "reproduce", "runs", "pretrain_mae", "mae"}
+    assert harnesses <= {p.stem for p in (ROOT / "projects" / "HPViT" / "hpvit_lab").glob("*.py")}
+    assert not harnesses & {p.stem for p in PACKAGE.rglob("*.py")}
 
 
 def test_readme_numbers_are_written_by_commands():
@@ -45,6 +68,6 @@ def test_readme_numbers_are_written_by_commands():
     assert {"demo", "reproduce", "summary", "bench"} <= set(names), names
     assert readme.count("<!-- begin:") == len(blocks)
     for name, text in blocks:
-        assert re.search(r"`(make \w+|python -m hpvit_d2\.cli\.\w+)[^`]*`", text), name
+        assert re.search(r"`(make [\w-]+|python -m hpvit_lab\.\w+)[^`]*`", text), name
         assert re.search(r"20\d\d-\d\d-\d\d", text), f"{name}: no date"
         assert "not measured yet" not in text, name

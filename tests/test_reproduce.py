@@ -8,8 +8,8 @@ from PIL import Image
 
 import pytest
 
-from hpvit_d2.cli.reproduce import claims_table, config_pool, mae_settings, run_reproduce, verdict
-from hpvit_d2.mae_pretrain import MAESettings, pretrain_mae
+from hpvit_lab.reproduce import claims_table, config_pool, mae_settings, run_reproduce, verdict
+from hpvit_lab.mae import MAESettings, pretrain_mae
 
 
 def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
@@ -19,7 +19,7 @@ def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
     records = run_reproduce(argv)
     printed = capsys.readouterr().out
     # The pre-training and the public converter ran as commands, as a user would run them.
-    assert "mae (1 thread(s)): python -m hpvit_d2.cli.pretrain_mae --images" in printed
+    assert "mae (1 thread(s)): python -m hpvit_lab.pretrain_mae --images" in printed
     assert "python -m hpvit_d2.convert" in printed and "--strict" in printed
     assert "[mae] step 4/4" in (out / "mae.log").read_text()
 
@@ -116,7 +116,7 @@ def test_the_miniature_keeps_the_papers_proportions():
 
 
 def test_replayed_wall_time_follows_lanes_and_needs():
-    from hpvit_d2.cli.runs import CommandJob, replay_wall
+    from hpvit_lab.runs import CommandJob, replay_wall
 
     def job(name, needs=()):
         return CommandJob(name, ["true"], None, needs=needs)
@@ -140,7 +140,7 @@ def test_mae_pretraining_is_reused_when_settings_match(tmp_path):
 
 def test_pretrain_command_names_a_folder_without_images(tmp_path, capsys):
     from hpvit_d2.cli.common import run
-    from hpvit_d2.cli.pretrain_mae import main
+    from hpvit_lab.pretrain_mae import main
 
     (tmp_path / "empty").mkdir()
     assert run(main, ["--images", str(tmp_path / "empty"), "--output", str(tmp_path / "mae")]) == 2
@@ -150,7 +150,7 @@ def test_pretrain_command_names_a_folder_without_images(tmp_path, capsys):
 
 
 def test_pretrain_command_takes_every_setting_as_a_flag(tmp_path):
-    from hpvit_d2.cli.pretrain_mae import parse_args, settings_argv
+    from hpvit_lab.pretrain_mae import parse_args, settings_argv
 
     settings = MAESettings(width=32, depth=1, mask_ratio=0.6, norm_pix_loss=False, max_crop_scale=0.5)
     args = parse_args(["--images", "x", "--output", "y", *settings_argv(settings)])

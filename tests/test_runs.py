@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hpvit_d2.cli.runs import CommandJob, run_lanes
+from hpvit_lab.runs import CommandJob, run_lanes
 
 
 def _job(tmp_path, name, seconds=0.0, needs=(), exit_code=0):
@@ -52,7 +52,7 @@ def test_lanes_that_wait_for_each_other_fail_at_once(tmp_path):
 
 def test_balanced_lanes_start_independent_work_beside_a_long_job(tmp_path):
     """The pre-training case: the jobs that do not need it go on the other lane, not behind it."""
-    from hpvit_d2.cli.runs import balanced_lanes
+    from hpvit_lab.runs import balanced_lanes
 
     cost = {"mae": 600, "convert": 10, "a_scratch": 430, "b_scratch": 240, "a_mae": 430, "b_mae": 240}
     jobs = [_job(tmp_path, "mae"), _job(tmp_path, "convert", needs=("mae",)),

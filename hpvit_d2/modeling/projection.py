@@ -69,15 +69,3 @@ def token_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = mlp.norm(mlp.drop1(mlp.act(token_linear(mlp.fc1, x))))
     return mlp.drop2(token_linear(mlp.fc2, x))
 
-
-if __name__ == "__main__":
-    from ..cli.bench import ROOFLINE_SHAPE, matmul_roofline
-    from ..cpu_memory import retain_freed_cpu_memory
-
-    policy = retain_freed_cpu_memory()  # as the bench and the demo run: no page faults in outputs
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    m, k, n = ROOFLINE_SHAPE
-    print(f"{torch.get_num_threads()} threads, fp32 ({m} x {k}) @ ({k} x {n}), median of 5; {policy}:")
-    print(f"  torch.mm (MKL): {matmul_roofline(repeats=5):.1f} GMAC/s")
-    rate = matmul_roofline(repeats=5, kernel="onednn")
-    print("  token_linear (oneDNN): " + (f"{rate:.1f} GMAC/s" if rate else "not available here"))

@@ -9,7 +9,7 @@ Speed and memory of HPViT-B against detectron2's ViT-B / ViTDet-B, in one run on
 Prints the table and writes benchmark.{json,md,png} to --out (default output/benchmark).
 See hpvit_d2/cli/bench.py for what is measured and how.
 """
-from hpvit_d2.cli.bench import entry
+from hpvit_lab.bench import entry
 
 if __name__ == "__main__":
     entry()

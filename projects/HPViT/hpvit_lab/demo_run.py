@@ -2,9 +2,9 @@
 ``make demo``: train the tiny HPViT Mask R-CNN and the equal-size ViTDet baseline on the embedded
 shapes dataset with the same budget, evaluate both with COCOEvaluator, and compare them.
 
-    python -m hpvit_d2.cli.demo_run                 # DEMO_ITERS iterations per model (default 240)
-    DEMO_ITERS=400 python -m hpvit_d2.cli.demo_run  # more time, higher AP
-    python -m hpvit_d2.cli.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
+    python -m hpvit_lab.demo_run                 # DEMO_ITERS iterations per model (default 240)
+    DEMO_ITERS=400 python -m hpvit_lab.demo_run  # more time, higher AP
+    python -m hpvit_lab.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
         --val-dataset hpvit_shapes_val_mini --output-dir /tmp/demo   # a smoke run
 
 Both models train through the project's training entry (``python -m hpvit_d2.cli.train``,
@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..engine.metrics import read_metrics
-from ..overrides import ConfigError
-from .common import EXIT_OK, run as run_command, update_readme_block
+from hpvit_d2.engine.metrics import read_metrics
+from hpvit_d2.overrides import ConfigError
+from hpvit_d2.cli.common import EXIT_OK, run as run_command, update_readme_block
 from .runs import TrainRun, format_table, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
@@ -99,7 +99,7 @@ def _read_metrics(run: TrainRun) -> Dict[str, float]:
 
 def _load_model(run: TrainRun):
     """(cfg, model in eval mode) with the run's final weights."""
-    from .. import model_zoo
+    from hpvit_d2 import model_zoo
 
     cfg = model_zoo.get_config(run.config)
     return cfg, model_zoo.build_model(cfg, str(run.output_dir / "model_final.pth"), strict=True)
@@ -122,7 +122,7 @@ def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
 def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
     """Parameters (M), GFLOPs of one inference (first input), median latency (ms) over inputs."""
     import torch
-    from ..flops import count_detector_flops
+    from hpvit_d2.flops import count_detector_flops
 
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -213,7 +213,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from ..data.shapes import SHAPES_SPLITS, ensure_shapes_split
+    from hpvit_d2.data.shapes import SHAPES_SPLITS, ensure_shapes_split
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
     table = markdown_table(rows)
     import datetime
 
-    caption = (f"`make demo` (`python -m hpvit_d2.cli.demo_run --iters {args.iters}`), "
+    caption = (f"`make demo` (`python -m hpvit_lab.demo_run --iters {args.iters}`), "
                f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
                f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
                f"{args.train_dataset} -> {args.val_dataset}, both trained side by side in "
@@ -277,7 +277,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-demo-run`` (``make demo``)."""
+    """``make demo``."""
     sys.exit(run_command(main))
 
 

@@ -1,10 +1,10 @@
 """
 Params and FLOPs (fvcore) of the HPViT-B backbones against detectron2's ViT-B / ViTDet-B, with
-the shapes of their outputs: ``python -m hpvit_d2.cli.summary``, ``hpvit-summary``.
+the shapes of their outputs: ``python -m hpvit_lab.summary``, ``hpvit-summary``.
 
-    python -m hpvit_d2.cli.summary [--sizes 512 1024] [--markdown FILE]
+    python -m hpvit_lab.summary [--sizes 512 1024] [--markdown FILE]
 
-The models are the benchmark's (hpvit_d2.cli.variants, built from the shipped configs); FLOPs are
+The models are the benchmark's (hpvit_lab.variants, built from the shipped configs); FLOPs are
 counted by hpvit_d2.flops (fvcore; one multiply-add = one flop; the fused attention counted as
 the two matrix products it replaces, over the tokens it computes: HPViT skips window padding).
 """
@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 import torch
 
-from .common import EXIT_OK, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
 from .variants import build_model
 
 __all__ = ["ROWS", "describe", "main", "markdown_table"]
@@ -33,7 +33,7 @@ ROWS = (
 
 def describe(sizes: Sequence[int]) -> List[dict]:
     """One dict per row of ROWS: label, params (M), GFLOPs at each size, output shapes."""
-    from ..flops import count_flops
+    from hpvit_d2.flops import count_flops
 
     rows = []
     for label, variant, part in ROWS:
@@ -63,7 +63,7 @@ def markdown_table(rows: List[dict], sizes: Sequence[int]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m hpvit_lab.summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--markdown", help="also write the table (with its caption) to this file")
@@ -71,7 +71,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     rows = describe(args.sizes)
     table = markdown_table(rows, args.sizes)
-    caption = (f"`python -m hpvit_d2.cli.summary --sizes {' '.join(map(str, args.sizes))}`, "
+    caption = (f"`python -m hpvit_lab.summary --sizes {' '.join(map(str, args.sizes))}`, "
                f"{datetime.date.today().isoformat()}: fvcore counts of one image (one multiply-add "
                "= one flop).")
     print(table + "\n\n" + caption)
@@ -87,7 +87,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-summary``."""
+    """``python -m hpvit_lab.summary``."""
     sys.exit(run(main))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..engine.metrics import final_metrics, read_metrics
+from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
 __all__ = ["CommandJob", "TrainRun", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
            "run_metrics", "train_command"]
@@ -90,7 +90,7 @@ Job = Union[TrainRun, CommandJob]
 
 def train_command(run: TrainRun) -> List[str]:
     """``python -m hpvit_d2.cli.train`` for ``run``: evaluation and one checkpoint at the end."""
-    from ..model_zoo import get_config_file
+    from hpvit_d2.model_zoo import get_config_file
 
     return [
         sys.executable, "-m", "hpvit_d2.cli.train",

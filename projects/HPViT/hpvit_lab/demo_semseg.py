@@ -3,10 +3,10 @@
 plain-ViT baseline on the embedded shapes label maps with the same budget, evaluate both with
 detectron2's SemSegEvaluator, and compare them.
 
-    python -m hpvit_d2.cli.demo_semseg                 # 600 iterations per model, batch 4
-    python -m hpvit_d2.cli.demo_semseg --iters 300     # half the time; both models then still
+    python -m hpvit_lab.demo_semseg                 # 600 iterations per model, batch 4
+    python -m hpvit_lab.demo_semseg --iters 300     # half the time; both models then still
                                                        # predict background everywhere
-    python -m hpvit_d2.cli.demo_semseg --iters 2 --train-dataset hpvit_shapes_sem_seg_train_mini \\
+    python -m hpvit_lab.demo_semseg --iters 2 --train-dataset hpvit_shapes_sem_seg_train_mini \\
         --val-dataset hpvit_shapes_sem_seg_val_mini --output-dir /tmp/demo_semseg   # smoke run
 
 Both models (configs/semseg_hpvit_tiny.py, configs/semseg_vit_tiny.py: width 128, 4 blocks, the 256x256
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..overrides import ConfigError
-from .common import EXIT_OK, run, update_readme_block
+from hpvit_d2.overrides import ConfigError
+from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
 from .demo_run import measure_model
 from .runs import TrainRun, format_table, run_lanes, run_metrics
 
@@ -104,8 +104,8 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     import torch
     from detectron2.data import DatasetCatalog
 
-    from .. import model_zoo
-    from ..data.shapes_semseg import SHAPES_SEM_SEG_SPLITS, ensure_shapes_sem_seg_split
+    from hpvit_d2 import model_zoo
+    from hpvit_d2.data.shapes_semseg import SHAPES_SEM_SEG_SPLITS, ensure_shapes_sem_seg_split
 
     start = time.time()
     out = Path(args.output_dir).resolve()
@@ -141,7 +141,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     import datetime
     import os
 
-    caption = (f"`make demo-semseg` (`python -m hpvit_d2.cli.demo_semseg --iters {args.iters}`), "
+    caption = (f"`make demo-semseg` (`python -m hpvit_lab.demo_semseg --iters {args.iters}`), "
                f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
                f"{args.iters} iterations per model, batch {rows[0]['batch_size']} (images at "
                f"~128x128), {args.train_dataset} -> {args.val_dataset} (SemSegEvaluator, 5 "
@@ -167,7 +167,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-demo-semseg``."""
+    """``python -m hpvit_lab.demo_semseg``."""
     sys.exit(run(main))
 
 

@@ -2,8 +2,8 @@
 One global attention with decomposed relative positions (ViTDet's), computed four ways, on the
 same inputs: time, peak memory and the difference to the chunked SDPA that HPViT runs.
 
-    python -m hpvit_d2.cli.bench_attention                  # ViT-B heads, 32x32 and 64x64 tokens
-    python -m hpvit_d2.cli.bench_attention --sides 64 96 --variants sdpa-chunked flex-compiled
+    python -m hpvit_lab.bench_attention                  # ViT-B heads, 32x32 and 64x64 tokens
+    python -m hpvit_lab.bench_attention --sides 64 96 --variants sdpa-chunked flex-compiled
 
 Variants (``--variants``):
 - ``sdpa-chunked``: ``hpvit_d2.modeling.attention`` (SDPA over chunks of query rows, each with its
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Dict, List, Sequence
 
-from .common import EXIT_OK, command_line, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
 
 __all__ = ["VARIANTS", "main", "measure"]
 
@@ -45,7 +45,7 @@ def measure(variant: str, side: int, heads: int, dim: int, runs: int, threads: i
     import torch
     import torch.nn.functional as F
 
-    from ..modeling.attention import _sdpa_with_rel_pos, decomposed_rel_pos_bias
+    from hpvit_d2.modeling.attention import _sdpa_with_rel_pos, decomposed_rel_pos_bias
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def measure(variant: str, side: int, heads: int, dim: int, runs: int, threads: i
 def _measure_in_subprocess(variant: str, side: int, args) -> Dict:
     spec = json.dumps(dict(variant=variant, side=side, heads=args.heads, dim=args.dim,
                            runs=args.runs, threads=args.threads))
-    proc = subprocess.run([sys.executable, "-m", "hpvit_d2.cli.bench_attention", "--one", spec],
+    proc = subprocess.run([sys.executable, "-m", "hpvit_lab.bench_attention", "--one", spec],
                           capture_output=True, text=True)
     if proc.returncode != 0:  # reported in the table, not fatal (flex may not run here)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -129,7 +129,7 @@ def markdown_table(rows: List[Dict]) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.bench_attention", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hpvit_lab.bench_attention", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sides", type=int, nargs="+", default=[32, 64],
                    help="token map sides (64: a global block of ViT-B at 1024)")
@@ -157,7 +157,7 @@ def main(argv: Sequence[str]) -> int:
     import torch
 
     table = markdown_table(rows)
-    caption = (f"`{command_line('hpvit_d2.cli.bench_attention', argv)}`, "
+    caption = (f"`{command_line('hpvit_lab.bench_attention', argv)}`, "
                f"{datetime.date.today().isoformat()}, CPU, torch {torch.__version__}, "
                f"{args.threads} threads: batch 1, {args.heads} heads of {args.dim}, one global "
                f"attention with decomposed relative positions, {args.runs} timed calls after one; "

@@ -3,16 +3,16 @@
 and the plain ViT of the same blocks (timm models through ``projects/HPViT/classify.py``), each
 fine-tuned from ``make reproduce``'s MAE and from scratch, on the embedded shapes ImageFolder.
 
-    python -m hpvit_d2.cli.demo_classify                       # 4 runs, two lanes of one thread
-    python -m hpvit_d2.cli.demo_classify --epochs 2 --train-per-class 8 --val-per-class 4 \\
+    python -m hpvit_lab.demo_classify                       # 4 runs, two lanes of one thread
+    python -m hpvit_lab.demo_classify --epochs 2 --train-per-class 8 --val-per-class 4 \\
         --mae-steps 2 --output-dir /tmp/demo_classify        # smoke run
 
 1. The shapes ImageFolder (``hpvit_d2.data.shapes_classification``: one shape per 64x64 image,
    4 classes; ``--train-per-class`` / ``--val-per-class`` images per class).
-2. The MAE of ``make reproduce`` (``hpvit_d2.cli.reproduce.mae_settings``, the tiny configs' ViT:
+2. The MAE of ``make reproduce`` (``hpvit_lab.reproduce.mae_settings``, the tiny configs' ViT:
    width 128, 6 blocks, 4 heads, patch 16), reused from ``--mae-dir`` (default
    ``output/reproduce/mae``) when it was pre-trained with those settings, else pre-trained there
-   (``python -m hpvit_d2.cli.pretrain_mae``), so the two commands share one checkpoint.
+   (``python -m hpvit_lab.pretrain_mae``), so the two commands share one checkpoint.
 3. Four ``classify.py`` runs with one recipe (``RECIPE``): ``hpvit_tiny_patch16_224`` with the
    tiny detection configs' trunk (width 128, 6 blocks, stages (1, 1, 3, 1), 1/4 .. 1/32, their
    pooling) and the same model in plain mode (``patch_stride=16, stage_depths=(6,)``: timm's ViT
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .common import EXIT_OK, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
 from .runs import CommandJob, balanced_lanes, format_table, run_lanes
 
 __all__ = ["MODELS", "RECIPE", "main", "run_demo"]
@@ -42,7 +42,7 @@ MODELS = ("hpvit", "plain")
 def model_kwargs(model: str) -> Tuple[str, List[str]]:
     """(label, ``--model-kwargs``) of ``model``: the trunk of ``mask_rcnn_hpvit_tiny.py`` (width,
     depth, heads, stages, pooling), or the same blocks in plain mode."""
-    from ..model_zoo import get_config
+    from hpvit_d2.model_zoo import get_config
 
     trunk = get_config("mask_rcnn_hpvit_tiny.py").model.backbone.bottom_up
     size = [f"embed_dim={trunk.embed_dim}", f"depth={trunk.depth}", f"num_heads={trunk.num_heads}"]
@@ -78,7 +78,7 @@ COLUMNS = (
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     from .reproduce import MAE_RECIPE, UNLABELLED_SPLIT
 
-    p = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.demo_classify", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hpvit_lab.demo_classify", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/demo_classify")
     p.add_argument("--mae-dir", default="output/reproduce/mae",
@@ -128,7 +128,7 @@ def _record(out: Path, model: str, init: str) -> Dict:
 def run_demo(argv: Sequence[str]) -> List[Dict]:
     """Everything ``make demo-classify`` does; returns one record per run."""
     args = parse_args(argv)
-    from ..data.shapes_classification import ensure_shapes_classification
+    from hpvit_d2.data.shapes_classification import ensure_shapes_classification
     from .reproduce import mae_job, mae_settings, unlabelled_images
 
     start = time.time()
@@ -147,7 +147,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     table = format_table(records, COLUMNS)
     reused = "[mae] reused" in (out / "mae.log").read_text()
     caption = (
-        f"`make demo-classify` (`python -m hpvit_d2.cli.demo_classify --epochs {args.epochs}`), "
+        f"`make demo-classify` (`python -m hpvit_lab.demo_classify --epochs {args.epochs}`), "
         f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: shapes ImageFolder "
         f"{args.train_per_class * 4} train / {args.val_per_class * 4} val images (64x64, 4 "
         f"classes), {args.epochs} epochs per run, seed {args.seed}, recipe "
@@ -169,7 +169,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-demo-classify`` (``make demo-classify``)."""
+    """``make demo-classify``."""
     sys.exit(run(main))
 
 

@@ -2,14 +2,14 @@
 ``make reproduce``: the paper's comparison in miniature, on the embedded shapes data, on the CPU,
 with three seeds so that a verdict can be believed.
 
-    python -m hpvit_d2.cli.reproduce [--output-dir output/reproduce] [--seeds 0 1 2]
-    python -m hpvit_d2.cli.reproduce --seeds 0          # one seed: quick, prints no verdict
-    python -m hpvit_d2.cli.reproduce --pools conv avg   # HPViT with each pooling, for the ablation
-    python -m hpvit_d2.cli.reproduce --smoke            # every stage, a few steps each, no verdict
+    python -m hpvit_lab.reproduce [--output-dir output/reproduce] [--seeds 0 1 2]
+    python -m hpvit_lab.reproduce --seeds 0          # one seed: quick, prints no verdict
+    python -m hpvit_lab.reproduce --pools conv avg   # HPViT with each pooling, for the ablation
+    python -m hpvit_lab.reproduce --smoke            # every stage, a few steps each, no verdict
 
 1. Pre-train a small MAE of the tiny configs' ViT (width 128, 6 blocks, 4 heads, patch 16; MAE's
    lightweight decoder: 1 block of width 64) on unlabelled shapes images with Hugging Face
-   ``ViTMAEForPreTraining``, through ``python -m hpvit_d2.cli.pretrain_mae``; written with
+   ``ViTMAEForPreTraining``, through ``python -m hpvit_lab.pretrain_mae``; written with
    ``save_pretrained`` to ``mae/`` and reused by the next run when its settings match.
 2. Convert it with the project's public converter, as a user would:
    ``python -m hpvit_d2.convert mae/ init_<config>.pth --config <config> --strict``.
@@ -20,7 +20,7 @@ with three seeds so that a verdict can be believed.
    ``results.md`` (means with ranges, the paired per-seed differences and the verdicts) and
    ``curves.png``.
 
-Every step is a subprocess in one of two lanes of one CPU thread each (``hpvit_d2.cli.runs``),
+Every step is a subprocess in one of two lanes of one CPU thread each (``hpvit_lab.runs``),
 started once the steps it needs are done; a fine-tune whose directory holds a finished run of the
 same command is reused.
 
@@ -41,9 +41,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..engine.metrics import read_metrics
-from ..mae_pretrain import MAESettings, read_history
-from .common import EXIT_OK, command_line, run as run_command, update_readme_block
+from hpvit_d2.engine.metrics import read_metrics
+from .mae import MAESettings, read_history
+from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command, update_readme_block
 from .runs import CommandJob, TrainRun, balanced_lanes, replay_wall, run_lanes, run_metrics
 
 __all__ = ["BACKBONES", "CLAIMS", "MIN_SEEDS_FOR_VERDICT", "mae_job", "main", "markdown_report",
@@ -77,13 +77,13 @@ CLAIMS = {
 @lru_cache(maxsize=None)
 def config_pool() -> str:
     """The pooling the HPViT-tiny config ships (``model.backbone.bottom_up.pool_type``)."""
-    from ..model_zoo import get_config
+    from hpvit_d2.model_zoo import get_config
 
     return get_config(BACKBONES["hpvit"][1]).model.backbone.bottom_up.pool_type
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.reproduce", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hpvit_lab.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="output/reproduce")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def mae_settings(steps: int, num_images: int) -> MAESettings:
     """The MAE of the tiny configs' trunk (width, depth, heads, patch read off
     ``mask_rcnn_hpvit_tiny.py``) with ``MAE_RECIPE``, ``steps`` steps on ``num_images`` images."""
-    from ..model_zoo import get_config
+    from hpvit_d2.model_zoo import get_config
 
     trunk = get_config(BACKBONES["hpvit"][1]).model.backbone.bottom_up
     settings = MAESettings(width=trunk.embed_dim, depth=trunk.depth, heads=trunk.num_heads,
@@ -128,18 +128,18 @@ def mae_settings(steps: int, num_images: int) -> MAESettings:
 
 def unlabelled_images(num_images: int) -> Path:
     """Generate (once) the unlabelled shapes split; returns its image directory."""
-    from ..data.shapes import data_root, generate_shapes_dataset
+    from hpvit_d2.data.shapes import data_root, generate_shapes_dataset
 
     json_file = generate_shapes_dataset(data_root(), **dict(UNLABELLED_SPLIT, num_images=num_images))
     return Path(json_file).parent / "images"
 
 
 def mae_job(mae_dir: Path, image_dir: Path, settings: MAESettings, log_file: Path) -> CommandJob:
-    """The pre-training as a lane job named "mae": ``python -m hpvit_d2.cli.pretrain_mae``
+    """The pre-training as a lane job named "mae": ``python -m hpvit_lab.pretrain_mae``
     (reuses ``mae_dir`` when it was pre-trained with the same settings)."""
     from .pretrain_mae import settings_argv
 
-    return CommandJob("mae", [sys.executable, "-m", "hpvit_d2.cli.pretrain_mae", "--images",
+    return CommandJob("mae", [sys.executable, "-m", "hpvit_lab.pretrain_mae", "--images",
                               str(image_dir), "--output", str(mae_dir), *settings_argv(settings)],
                       log_file, cost=MAE_SECONDS_PER_STEP * settings.steps)
 
@@ -164,7 +164,7 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
     """
     Every job of the run, in two lanes, and one record per fine-tune.
 
-    The MAE pre-training (``python -m hpvit_d2.cli.pretrain_mae``), the two conversions
+    The MAE pre-training (``python -m hpvit_lab.pretrain_mae``), the two conversions
     (``python -m hpvit_d2.convert ... --strict``) and the fine-tunes (per seed, init, backbone and
     pooling) are placed by ``balanced_lanes``, the jobs that need nothing first: the scratch runs
     start at once, beside the pre-training; a fine-tune from MAE waits for its conversion.
@@ -333,7 +333,7 @@ def markdown_report(records: List[Dict], mae: Dict, args, wall_seconds: float,
     settings = mae["settings"]
     encoder = MAESettings(**{k: v for k, v in settings.items() if k in MAESettings.__dataclass_fields__})
     mae_time = "reused" if mae.get("cached") else f"{mae['seconds'] / 60:.1f} min on one thread"
-    command = command_line("hpvit_d2.cli.reproduce", args.argv)
+    command = command_line("hpvit_lab.reproduce", args.argv)
     timing = f"Wall time {wall_seconds / 60:.1f} min on {os.cpu_count()} cores, two lanes of one thread"
     if default_wall is not None:
         timing += (f"; the default run's jobs (3 seeds, the config's pooling) replayed on their "
@@ -405,7 +405,7 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     args = parse_args(argv)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from ..data.shapes import ensure_shapes_split
+    from hpvit_d2.data.shapes import ensure_shapes_split
 
     start = time.time()
     for name in (args.train_dataset, args.val_dataset):
@@ -442,7 +442,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-reproduce`` (``make reproduce``)."""
+    """``make reproduce``."""
     sys.exit(run_command(main))
 
 

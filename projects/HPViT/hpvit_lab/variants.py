@@ -11,7 +11,7 @@ from typing import Dict
 
 import torch
 
-from ..model_zoo import CONFIG_ROOT
+from hpvit_d2.model_zoo import CONFIG_ROOT
 
 __all__ = ["SCALES", "VARIANTS", "build_model", "model_config", "share_weights"]
 
@@ -47,7 +47,7 @@ def model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
     from detectron2.config import LazyCall as L
     from detectron2.config import LazyConfig
 
-    from ..modeling import HPViT
+    from hpvit_d2.modeling import HPViT
 
     spec = VARIANTS[variant]
     if spec["kind"] == "hpvit":
@@ -91,7 +91,7 @@ def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
 
     torch.manual_seed(seed)
     model = instantiate(model_config(variant, scale, size, checkpoint))
-    from ..modeling import find_vit_backbone
+    from hpvit_d2.modeling import find_vit_backbone
 
     if part == "maskrcnn":
         return model
@@ -103,7 +103,7 @@ def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
     Give every model the reference's weights where they share parameters: tensors of the same
     name and shape, and the ViT trunk through the plain-ViT conversion (resized rel-pos tables).
     """
-    from ..modeling import convert_plain_vit, find_vit_backbone
+    from hpvit_d2.modeling import convert_plain_vit, find_vit_backbone
 
     ref_state = models[reference].state_dict()
     for name, model in models.items():

@@ -51,9 +51,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .. import cpu_memory
-from ..overrides import ConfigError
-from .common import command_line, run as run_command, update_readme_block
+from hpvit_d2 import cpu_memory
+from hpvit_d2.overrides import ConfigError
+from hpvit_d2.cli.common import command_line, run as run_command, update_readme_block
 from .variants import SCALES, VARIANTS, build_model, share_weights
 
 __all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
@@ -153,7 +153,7 @@ def matmul_roofline(device: str = "cpu", repeats: int = 3, kernel: str = "mm") -
         def product():
             torch.mm(a, b, out=out)
     else:
-        from ..modeling.projection import onednn_applies, token_linear
+        from hpvit_d2.modeling.projection import onednn_applies, token_linear
 
         linear = torch.nn.Linear(k, n, bias=False).to(device)
         with torch.no_grad():
@@ -235,7 +235,7 @@ def measure_row(spec: dict) -> dict:
 
 
 def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
-    from ..flops import count_detector_flops, count_flops
+    from hpvit_d2.flops import count_detector_flops, count_flops
 
     model.eval()
     with torch.no_grad():
@@ -247,7 +247,7 @@ def _measure_in_subprocess(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
     if spec["part"] == "train":  # training (hpvit_d2.cli.train) runs on the system allocator
         env[cpu_memory.ENV_VAR] = "0"
-    cmd = [sys.executable, "-m", "hpvit_d2.cli.bench", "--measure-row", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "hpvit_lab.bench", "--measure-row", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -610,7 +610,7 @@ def main(argv) -> int:
     results = run(args, log)
     name = "curve" if args.curve else "benchmark"
     table = write_outputs(results, Path(args.out), name, curve=args.curve)
-    command = command_line("hpvit_d2.cli.bench", argv)
+    command = command_line("hpvit_lab.bench", argv)
     caption = (f"`{command.strip()}`, {results['date']}, {results['machine']}, torch "
                f"{results['torch']}, {results['threads']} threads, batch {results['batch']}, "
                f"{results['runs']} run(s) after {results['warmup']} warm-up; matmul roofline "
@@ -642,7 +642,7 @@ def _profile(args, argv) -> int:
     for e in events[:12]:
         lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | "
                      f"{100 * e.self_cpu_time_total / own:.0f}% | {e.count} |")
-    command = command_line("hpvit_d2.cli.bench", argv)
+    command = command_line("hpvit_lab.bench", argv)
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
                f"{torch.get_num_threads()} threads: {VARIANTS[args.profile]['label']} backbone at "
                f"{size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
@@ -654,7 +654,7 @@ def _profile(args, argv) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-bench``."""
+    """``python -m hpvit_lab.bench``."""
     sys.exit(run_command(main))
 
 

@@ -2,10 +2,10 @@
 Pre-train a small masked autoencoder on a folder of unlabelled images with Hugging Face
 ``transformers``' ``ViTMAEForPreTraining``; write it with ``save_pretrained``.
 
-    python -m hpvit_d2.cli.pretrain_mae --images DIR --output DIR [--steps N] [--image-size S] ...
-    hpvit-pretrain-mae --images unlabelled/ --output mae/ --width 128 --depth 4 --heads 4
+    python -m hpvit_lab.pretrain_mae --images DIR --output DIR [--steps N] [--image-size S] ...
+    python -m hpvit_lab.pretrain_mae --images unlabelled/ --output mae/ --width 128 --depth 6 --heads 4
 
-Every field of ``hpvit_d2.mae_pretrain.MAESettings`` is a flag (``--mask-ratio``, ``--lr``,
+Every field of ``hpvit_lab.mae.MAESettings`` is a flag (``--mask-ratio``, ``--lr``,
 ``--min-crop-scale`` ...). The output directory (``config.json`` + ``model.safetensors`` +
 ``mae_pretrain.json``, the settings and the loss curve) is what ``hpvit_d2.convert`` and every
 loading path read; a directory pre-trained with the same settings on as many images is reused. A
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
-from .common import EXIT_OK, add_debug_flag, run
+from hpvit_d2.cli.common import EXIT_OK, add_debug_flag, run
 
 __all__ = ["main", "parse_args", "settings_argv"]
 
@@ -42,15 +42,15 @@ def settings_argv(settings) -> List[str]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    from ..mae_pretrain import MAESettings
+    from .mae import MAESettings
 
-    p = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.pretrain_mae", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hpvit_lab.pretrain_mae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, metavar="DIR",
                    help="folder of equally sized RGB images (.jpg, .png)")
     p.add_argument("--output", required=True, metavar="DIR", help="save_pretrained directory")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    settings = p.add_argument_group("settings (hpvit_d2.mae_pretrain.MAESettings)")
+    settings = p.add_argument_group("settings (hpvit_lab.mae.MAESettings)")
     for field in dataclasses.fields(MAESettings):
         if field.name == "num_images":
             continue
@@ -63,8 +63,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    from ..mae_pretrain import MAESettings, load_images, pretrain_mae
-    from ..overrides import ConfigError
+    from .mae import MAESettings, load_images, pretrain_mae
+    from hpvit_d2.overrides import ConfigError
 
     folder = Path(args.images)
     files = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) \
@@ -105,7 +105,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def entry() -> None:
-    """Console command ``hpvit-pretrain-mae``."""
+    """``python -m hpvit_lab.pretrain_mae``."""
     sys.exit(run(main))
 
 
