@@ -47,7 +47,8 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
     original = setuptools.setup
     setuptools.setup = lambda **kw: captured.update(kw)
     try:
-        exec(compile((ROOT / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+        exec(compile((ROOT / "setup.py").read_text(), str(ROOT / "setup.py"), "exec"),
+             {"__name__": "__main__", "__file__": str(ROOT / "setup.py")})
     finally:
         setuptools.setup = original
     assert all(p == "hpvit_d2" or p.startswith("hpvit_d2.") for p in captured["packages"])
