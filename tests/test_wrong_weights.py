@@ -83,8 +83,10 @@ def test_report_counts_every_part_left_at_initialisation(tmp_path):
 
 
 @pytest.mark.parametrize("width, depth, fits", [
-    (384, 12, "no shipped config fits; override the backbone, e.g. embed_dim=384 depth=12"),
-    (128, 4, "configs that fit: mask_rcnn_hpvit_tiny.py, mask_rcnn_vitdet_tiny.py"),
+    (256, 12, "no shipped config fits; override an HPViT-B config's ViT: "
+              "model.backbone.bottom_up.embed_dim=256 model.backbone.bottom_up.num_heads=4 "),
+    (384, 12, "configs that fit: mask_rcnn_hpvit_s.py, mask_rcnn_vitdet_s.py"),
+    (128, 6, "configs that fit: mask_rcnn_hpvit_tiny.py, mask_rcnn_vitdet_tiny.py"),
 ])
 def test_converter_refuses_a_vit_of_another_size(tmp_path, width, depth, fits):
     vit = timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=width, depth=depth,
@@ -99,6 +101,12 @@ def test_converter_refuses_a_vit_of_another_size(tmp_path, width, depth, fits):
     assert f"the checkpoint's ViT (width {width}, depth {depth}, patch 16) cannot fill the " \
            "model's (width 768, depth 12, patch 16)" in proc.stderr
     assert fits in proc.stderr
+    if "override" in fits:  # the suggested overrides are ones the converter takes, and they fit
+        suggested = [w for w in proc.stderr.split("config's ViT: ")[1].split() if "=" in w]
+        proc = subprocess.run([sys.executable, "-m", "hpvit_d2.convert", str(src), str(dst),
+                               "--config-file", "mask_rcnn_hpvit_b.py", *suggested],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and dst.exists(), proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o007, 0o660)])

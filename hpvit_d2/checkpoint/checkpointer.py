@@ -343,5 +343,11 @@ def _fitting_hint(state: Dict) -> str:
     names = configs_fitting(geometry)
     if names:
         return "configs that fit: " + ", ".join(names)
-    return (f"no shipped config fits; override the backbone, e.g. embed_dim={geometry.width} "
-            f"depth={geometry.depth} patch_size={geometry.patch_size} (and num_heads)")
+    node = "model.backbone.bottom_up"
+    keys = f"{node}.embed_dim={geometry.width} {node}.num_heads={max(1, geometry.width // 64)}"
+    if geometry.patch_size != 16:
+        keys += f" {node}.patch_size={geometry.patch_size}"
+    depth = (f"; with {node}.depth={geometry.depth}, also stage_depths and window_block_indexes "
+             "that fit it" if geometry.depth != 12 else "")
+    return (f"no shipped config fits; override an HPViT-B config's ViT: {keys}{depth} "
+            "(model.backbone.net.* for a ViTDet config)")

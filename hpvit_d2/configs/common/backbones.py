@@ -66,6 +66,12 @@ vitdet_b_sfp = L(SimpleFeaturePyramid)(
     square_pad=1024,
 )
 
+# The small ViT sizes of timm, DeiT and most public checkpoints (patch 16, 12 blocks, MLP ratio 4):
+# ViT-S/16 (vit_small_patch16_224, deit_small_patch16_224) and ViT-Ti/16 (vit_tiny_patch16_224,
+# deit_tiny_patch16_224). The B trunk with these widths and heads.
+VIT_S = dict(embed_dim=384, num_heads=6)
+VIT_TI = dict(embed_dim=192, num_heads=3)
+
 # The tiny trunk of every CPU config (mask_rcnn_*_tiny.py, semseg_*_tiny.py) and of make
 # reproduce's MAE: width 128, 6 blocks, 4 heads, patch 16, windows of 8 on 256x256 inputs.
 TINY_VIT = dict(img_size=256, embed_dim=128, depth=6, num_heads=4, drop_path_rate=0.0, window_size=8)
