@@ -41,9 +41,13 @@ def get_config_file(config_path: str) -> str:
     candidate = CONFIG_ROOT / name
     if candidate.is_file():
         return str(candidate)
-    raise ConfigNotFoundError(
-        f"config {config_path!r}: no such file, nor a shipped config; shipped: "
-        f"{', '.join(list_configs())}")
+    import difflib
+
+    shipped = list_configs()
+    close = difflib.get_close_matches(name, shipped, n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(close)}?" if close else
+            f"shipped: {', '.join(shipped)}")
+    raise ConfigNotFoundError(f"config {config_path!r}: no such file, nor a shipped config; {hint}")
 
 
 def _vit_node(cfg):

@@ -15,13 +15,14 @@ import os
 import sys
 from typing import Sequence
 
-from .common import EXIT_OK, add_debug_flag, add_register_coco_flag, register_datasets, run
+from .common import (EXIT_OK, add_debug_flag, add_overrides, add_register_coco_flag, parse_command,
+                     program_name, register_datasets, run)
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hpvit_d2.cli.browse", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("hpvit-browse"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="config path or shipped name")
     parser.add_argument("--source", choices=("dataloader", "annotation"), default="dataloader")
@@ -29,12 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, default=8)
     add_register_coco_flag(parser)
     add_debug_flag(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY=VALUE", help="overrides")
+    add_overrides(parser)
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_command(_parser(), argv)
     import numpy as np
     from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog

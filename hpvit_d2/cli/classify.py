@@ -46,14 +46,14 @@ import sys
 import time
 from typing import Dict, Sequence, Tuple
 
-from .common import EXIT_OK, add_debug_flag, run
+from .common import EXIT_OK, add_debug_flag, program_name, run
 
 __all__ = ["argument_parser", "build_model", "evaluate", "main", "pillow_safe_rand_augment",
            "resolve_data_dirs"]
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classify.py", description=__doc__,
+    p = argparse.ArgumentParser(prog=program_name("hpvit-classify"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
     where = data.add_mutually_exclusive_group(required=True)

@@ -5,6 +5,9 @@ What every command shares: one error style and quiet start-up.
   line on stderr, ``error: <what> ...: <fix>``, and exit code 2; ``--debug`` shows the traceback.
 - Known third-party start-up warnings (torch.jit, pkg_resources, timm's moved modules, meshgrid)
   are silenced here, at the entry points, not in the library.
+- One command line: ``--config-file NAME`` (a path or a shipped config's name), positional
+  ``KEY=VALUE`` overrides (``--opts KEY=VALUE ...`` as an alias, as detectron2's tools spell it),
+  flags before or after the overrides, and ``usage:`` naming the program as it was called.
 """
 import argparse
 import os
@@ -12,9 +15,9 @@ import sys
 import warnings
 from typing import Callable, Sequence, Tuple, Type
 
-__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag",
-           "add_register_coco_flag", "quiet_warnings", "register_datasets", "run",
-           "update_readme_block", "user_errors"]
+__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "add_overrides",
+           "add_register_coco_flag", "parse_command", "program_name", "quiet_warnings",
+           "register_datasets", "run", "update_readme_block", "user_errors"]
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
@@ -116,6 +119,33 @@ def update_readme_block(readme: str, name: str, text: str) -> None:
     _, tail = rest.split(end)
     with open(readme, "w") as f:
         f.write(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+
+
+def program_name(console: str) -> str:
+    """The name ``usage:`` shows: a script as called (``train_net.py``), else the console command
+    (``hpvit-train``, also for ``python -m hpvit_d2...``, whose argv[0] is the module's file)."""
+    called = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not called.endswith(".py") or os.path.abspath(called).startswith(package + os.sep):
+        return console
+    return os.path.basename(called)
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """Positional ``KEY=VALUE`` config overrides, and ``--opts KEY=VALUE ...`` for the same."""
+    parser.add_argument("opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.device=cpu (checked: an unknown key is "
+                             "refused with the closest one); +KEY=VALUE adds a key")
+    parser.add_argument("--opts", dest="more_opts", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="the same overrides, as detectron2's tools take them")
+
+
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed with flags accepted before or after the overrides (argparse's intermixed
+    parsing); ``--opts`` values are appended to the positional ones in ``args.opts``."""
+    args = parser.parse_intermixed_args(argv)
+    args.opts = [*args.opts, *args.more_opts]
+    return args
 
 
 def add_register_coco_flag(parser: argparse.ArgumentParser) -> None:

@@ -20,9 +20,9 @@ import argparse
 import sys
 from typing import Optional, Sequence, Tuple
 
-from .common import EXIT_OK, add_debug_flag, run
+from .common import EXIT_OK, add_debug_flag, add_overrides, parse_command, program_name, run
 
-__all__ = ["config_fitting_checkpoint", "convert", "main"]
+__all__ = ["argument_parser", "config_fitting_checkpoint", "convert", "main"]
 
 DEFAULT_CONFIG = "mask_rcnn_hpvit_b.py"
 
@@ -83,25 +83,26 @@ def convert(src: str, dst: str, config: str = DEFAULT_CONFIG, require: str = "ar
     return report
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hpvit-convert", description=__doc__,
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=program_name("hpvit-convert"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="plain-ViT checkpoint: .pth/.pt, .pkl, .safetensors, or a "
                                     "Hugging Face model directory")
     parser.add_argument("dst", help="output .pth for DetectionCheckpointer / train.init_checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, e.g. model.backbone.bottom_up.embed_dim=192")
     parser.add_argument("--config-file", "--config", dest="config", default=None,
                         help="config (path or shipped name) whose backbone is the target "
                              "(default: the shipped HPViT config that fits the checkpoint)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides, as detectron2's tools take them (same as positional)")
+    add_overrides(parser)
     parser.add_argument("--strict", action="store_true",
                         help="refuse a source missing any pre-trained block, patch or position weight")
     parser.add_argument("--allow-partial", action="store_true",
                         help="write whatever fits, even from a ViT of another size")
     add_debug_flag(parser)
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_command(argument_parser(), argv)
     require = "nothing" if args.allow_partial else "backbone" if args.strict else "architecture"
     config = args.config
     if config is None:
@@ -109,7 +110,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"config: {config} (the shipped HPViT config whose ViT fits the checkpoint's: "
               f"{geometry}; --config-file chooses another)")
     # The checkpointer logs the load report (stderr); here only what was written.
-    report = convert(args.src, args.dst, config, require, [*args.overrides, *args.opts])
+    report = convert(args.src, args.dst, config, require, args.opts)
     print(f"wrote {len(report.loaded)} tensors to {args.dst} (for {config})")
     return EXIT_OK
 

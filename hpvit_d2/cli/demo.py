@@ -27,6 +27,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 from typing import Dict, List, Sequence, Tuple
 
@@ -37,7 +38,10 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     add_debug_flag,
+    add_overrides,
     add_register_coco_flag,
+    parse_command,
+    program_name,
     register_datasets,
     run,
 )
@@ -48,7 +52,7 @@ __all__ = ["IMAGE_EXTENSIONS", "argument_parser", "collect_inputs", "main", "to_
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("hpvit-demo"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE",
                         help="LazyConfig path, or a name under configs/ (mask_rcnn_hpvit_tiny.py)")
@@ -67,9 +71,23 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="load weights that do not fill the model (the rest stays random)")
     add_register_coco_flag(parser)
     add_debug_flag(parser)
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. train.device=cuda")
+    add_overrides(parser)
     return parser
+
+
+def _overrides_out_of_inputs(args) -> None:
+    """``--input a.png KEY=VALUE``: ``--input`` takes several values, so an override written
+    right after it lands among the inputs; one that names no file is moved to the overrides."""
+    from ..overrides import ConfigError
+
+    if not args.input:
+        return
+    moved = [item for item in args.input
+             if re.match(r"^\+?[A-Za-z_][\w.]*=", item) and not os.path.exists(item)]
+    args.input = [item for item in args.input if item not in moved]
+    args.opts = [*moved, *args.opts]
+    if not args.input:
+        raise ConfigError("--input: no image given (only KEY=VALUE overrides followed it)")
 
 
 def collect_inputs(inputs: List[str]) -> Tuple[List[str], List[str]]:
@@ -200,7 +218,8 @@ def _run_video(args, predictor) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = argument_parser().parse_args(argv)
+    args = parse_command(argument_parser(), argv)
+    _overrides_out_of_inputs(args)
     from detectron2.data.detection_utils import read_image
     from PIL import Image
 

@@ -27,13 +27,13 @@ import os
 import sys
 from typing import Dict, Sequence
 
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, run
+from .common import EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_overrides, parse_command, program_name, run
 
 __all__ = ["export_onnx_backbone", "export_torchscript", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="export.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog=program_name("hpvit-export"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="config path or shipped name")
     parser.add_argument("--weights", required=True, help="trained detector checkpoint")
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest accepted difference to eager (default 1e-3)")
     add_debug_flag(parser)
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY=VALUE")
+    add_overrides(parser)
     return parser
 
 
@@ -128,7 +128,7 @@ def export_onnx_backbone(model, image, path: str) -> Dict[str, float]:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_command(_parser(), argv)
     import warnings
 
     import torch

@@ -20,6 +20,7 @@ restart it resumes from the last checkpoint by itself. Exit codes: 0 done, 2 bad
 override, weights, device, dataset, non-finite loss), 128 + N stopped by signal N (a checkpoint
 was saved).
 """
+import argparse
 import datetime
 import logging
 import sys
@@ -29,7 +30,10 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     add_debug_flag,
+    add_overrides,
     add_register_coco_flag,
+    parse_command,
+    program_name,
     register_datasets,
     run,
     user_errors,
@@ -41,10 +45,25 @@ logger = logging.getLogger("hpvit_d2")
 
 
 def argument_parser():
+    """detectron2's training flags (their defaults read off its ``default_argument_parser``), the
+    project's, and positional ``KEY=VALUE`` overrides that may come before or after any flag."""
     from detectron2.engine import default_argument_parser
 
-    parser = default_argument_parser(epilog=__doc__)
-    parser.prog = "train_net.py"
+    d2 = vars(default_argument_parser().parse_args([]))
+    parser = argparse.ArgumentParser(prog=program_name("hpvit-train"), epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE",
+                        help="config path or shipped name (LazyConfig .py or yacs .yaml)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint of train.output_dir")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate, do not train")
+    parser.add_argument("--num-gpus", type=int, default=d2["num_gpus"], help="processes per machine")
+    parser.add_argument("--num-machines", type=int, default=d2["num_machines"])
+    parser.add_argument("--machine-rank", type=int, default=d2["machine_rank"],
+                        help="this machine's rank (0 .. num-machines - 1)")
+    parser.add_argument("--dist-url", default=d2["dist_url"],
+                        help="initialisation URL of the process group (tcp://HOST:PORT)")
+    add_overrides(parser)
     parser.add_argument("--strict", action="store_true",
                         help="fail if the init checkpoint misses a pre-trained backbone weight")
     parser.add_argument("--allow-partial", action="store_true",
@@ -118,7 +137,7 @@ def _worker(args) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = argument_parser().parse_args(argv)
+    args = parse_command(argument_parser(), argv)
     from ..data.datasets import check_num_classes
     from ..engine import launch_job
     from ..model_zoo import check_device, get_config, get_config_file
