@@ -24,20 +24,17 @@ from .modeling.hpvit import find_vit_backbone
 __all__ = ["hpvit_lr_decay_rate", "vit_optimizer_params"]
 
 
-def hpvit_lr_decay_rate(name: str, lr_decay_rate: float, num_layers: int,
-                        pool_layer_ids: Dict[int, int]) -> float:
+def hpvit_lr_decay_rate(name: str, lr_decay_rate: float, vit: torch.nn.Module, prefix: str) -> float:
     """
-    lr factor of parameter ``name`` (a full name, ``backbone.<...>``).
-
-    Args:
-        lr_decay_rate (float): factor between consecutive layers (1.0: no decay).
-        num_layers (int): blocks in the ViT.
-        pool_layer_ids (dict[int, int]): pooling layer k -> its layer id (1 + first block it feeds).
+    lr factor of parameter ``name`` (a full name) for layer-wise decay by the layer of ``vit``
+    (the ViT at ``prefix`` of the model): ``HPViT.layer_id`` (which places the pooling layers),
+    detectron2's ``get_vit_lr_decay_rate`` for its plain ``ViT``; parameters outside the ViT but
+    in the backbone (pyramid) and everything else at full lr.
     """
-    if name.startswith("backbone") and ".pools." in name:
-        k = int(name.split(".pools.")[1].split(".")[0])
-        return lr_decay_rate ** (num_layers + 1 - pool_layer_ids[k])
-    return get_vit_lr_decay_rate(name, lr_decay_rate=lr_decay_rate, num_layers=num_layers)
+    num_layers = len(vit.blocks)
+    if not hasattr(vit, "layer_id") or not name.startswith(prefix):
+        return get_vit_lr_decay_rate(name, lr_decay_rate=lr_decay_rate, num_layers=num_layers)
+    return lr_decay_rate ** (num_layers + 1 - vit.layer_id(name[len(prefix):]))
 
 
 def vit_optimizer_params(
@@ -65,14 +62,12 @@ def vit_optimizer_params(
         list[dict]: parameter groups with ``lr`` (and ``weight_decay`` where it differs).
     """
     prefix, vit = find_vit_backbone(model)
-    depths = getattr(vit, "stage_depths", (len(vit.blocks),))
-    pool_layer_ids = {k: sum(depths[: k + 1]) + 1 for k in range(len(depths) - 1)}
     groups = get_default_optimizer_params(
         model,
         base_lr=base_lr,
         weight_decay_norm=weight_decay_norm,
-        lr_factor_func=partial(hpvit_lr_decay_rate, lr_decay_rate=lr_decay_rate,
-                               num_layers=len(vit.blocks), pool_layer_ids=pool_layer_ids),
+        lr_factor_func=partial(hpvit_lr_decay_rate, lr_decay_rate=lr_decay_rate, vit=vit,
+                               prefix=prefix),
         overrides=overrides,
     )
     if pool_weight_decay is None or not hasattr(vit, "pools"):

@@ -19,9 +19,9 @@ video to --output (a file: .mp4 or .avi) and a detector's predictions beside it
 (``<output>.json``, one entry per frame). Unreadable inputs are skipped with a message naming
 the file. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
 (--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
-(empty: random weights, with a warning). --opts takes config overrides, e.g.
---opts train.device=cuda. Exit code: 0 if every input was drawn, 1 if any failed, 2 on a bad
-config, override, device, dataset or weights.
+(empty: random weights, with a warning). Config overrides are KEY=VALUE arguments (e.g.
+train.device=cuda; --opts KEY=VALUE ... too), before or after the flags. Exit code: 0 if every
+input was drawn, 1 if any failed, 2 on a bad config, override, device, dataset or weights.
 """
 import argparse
 import glob

@@ -80,26 +80,14 @@ class HPViTClassifier(HPViT):
             nn.init.zeros_(self.head.bias)
 
     # ---------------------------------------------------------------- timm interface
-    def _layer_id(self, name: str) -> int:
-        """Depth of parameter ``name`` for layer-wise lr decay: embeddings 0, block i at i + 1,
-        pooling layer k with the first block of the stage it feeds (as hpvit_d2.solver places
-        it), fc_norm and head last."""
-        if name.startswith(("patch_embed.", "pos_embed")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        if name.startswith("pools."):
-            return sum(self.stage_depths[: int(name.split(".")[1]) + 1]) + 1
-        return len(self.blocks) + 1
-
     def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
         """timm's parameter grouping (a function of the name): per block, or per stage if coarse."""
         if not coarse:
-            return self._layer_id
+            return self.layer_id
         ends = [sum(self.stage_depths[: k + 1]) for k in range(len(self.stage_depths))]
 
         def stage_id(name: str) -> int:
-            layer = self._layer_id(name)
+            layer = self.layer_id(name)
             if layer == 0 or layer > len(self.blocks):
                 return 0 if layer == 0 else len(ends) + 1
             return 1 + next(k for k, end in enumerate(ends) if layer <= end)
@@ -108,9 +96,8 @@ class HPViTClassifier(HPViT):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
-        """Names (fnmatch patterns) without weight decay besides 1-D ones: the position embedding
-        and the pooling layers (see hpvit_d2.solver)."""
-        return {"pos_embed", "pools.*"}
+        """timm's no-decay names besides 1-D ones: :attr:`HPViT.NO_WEIGHT_DECAY`."""
+        return set(self.NO_WEIGHT_DECAY)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

@@ -163,6 +163,27 @@ class HPViT(ViT):
             blk.attn.rel_pos_h = nn.Parameter(resize_rel_pos(blk.attn.rel_pos_h, length))
             blk.attn.rel_pos_w = nn.Parameter(resize_rel_pos(blk.attn.rel_pos_w, length))
 
+    # Names (fnmatch patterns, relative to this module) trained without weight decay besides the
+    # 1-D ones: the position embedding, and the pooling layers (a conv pool starts as the average;
+    # decay would pull it towards zero, shrinking the stream the next stage's blocks expect).
+    NO_WEIGHT_DECAY = ("pos_embed", "pools.*")
+
+    def layer_id(self, name: str) -> int:
+        """
+        Depth of parameter ``name`` (relative to this module) for layer-wise lr decay: patch and
+        position embeddings 0, block ``i`` at ``i + 1`` (as detectron2's
+        ``get_vit_lr_decay_rate``), pooling layer ``k`` at the layer of the first block of the
+        stage it feeds (that stage's input, as the patch embedding is the first stage's), anything
+        else ``depth + 1``. The detector's and the classifier's optimizers both use it.
+        """
+        if name.startswith(("patch_embed.", "pos_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith("pools."):
+            return sum(self.stage_depths[: int(name.split(".")[1]) + 1]) + 1
+        return len(self.blocks) + 1
+
     @property
     def size_divisibility(self) -> int:
         return self.stage_strides[-1]

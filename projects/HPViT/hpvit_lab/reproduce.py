@@ -176,7 +176,7 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
         inits[backbone] = out / f"init_{Path(config).stem}.pth"
         jobs.append(CommandJob(f"convert_{backbone}", [
             sys.executable, "-m", "hpvit_d2.convert", str(out / "mae"), str(inits[backbone]),
-            "--config", config, "--strict"], out / f"convert_{backbone}.log", needs=("mae",),
+            "--config-file", config, "--strict"], out / f"convert_{backbone}.log", needs=("mae",),
             cost=10.0))
     data = [f"dataloader.train.dataset.names={args.train_dataset}",
             f"dataloader.test.dataset.names={args.val_dataset}"]
