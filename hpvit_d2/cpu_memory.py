@@ -4,17 +4,15 @@ Keep freed CPU memory for reuse instead of returning it to the OS (glibc ``mallo
 PyTorch's CPU allocator takes every tensor from ``malloc``. glibc serves blocks above its mmap
 threshold (at most 32 MB) with a fresh ``mmap`` and unmaps them on free, so every large
 activation of a ViT at detection resolution (a ViT-B MLP hidden layer for 7168 tokens is 88 MB)
-is new memory, first touched one 4 KB page fault at a time. On the 2-core machine of the README a
-GELU over such a tensor takes 69 ms into fresh memory and 19 ms into reused memory; a plain
-copy, 62 ms against 10 ms (``python -m hpvit_d2.cpu_memory`` measures both, each policy in a
-fresh process).
+is new memory, first touched one 4 KB page fault at a time (``python -m hpvit_d2.cpu_memory``
+times a GELU and a copy into fresh and into reused memory, each policy in a fresh process).
 
 :func:`retain_freed_cpu_memory` turns glibc's ``mmap`` for large blocks off and raises its trim
 threshold, so freed blocks stay in the heap and the next pass reuses them, as the CUDA caching
 allocator does on a GPU. The price is resident memory: the process keeps its peak, and freed
 blocks inside the heap serve only requests that fit in them, so a workload whose temporaries are
-several GB and grow (detectron2's ViT-B at 1536x1536: 4 GB attention matrices per global block)
-keeps growing the heap: that one passed 24 GB and was killed, where the system allocator runs it.
+several GB and grow (detectron2's ViT-B at 1536x1536, with its 4 GB attention matrices per global
+block) keeps growing the heap, where the system allocator runs it.
 HPViT's attention and banded inference bound every temporary (chunks of at most 128 MB, bands of
 8192 tokens), which is where this policy pays. It changes the whole process and only ``malloc``
 calls made after it, so call it once at start-up, before the model is built.

@@ -39,14 +39,13 @@ __all__ = [
 
 
 # Largest relative-position bias built at once (bytes): the queries are chunked so that a chunk's
-# (B, heads, rows * W, N) bias fits in it, against the 805 MB a ViT-B global block at 1024 needs
-# in one piece. Smaller chunks cost speed on the CPU (PyTorch's flash kernel is slower on few
-# queries): 128 MB is the measured compromise (README, "Speed and memory").
+# (B, heads, rows * W, N) bias fits in it. Smaller chunks cost speed (SDPA is slower on few
+# queries); the README's speed section has the measurement behind this value.
 BIAS_CHUNK_BYTES = 128 * 2**20
 
 
-# Tokens per band or chunk at inference (fused_block_forward): 8192 tokens of ViT-B are a
-# 75 MB qkv and a 100 MB MLP hidden layer, instead of 600 MB and 805 MB for the 1/4 map at 1024.
+# Tokens per band or chunk at inference (fused_block_forward): the (tokens, 3C) qkv and
+# (tokens, 4C) MLP activations exist for one band at a time, not for the whole 1/4 map.
 BAND_TOKENS = 8192
 
 

@@ -2,13 +2,12 @@
 The absolute position embedding resized to a token map, as two small matrix products.
 
 detectron2's ``get_abs_pos`` resizes the pre-training grid (e.g. 14x14 for ViT-B at 224) with
-``F.interpolate(mode="bicubic", align_corners=False)`` on every forward and returns it permuted.
-For HPViT's 1/4 map at 1024 (256x256 tokens x 768 channels) that resize took 0.37-0.50 s of the
-CPU pass. Bicubic interpolation is separable: each output is a weighted sum over rows of a
+``F.interpolate(mode="bicubic", align_corners=False)`` on every forward and returns it permuted,
+which is slow for HPViT's large 1/4 map. Bicubic interpolation is separable: each output is a weighted sum over rows of a
 weighted sum over columns, with torch's cubic weights and border clamping. Here the two 1-D
 weight matrices are read off ``F.interpolate`` itself (by resizing an identity), and the grid is
 resized as ``A_h @ grid @ A_w^T``: the same values to float rounding (tested against
-``get_abs_pos``), in about a tenth of the time, written directly as a row-major (1, H, W, C) map.
+``get_abs_pos``), written directly as a row-major (1, H, W, C) map.
 """
 import math
 from typing import Tuple

@@ -2,12 +2,10 @@
 The token projections of a ViT block (``qkv``, ``proj``, ``fc1``, ``fc2``), computed faster at CPU
 inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead of MKL.
 
-PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output. On the
-README's machine (AMD EPYC, 2 threads, fp32) oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``,
-the kernel inductor calls for CPU linears) runs ViT-B's projections 10-25% faster for every
-token count measured (1,024 to 7,168 tokens); ``python -m hpvit_d2.modeling.projection``
-measures both here. (oneDNN's 1x1 convolution is as fast on some token counts and 3x slower on
-others, e.g. 7,168 tokens into ``fc2``: not used.) Its GELU fusion was slower than a separate GELU.
+PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output; this path
+runs the same products through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
+kernel inductor calls for CPU linears). Which is faster depends on the processor: ``make bench``
+prints both rooflines and the README's speed section says where it was measured.
 
 Only inference takes this path (no autograd, fp32 on the CPU, no autocast, not traced, compiled or
 exported): training, exported graphs, ``torch.compile`` and other devices keep ``F.linear``.
