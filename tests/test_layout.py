@@ -63,12 +63,29 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
 
 
 def test_readme_numbers_are_written_by_commands():
+    """README.md and the docs/ pages it links: every measured block names its command and date."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    names = []
+    for page in pages:
+        text = page.read_text()
+        blocks = re.findall(r"<!-- begin: ([\w-]+) -->\n(.*?)\n<!-- end: \1 -->", text, re.S)
+        assert text.count("<!-- begin:") == len(blocks), page
+        for name, body in blocks:
+            names.append(name)
+            assert re.search(r"`(make [\w-]+|python -m hpvit_lab\.\w+)[^`]*`", body), (page, name)
+            assert re.search(r"20\d\d-\d\d-\d\d", body), f"{page.name} {name}: no date"
+            assert "not measured yet" not in body and "predates" not in body, (page, name)
+    assert {"demo", "reproduce", "reproduce-pools", "summary", "bench", "demo-semseg",
+            "demo-classify"} <= set(names), names
+    assert len(names) == len(set(names)), names
+
+
+def test_readme_leads_and_its_links_resolve():
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"<!-- begin: ([\w-]+) -->\n(.*?)\n<!-- end: \1 -->", readme, re.S)
-    names = [name for name, _ in blocks]
-    assert {"demo", "reproduce", "summary", "bench"} <= set(names), names
-    assert readme.count("<!-- begin:") == len(blocks)
-    for name, text in blocks:
-        assert re.search(r"`(make [\w-]+|python -m hpvit_lab\.\w+)[^`]*`", text), name
-        assert re.search(r"20\d\d-\d\d-\d\d", text), f"{name}: no date"
-        assert "not measured yet" not in text, name
+    assert len(readme.splitlines()) <= 300
+    order = ["## Inference on your image", "## Your own data", "## Converting your checkpoint",
+             "## Results in brief", "## Commands", "## Installation"]
+    assert [readme.index(h) for h in order] == sorted(readme.index(h) for h in order)
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: link to {target}"
