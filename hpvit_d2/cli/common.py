@@ -23,19 +23,20 @@ EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
 EXIT_USAGE = 2  # bad config, override, weights, device, dataset: nothing was done
 
+# Beyond the library's known third-party warnings (hpvit_d2.known_warnings): a command's output is
+# its own, so every future / deprecation notice of its dependencies is silenced too.
 _QUIET = (
     (FutureWarning, r".*"),
     (DeprecationWarning, r".*"),
-    (UserWarning, r"pkg_resources is deprecated.*"),
-    (UserWarning, r".*torch\.meshgrid.*"),
-    (UserWarning, r".*TypedStorage is deprecated.*"),
-    (UserWarning, r".*Importing from timm\.models\.layers.*"),
     (UserWarning, r".*weights_only.*"),
 )
 
 
 def quiet_warnings() -> None:
     """Silence the known third-party start-up warnings (also in processes started from here)."""
+    from ..known_warnings import silence_known_warnings
+
+    silence_known_warnings()
     for category, message in _QUIET:
         warnings.filterwarnings("ignore", message=message, category=category)
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
