@@ -56,7 +56,7 @@ def test_finetunes_from_a_plain_checkpoint_evaluates_and_resumes(tree, plain_vit
     args = ["--shapes", *TINY, *FAST, "--pretrained", path, "--strict", "--output", str(out)]
     assert run(classify.main, args + ["--epochs", "1"]) == 0
     err = capsys.readouterr().err
-    assert "converted into the backbone" in err and "4 classes, 32 train images" in err
+    assert err.count("converted into the backbone") == 1 and "4 classes, 32 train images" in err
     state = torch.load(out / "last.pth", weights_only=True)
     assert state["epoch"] == 0 and state["classes"] == ["circle", "rectangle", "star", "triangle"]
     assert set(state) >= {"model", "optimizer", "scheduler", "best_top1"}

@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Dict, Sequence, Tuple
 
-from .common import EXIT_OK, add_debug_flag, program_name, run
+from .common import EXIT_OK, add_debug_flag, log_to_stderr, program_name, run
 
 __all__ = ["argument_parser", "build_model", "evaluate", "main", "pillow_safe_rand_augment",
            "resolve_data_dirs"]
@@ -284,6 +284,7 @@ def _check_args(args) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = argument_parser().parse_args(argv)
+    log_to_stderr()
     _check_args(args)
     import torch
     from timm.data import Mixup
@@ -304,8 +305,7 @@ def main(argv: Sequence[str]) -> int:
     model = build_model(args, num_classes)
     if args.pretrained:
         checkpointer = HPViTCheckpointer(model, require="backbone" if args.strict else "architecture")
-        checkpointer.load(args.pretrained)
-        print(checkpointer.report.summary(), file=sys.stderr)
+        checkpointer.load(args.pretrained)  # logs the load report (stderr)
     model.to(device)
     train_set, train_loader, val_loader, data_config = _loaders(args, model, train_dir, val_dir)
     os.makedirs(args.output, exist_ok=True)

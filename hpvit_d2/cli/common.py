@@ -16,7 +16,7 @@ import warnings
 from typing import Callable, Sequence, Tuple, Type
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "add_overrides",
-           "add_register_coco_flag", "parse_command", "program_name", "quiet_warnings",
+           "add_register_coco_flag", "log_to_stderr", "parse_command", "program_name", "quiet_warnings",
            "register_datasets", "run", "update_readme_block", "user_errors"]
 
 EXIT_OK = 0
@@ -147,6 +147,31 @@ def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpa
     args = parser.parse_intermixed_args(argv)
     args.opts = [*args.opts, *args.more_opts]
     return args
+
+
+def log_to_stderr() -> None:
+    """The library's log lines (``hpvit_d2.*`` loggers: the load report, ...) on stderr, once each,
+    for the commands that do not set up detectron2's logger (train and evaluation do)."""
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time (a test's capture, a redirect)."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, _):
+            pass
+
+    logger = logging.getLogger("hpvit_d2")
+    if not logger.handlers:
+        handler = CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def add_register_coco_flag(parser: argparse.ArgumentParser) -> None:
