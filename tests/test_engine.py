@@ -96,6 +96,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, env, reference
     assert 3 <= resumed_from < MAX_ITER - 1
     run(train_cmd(out, resume=True), env)
     assert_same_weights(reference / "model_final.pth", out / "model_final.pth")
+    # The log file is plain text: detectron2's colour codes stay out of files (stdout is no tty).
+    log = (out / "log.txt").read_text()
+    assert "mask_rcnn_hpvit_tiny.py" in log and "\x1b[" not in log
 
 
 def test_sigterm_saves_checkpoint_before_exit(tmp_path, env):

@@ -111,7 +111,10 @@ def train_worker(args) -> None:
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
     check_num_classes(cfg)
-    default_setup(cfg, args)
+    from ..engine.logs import plain_config_log
+
+    with plain_config_log():
+        default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
     if resume and not args.resume:
         logger.info(f"torchrun restart {elastic_restart_count()}: resuming from the last "

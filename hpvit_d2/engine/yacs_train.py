@@ -81,7 +81,10 @@ def setup(config_file: str, opts, args):
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     cfg.freeze()
-    default_setup(cfg, args)
+    from .logs import plain_config_log
+
+    with plain_config_log():
+        default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hpvit_d2")
     return cfg
 
