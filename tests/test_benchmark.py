@@ -42,11 +42,12 @@ def test_writes_json_markdown_and_png(bench_run):
     assert header == list(benchmark.COLUMNS)
     assert all(len(r) == len(header) for r in rows)
     planned = {(r[0], r[2]) for r in rows}
+    # --scale tiny rows say they are not ViT-B
     assert planned == {
-        ("backbone", "detectron2 ViT-B (ViTDet)"), ("backbone", "HPViT-B plain mode"),
-        ("maskrcnn", "detectron2 ViT-B (ViTDet)"), ("maskrcnn", "HPViT-B (1,1,9,1) avg"),
-        ("train", "detectron2 ViT-B (ViTDet)"), ("train", "HPViT-B (1,1,9,1) avg"),
-        ("train", "HPViT-B (1,1,9,1) avg + act ckpt"),
+        ("backbone", "detectron2 ViT-tiny trunk (ViTDet)"), ("backbone", "HPViT-tiny trunk plain mode"),
+        ("maskrcnn", "detectron2 ViT-tiny trunk (ViTDet)"), ("maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg"),
+        ("train", "detectron2 ViT-tiny trunk (ViTDet)"), ("train", "HPViT-tiny trunk (1,1,9,1) avg"),
+        ("train", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt"),
     }
     with Image.open(out / "benchmark.png") as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -90,11 +91,15 @@ class Row:
     first_pass_s: Optional[float] = None  # the first (warm-up) pass: compile time + a pass if compiled
     error: str = ""  # why this row could not be timed (e.g. torch.compile failed)
     allocator: str = ""  # the CPU memory policy its memory was measured under
+    scale: str = "base"  # the trunk width (SCALES): "tiny" rows are not ViT-B and say so
 
     @property
     def name(self) -> str:
+        label = VARIANTS[self.model]["label"]
+        if self.scale != "base":
+            label = label.replace("ViT-B", f"ViT-{self.scale} trunk")
         suffix = " + act ckpt" if self.checkpoint else ""
-        return VARIANTS[self.model]["label"] + suffix + (" (compiled)" if self.compiled else "")
+        return label + suffix + (" (compiled)" if self.compiled else "")
 
     @property
     def key(self) -> str:
@@ -298,14 +303,15 @@ def plan_rows(args) -> List[Row]:
                   "train": args.train_models}[part]
         for size in sizes:
             for model in models:
+                row = partial(Row, part, size, model, scale=args.scale)
                 if part == "train":
-                    rows.append(Row(part, size, model))
+                    rows.append(row())
                     if VARIANTS[model]["kind"] != "vit":  # detectron2's needs fairscale
-                        rows.append(Row(part, size, model, checkpoint=True))
+                        rows.append(row(checkpoint=True))
                 else:
-                    rows.append(Row(part, size, model))
+                    rows.append(row())
                     if part == "backbone" and model in args.compile:
-                        rows.append(Row(part, size, model, compiled=True))
+                        rows.append(row(compiled=True))
     return rows
 
 

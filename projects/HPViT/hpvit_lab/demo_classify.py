@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
-from .runs import CommandJob, balanced_lanes, format_table, run_lanes
+from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
+from .runs import CommandJob, argv_with, balanced_lanes, format_table, run_lanes
 
 __all__ = ["MODELS", "RECIPE", "main", "run_demo"]
 
@@ -146,8 +146,9 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     records = [_record(out, model, init) for model in MODELS for init in ("mae", "scratch")]
     table = format_table(records, COLUMNS)
     reused = "[mae] reused" in (out / "mae.log").read_text()
+    command = command_line("hpvit_lab.demo_classify", argv_with(argv, "--epochs", args.epochs))
     caption = (
-        f"`make demo-classify` (`python -m hpvit_lab.demo_classify --epochs {args.epochs}`), "
+        f"`make demo-classify` (`{command}`), "
         f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: shapes ImageFolder "
         f"{args.train_per_class * 4} train / {args.val_per_class * 4} val images (64x64, 4 "
         f"classes), {args.epochs} epochs per run, seed {args.seed}, recipe "

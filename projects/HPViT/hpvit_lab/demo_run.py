@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Sequence
 
 from hpvit_d2.engine.metrics import read_metrics
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import EXIT_OK, run as run_command, update_readme_block
-from .runs import TrainRun, format_table, run_lanes, run_metrics
+from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command, update_readme_block
+from .runs import TrainRun, argv_with, format_table, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -251,7 +251,8 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
     table = markdown_table(rows)
     import datetime
 
-    caption = (f"`make demo` (`python -m hpvit_lab.demo_run --iters {args.iters}`), "
+    command = command_line("hpvit_lab.demo_run", argv_with(argv, "--iters", args.iters))
+    caption = (f"`make demo` (`{command}`), "
                f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
                f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
                f"{args.train_dataset} -> {args.val_dataset}, both trained side by side in "

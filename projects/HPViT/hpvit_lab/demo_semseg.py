@@ -9,7 +9,7 @@ detectron2's SemSegEvaluator, and compare them.
     python -m hpvit_lab.demo_semseg --iters 2 --train-dataset hpvit_shapes_sem_seg_train_mini \\
         --val-dataset hpvit_shapes_sem_seg_val_mini --output-dir /tmp/demo_semseg   # smoke run
 
-Both models (configs/semseg_hpvit_tiny.py, configs/semseg_vit_tiny.py: width 128, 4 blocks, the 256x256
+Both models (configs/semseg_hpvit_tiny.py, configs/semseg_vit_tiny.py: the tiny trunk, the 256x256
 shapes images downscaled to about 128x128, 5 classes = background + 4 shapes) train through the project's
 training entry, as two processes side by side with an even share of the CPU threads
 (``--sequential``: one after the other), exactly as ``make demo`` trains the detectors. Writes to
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
 from .demo_run import measure_model
-from .runs import TrainRun, format_table, run_lanes, run_metrics
+from .runs import TrainRun, argv_with, format_table, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -141,7 +141,8 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     import datetime
     import os
 
-    caption = (f"`make demo-semseg` (`python -m hpvit_lab.demo_semseg --iters {args.iters}`), "
+    command = command_line("hpvit_lab.demo_semseg", argv_with(argv, "--iters", args.iters))
+    caption = (f"`make demo-semseg` (`{command}`), "
                f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
                f"{args.iters} iterations per model, batch {rows[0]['batch_size']} (images at "
                f"~128x128), {args.train_dataset} -> {args.val_dataset} (SemSegEvaluator, 5 "

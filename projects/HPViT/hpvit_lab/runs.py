@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
-__all__ = ["CommandJob", "TrainRun", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
+__all__ = ["CommandJob", "TrainRun", "argv_with", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
            "run_metrics", "train_command"]
 
 
@@ -86,6 +86,13 @@ class CommandJob:
 
 
 Job = Union[TrainRun, CommandJob]
+
+
+def argv_with(argv: Sequence[str], flag: str, value) -> List[str]:
+    """``argv`` as typed, with ``flag value`` added when it was left at its default: a README
+    caption names every flag of the command that measured it."""
+    given = any(a == flag or a.startswith(flag + "=") for a in argv)
+    return list(argv) if given else [*argv, flag, str(value)]
 
 
 def train_command(run: TrainRun) -> List[str]:
