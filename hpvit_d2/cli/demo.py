@@ -19,11 +19,12 @@ video to --output (a file: .mp4 or .avi) and a detector's predictions beside it
 (``<output>.json``, one entry per frame). Images are read by the project's reader
 (``hpvit_d2.data.images.read_image_checked``: 16-bit and alpha converted, float images and images
 above the pixel cap refused). An input that cannot be read or predicted is skipped with a message
-naming it, the batch goes on, and predictions.json holds the others. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
-(--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
-(empty: random weights, with a warning). --opts takes config overrides, e.g.
---opts train.device=cuda. Exit code: 0 if every input was drawn, 1 if any failed, 2 on a bad
-config, override, device, dataset or weights.
+naming it, the batch goes on, and predictions.json holds the others. Weights load strictly: a
+checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
+Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
+--opts takes config overrides, e.g. --opts train.device=cuda. Exit code: 0 if every input was
+drawn, 1 if any failed (named at the end), 2 on a bad config, override, device, dataset or
+weights.
 """
 import argparse
 import glob
