@@ -817,9 +817,10 @@ def test_size_or_exif_mismatch_from_a_loader_worker_is_one_error_line(tmp_path, 
     json_file, image_dir = write_coco_dataset(tmp_path, good_images(3) + [bad])
     if case == "exif":
         write_exif_jpeg(os.path.join(image_dir, "rotated.jpg"), rgb_image(64, 48))
-        data = json.load(open(json_file))
-        data["images"][-1].update(height=48, width=64)
-        json.dump(data, open(json_file, "w"))
+    data = json.load(open(json_file))
+    height, width = {"size": (64, 64), "exif": (48, 64)}[case]  # the file's 64x80 / the sensor's
+    data["images"][-1].update(height=height, width=width)
+    json.dump(data, open(json_file, "w"))
     proc = train_tiny(tmp_path, json_file, image_dir, "dataloader.train.num_workers=1")
     line = assert_one_error_line(proc, tmp_path)
     assert line.startswith("error: image size mismatch: ")

@@ -269,36 +269,34 @@ def _clean_polygons(anno, index, ctx, width, height, counts):
 def rle_counts(counts) -> Optional[List[int]]:
     """
     The run lengths of a COCO RLE ``counts``: a list as given, or decoded from pycocotools'
-    compressed string (its ``rleFrString``); None when it is neither. Decoding is done here, not
-    by pycocotools, because pycocotools writes a mask of ``sum(counts)`` pixels into the
-    image-sized buffer without a bound check: corrupt counts give a nonsense area, or worse.
+    compressed string (its ``rleFrString``, vectorised); None when it is neither. Decoding is
+    done here, not by pycocotools, because older pycocotools write ``sum(counts)`` pixels into
+    the image-sized buffer without a bound check, and ``area`` trusts the counts.
     """
     if isinstance(counts, list):
         return counts if all(isinstance(c, numbers.Integral) for c in counts) else None
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii", errors="replace")
-    if not isinstance(counts, str):
+    if isinstance(counts, str):
+        counts = counts.encode("ascii", errors="replace")
+    if not isinstance(counts, bytes):
         return None
-    runs: List[int] = []
-    position = 0
-    while position < len(counts):
-        value, shift, more = 0, 0, True
-        while more:
-            if position >= len(counts):
-                return None  # the string ends inside a number
-            char = ord(counts[position]) - 48
-            if not 0 <= char < 64:
-                return None
-            value |= (char & 0x1F) << shift
-            more = bool(char & 0x20)
-            position += 1
-            shift += 5
-            if not more and char & 0x10:
-                value |= -1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return []
+    if chars.min() < 0 or chars.max() > 63 or chars[-1] & 0x20:
+        return None  # not an RLE character, or the string ends inside a number
+    ends = np.flatnonzero((chars & 0x20) == 0)  # the last character of each number
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 12:  # 60 bits: no image has such a run
+        return None
+    shifts = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
+    values = np.add.reduceat((chars & 0x1F) << shifts, starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = values.copy()  # run i > 2 is stored as the difference to run i - 2
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs.tolist()
 
 
 def _clean_mask(anno, index, ctx, width, height, counts):

@@ -121,13 +121,13 @@ def _size_mismatch_message(dataset_dict: dict, image_shape: Tuple[int, int]) -> 
     want_w, want_h = dataset_dict.get("width"), dataset_dict.get("height")
     message = (f"image size mismatch: '{file_name}' (image_id {dataset_dict.get('image_id')}) "
                f"is {got_w}x{got_h} (width x height) as read, its dataset dict says "
-               f"width={want_w}, height={want_h}. Fix them in the annotation file, or replace "
-               "the file with the annotated image.")
+               f"width={want_w}, height={want_h}. Fix them, or replace the file with the "
+               "annotated image.")
     if (got_w, got_h) == (want_h, want_w):
         orientation = read_exif_orientation(file_name)
         if orientation in SIDE_SWAPPING_ORIENTATIONS:
-            message += (f" Its EXIF orientation {orientation} (applied when reading) turns it "
-                        "by 90 degrees: annotate the upright image (size, boxes, masks).")
+            message += (f" Its EXIF orientation {orientation} turns it by 90 degrees when read: "
+                        "annotate the upright image.")
     return message
 
 
