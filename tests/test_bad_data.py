@@ -829,3 +829,16 @@ def test_size_or_exif_mismatch_from_a_loader_worker_is_one_error_line(tmp_path, 
         assert "wide.png' (image_id 9) is 80x64 (width x height) as read" in line
     else:
         assert "rotated.jpg" in line and "EXIF orientation 6" in line
+
+
+def test_rle_counts_decoded_as_pycocotools_encodes():
+    from hpvit_d2.data.annotations import rle_counts
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(1, 120, 2))
+        mask = rng.random((height, width)) < rng.random()
+        runs = rle_counts(rle_of(mask)["counts"])
+        assert sum(runs) == height * width and min(runs) >= 0
+        assert sum(runs[1::2]) == mask.sum()
+    assert rle_counts("not rle ~") is None and rle_counts(3) is None
