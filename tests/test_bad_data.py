@@ -331,7 +331,8 @@ def test_missing_size_read_from_header_and_missing_file_named(tmp_path, dataset_
     (out,) = sanitize_dataset_dicts([rec], dataset_name)
     assert (out["height"], out["width"]) == (48, 64)  # as read: EXIF rotation applied
     assert read_image_size(path) == (48, 64) == read_image_checked(path, "RGB").shape[:2]
-    with pytest.raises(DatasetNotFoundError, match=r"1 of 2 image files do not exist.*nowhere\.png"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"1 of 2 image files do not exist.*nowhere\.png"):
         sanitize_dataset_dicts([rec, record(tmp_path / "nowhere.png")], dataset_name)
 
 

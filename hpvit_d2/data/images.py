@@ -28,10 +28,9 @@ Conversions of :func:`read_image_checked` (keys of ``CONVERSION_LABELS``):
     - EXIF orientation 2..8 -> applied with ``PIL.ImageOps.exif_transpose``, as detectron2 does;
       an unreadable EXIF block is ignored, as detectron2 does.
 """
+import os
 from collections import Counter
 from typing import Optional, Tuple
-
-import os
 
 import numpy as np
 from detectron2.data.detection_utils import convert_PIL_to_numpy
