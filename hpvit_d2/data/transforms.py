@@ -45,6 +45,8 @@ class NonEmptyAugmentation(T.Augmentation):
     def __repr__(self) -> str:
         return repr(self.augmentation)
 
+    __str__ = __repr__  # Augmentation binds __str__ to its own __repr__
+
 
 def non_empty(augmentations: Sequence) -> List:
     """``augmentations`` (Augmentation or Transform objects) with every Augmentation wrapped in
