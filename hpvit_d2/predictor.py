@@ -10,6 +10,7 @@ Pre-processing is read from the config, as the test data loader would apply it:
 ``dataloader.test.mapper.image_format`` ("RGB" for this project's configs, or "BGR").
 """
 import logging
+import os
 from contextlib import nullcontext
 from typing import Optional, Union
 
@@ -22,6 +23,8 @@ from detectron2.data import transforms as T
 from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import Boxes, Instances
 
+from .data.images import read_image_checked
+from .data.transforms import non_empty
 from .model_zoo import build_model
 
 __all__ = ["LazyPredictor"]
@@ -68,7 +71,7 @@ def _to_float32(instances: Union[Instances, torch.Tensor]) -> Union[Instances, t
 class LazyPredictor:
     """
     Run a LazyConfig detector or semantic segmentor on single images (BGR uint8 arrays, as
-    ``cv2.imread`` returns).
+    ``cv2.imread`` returns, or image files).
 
     ``LazyPredictor(cfg)`` builds ``cfg.model`` on ``cfg.train.device`` and loads
     ``cfg.train.init_checkpoint`` strictly (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
@@ -96,8 +99,8 @@ class LazyPredictor:
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
         """
         self.cfg = cfg
-        self.augmentations = T.AugmentationList(
-            instantiate(_select(cfg, "dataloader.test.mapper.augmentations"))
+        self.augmentations = T.AugmentationList(  # resizes keep >= 1 px: data.transforms
+            non_empty(instantiate(_select(cfg, "dataloader.test.mapper.augmentations")))
         )
         self.input_format = _select(cfg, "dataloader.test.mapper.image_format")
         if self.input_format not in _FORMATS:
@@ -132,10 +135,15 @@ class LazyPredictor:
             return torch.autocast("cuda", dtype=self.amp_dtype)
         return nullcontext()
 
-    def __call__(self, original_image: np.ndarray) -> Union[Instances, torch.Tensor]:
+    def __call__(self, original_image: Union[np.ndarray, str, os.PathLike]
+                 ) -> Union[Instances, torch.Tensor]:
         """
         Args:
-            original_image (np.ndarray): (H, W, 3) uint8, BGR channel order.
+            original_image (np.ndarray or path): (H, W, 3) uint8, BGR channel order; or an image
+                file, read by the project's reader (``hpvit_d2.data.images.read_image_checked``,
+                as training, evaluation and the demo read files: 16-bit and alpha converted,
+                EXIF orientation applied, float images and images above the pixel cap refused
+                with ``BadImageError``).
         Returns:
             On the CPU, in the coordinates of ``original_image`` (H, W):
 
@@ -146,6 +154,8 @@ class LazyPredictor:
               (num_classes, H, W), the model's ``sem_seg`` output; ``.argmax(0)`` is the (H, W)
               label map (class indices of ``self.metadata.stuff_classes``).
         """
+        if isinstance(original_image, (str, os.PathLike)):
+            original_image = read_image_checked(os.fspath(original_image), format="BGR")
         if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3
                 and original_image.shape[2] == 3 and original_image.dtype == np.uint8):
             desc = (f"{original_image.dtype} array of shape {original_image.shape}"

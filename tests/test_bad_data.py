@@ -3,6 +3,8 @@ naming the file and annotation. Real files on disk, detectron2's real loaders an
 import json
 import logging
 import os
+import subprocess
+import sys
 import uuid
 
 import cv2
@@ -25,6 +27,7 @@ from shapely.geometry import Polygon, box as shapely_box
 from hpvit_d2.data.images import BadImageError, read_image_checked, read_image_size
 from hpvit_d2.data.mapper import SafeDatasetMapper
 from hpvit_d2.data.annotations import BadAnnotationError, clip_polygon_to_image
+from hpvit_d2.data.datasets import DatasetNotFoundError
 from hpvit_d2.data.sanitize import sanitize_dataset_dicts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,9 +187,14 @@ def test_corrupt_and_truncated_images_are_named(tmp_path):
         first_batch([record(truncated)])
     with pytest.raises(BadImageError, match=r"garbage\.jpg.*corrupt"):
         read_image_checked(str(garbage), "RGB")
-    # through a worker process, the message still names the file
-    with pytest.raises(Exception, match=r"truncated\.png"):
+    # through a worker process: the same type and message, not torch's "Caught BadImageError in
+    # DataLoader worker process 0. Original Traceback ..." with the cause at the end
+    with pytest.raises(BadImageError) as from_worker:
         first_batch([record(truncated)], num_workers=1)
+    with pytest.raises(BadImageError) as in_process:
+        first_batch([record(truncated)])
+    assert str(from_worker.value) == str(in_process.value)
+    assert str(from_worker.value).startswith("cannot decode image ")
     with pytest.raises(BadImageError, match=r"missing\.png.*does not exist"):
         read_image_checked(str(tmp_path / "missing.png"), "RGB")
 
@@ -323,7 +331,8 @@ def test_missing_size_read_from_header_and_missing_file_named(tmp_path, dataset_
     (out,) = sanitize_dataset_dicts([rec], dataset_name)
     assert (out["height"], out["width"]) == (48, 64)  # as read: EXIF rotation applied
     assert read_image_size(path) == (48, 64) == read_image_checked(path, "RGB").shape[:2]
-    with pytest.raises(ValueError, match=r"(?s)1 of 2 image files do not exist.*nowhere\.png"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"1 of 2 image files do not exist.*nowhere\.png"):
         sanitize_dataset_dicts([rec, record(tmp_path / "nowhere.png")], dataset_name)
 
 
@@ -565,3 +574,272 @@ def test_training_step_on_all_bad_cases(tmp_path, dataset_name, tiny_model_cfg, 
     trainer = SimpleTrainer(model, loader, torch.optim.SGD(model.parameters(), lr=1e-3))
     with pytest.raises(BadImageError, match=r"rgba\.png.*truncated"):
         trainer.train(0, 1)
+
+
+# ------------------------------------ the real tiny config: own COCO data through the commands
+TINY = "mask_rcnn_hpvit_tiny.py"
+
+
+def write_coco_dataset(root, images, categories=("red", "green")):
+    """
+    A COCO dataset under ``root`` (``images/`` and ``instances.json``); ``images`` is a list of
+    (id, file name, pixels (H, W, 3) or None to write no file, [annotation dicts without ids]).
+    Returns (json path, image directory).
+    """
+    image_dir = os.path.join(str(root), "images")
+    os.makedirs(image_dir, exist_ok=True)
+    entries, annotations = [], []
+    for image_id, name, pixels, anns in images:
+        height, width = pixels.shape[:2] if pixels is not None else (64, 64)
+        if pixels is not None:
+            Image.fromarray(pixels).save(os.path.join(image_dir, name))
+        entries.append({"id": image_id, "file_name": name, "height": height, "width": width})
+        for ann in anns:
+            annotations.append(dict({"iscrowd": 0, "area": 100.0, "category_id": 1}, **ann,
+                                    id=len(annotations) + 1, image_id=image_id))
+    path = os.path.join(str(root), "instances.json")
+    with open(path, "w") as f:
+        json.dump({"images": entries, "annotations": annotations,
+                   "categories": [{"id": i + 1, "name": n} for i, n in enumerate(categories)]}, f)
+    return path, image_dir
+
+
+def coco_square(x0=8, y0=8, x1=40, y1=40, category=1):
+    return {"category_id": category, "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+
+
+def good_images(count=4, first_id=1):
+    """Valid 64x64 images with one red square each."""
+    return [(first_id + i, f"good{i}.png", rgb_image(), [coco_square(category=1 + i % 2)])
+            for i in range(count)]
+
+
+def train_tiny(tmp_path, json_file, image_dir, *overrides, max_iter=1, command="train_net.py"):
+    """``train_net.py`` on the tiny config and this data, in a fresh process (as a user runs it):
+    the CompletedProcess, with ``error_lines`` (stderr lines starting with ``error:``)."""
+    argv = ["--config-file", TINY, "--register-coco", "own", json_file, image_dir,
+            f"train.output_dir={tmp_path / 'run'}", f"train.max_iter={max_iter}",
+            "dataloader.train.dataset.names=own", "dataloader.test.dataset.names=own",
+            "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+            "model.roi_heads.num_classes=2", *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore",
+               HPVIT_DATA=str(tmp_path / "data"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "projects", "HPViT", command), *argv],
+                          capture_output=True, text=True, env=env, timeout=600)
+    proc.error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return proc
+
+
+def assert_one_error_line(proc, tmp_path):
+    """Exit 2, one ``error:`` line of at most ~300 characters (the test's tmp dir counted as
+    5), no traceback; returns the line."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(proc.error_lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(proc.error_lines[0].replace(str(tmp_path), "<tmp>")) <= 300, proc.error_lines[0]
+    return proc.error_lines[0]
+
+
+def test_duplicate_image_ids_refused(tmp_path):
+    """Before: a.jpg was dropped without a word and its annotations trained on b.png."""
+    json_file, image_dir = write_coco_dataset(tmp_path, [
+        (1, "a.jpg", rgb_image(), [coco_square()]),
+        (1, "b.png", rgb_image(), [coco_square(category=2)]), *good_images(first_id=2)])
+    line = assert_one_error_line(train_tiny(tmp_path, json_file, image_dir), tmp_path)
+    assert line.startswith("error: duplicate image id 1 in ")
+    assert json_file in line and "'a.jpg'" in line and "'b.png'" in line
+
+
+@pytest.mark.parametrize("case", ["two_point_polygon", "thin_image"])
+def test_evaluation_after_training_is_safe_on_what_training_accepts(tmp_path, case):
+    """Before: training went through, then COCOEvaluator crashed: inside pycocotools on the
+    2-point polygon (read as a box), with `height and width must be > 0` on the 1x2000 image."""
+    if case == "two_point_polygon":
+        short = dict(coco_square(), segmentation=[[8, 8, 40, 40], [8, 8, 40, 8, 40, 40]])
+        bad = [(90, "short.png", rgb_image(), [short, coco_square(category=2)])]
+    else:
+        bad = [(90, "thin.png", rgb_image(1, 2000, rect=(0, 0, 100, 1)), [])]
+    json_file, image_dir = write_coco_dataset(tmp_path, good_images() + bad)
+    proc = train_tiny(tmp_path, json_file, image_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = os.path.join(str(tmp_path), "run", "inference", "coco_instances_results.json")
+    assert os.path.isfile(results)
+
+
+def rle_of(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return dict(rle, counts=rle["counts"].decode("ascii"))
+
+
+def test_rle_whose_counts_exceed_the_image_refused(tmp_path):
+    """Before: counts encoded for a 5000x6000 mask, labelled 64x64, passed the sanitizer with an
+    area of 30M pixels, and pycocotools decoded them into the 64x64 buffer."""
+    garbage = dict(rle_of(np.ones((5000, 6000))), size=[64, 64])
+    assert float(mask_util.area(garbage)) == 30e6  # what the old check read
+    bad = (9, "garbage.png", rgb_image(), [dict(coco_square(), segmentation=garbage)])
+    json_file, image_dir = write_coco_dataset(tmp_path, good_images() + [bad])
+    line = assert_one_error_line(train_tiny(tmp_path, json_file, image_dir), tmp_path)
+    assert "garbage.png" in line and "annotation id 5" in line
+    assert "cover 30000000 pixels, but a 64x64 image has 4096" in line
+
+
+def test_valid_rle_masks_train_and_evaluate_with_the_polygon_config(tmp_path):
+    """Before: a non-crowd RLE mask under the configs' instance_mask_format=polygon died in the
+    loader (`Cannot convert segmentation of type dict`), with no hint of the format."""
+    mask = np.zeros((64, 64), bool)
+    mask[8:40, 8:40] = True
+    rle = (9, "rle.png", rgb_image(), [dict(coco_square(), segmentation=rle_of(mask))])
+    json_file, image_dir = write_coco_dataset(tmp_path, good_images(3) + [rle])
+    proc = train_tiny(tmp_path, json_file, image_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "images with RLE masks mapped as bitmasks" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------- one image reader: pixel cap, demo, predictor
+def write_png_declaring(path, width, height):
+    """A tiny PNG (1x1 pixels of data) whose header declares width x height."""
+    import zlib
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(open(path, "rb").read())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    open(path, "wb").write(bytes(data))
+    return str(path)
+
+
+def test_pixel_cap_checked_from_the_header_named_and_changeable(tmp_path, monkeypatch):
+    """Before: a 10000x10000 header in a few hundred bytes was decoded (Pillow warns only)."""
+    bomb = write_png_declaring(tmp_path / "bomb.png", 10000, 10000)
+    assert os.path.getsize(bomb) < 1000
+    with pytest.raises(BadImageError) as error:
+        read_image_checked(bomb, "RGB")
+    message = str(error.value)
+    assert "bomb.png" in message and "10000x10000 (100.0 megapixels)" in message
+    assert "50-megapixel cap" in message and "HPVIT_MAX_IMAGE_PIXELS=100000000" in message
+    small = save_png(tmp_path / "small.png", rgb_image())
+    monkeypatch.setenv("HPVIT_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(BadImageError, match=r"small\.png' is 64x64 .*0\.001-megapixel cap"):
+        read_image_checked(small, "RGB")
+    monkeypatch.setenv("HPVIT_MAX_IMAGE_PIXELS", "0")  # no cap
+    assert read_image_checked(small, "RGB").shape == (64, 64, 3)
+    assert read_image_checked(small, "RGB", max_pixels=4096).shape == (64, 64, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from hpvit_d2.model_zoo import get_config
+
+    torch.manual_seed(0)
+    model = instantiate(get_config(TINY).model)
+    path = tmp_path_factory.mktemp("weights") / "model_final.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+def test_demo_reads_with_the_project_reader_and_goes_on_past_bad_images(tmp_path, tiny_weights,
+                                                                        capsys):
+    """Before: detectron2's read_image drew the 16-bit PNG all white and the float TIFF all black
+    without a word, and the 1x2000 image stopped the loop (`height and width must be > 0`)
+    before predictions.json was written."""
+    from hpvit_d2.cli import demo
+    from hpvit_d2.cli.common import run
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    save_png(inputs / "a_good.png", rgb_image(96, 128))
+    gradient = np.tile(np.linspace(0, 32768, 128).astype(np.uint16), (96, 1))
+    Image.fromarray(gradient).save(inputs / "b_gray16.png")
+    Image.fromarray(np.full((96, 128), 0.5, np.float32)).save(inputs / "c_float.tif")
+    save_png(inputs / "d_thin.png", rgb_image(1, 2000, rect=(0, 0, 10, 1)))
+    write_png_declaring(inputs / "e_bomb.png", 10000, 10000)
+    out = tmp_path / "vis"
+    code = run(demo.main, ["--config-file", TINY, "--input", str(inputs), "--output", str(out),
+                           "--weights", tiny_weights])
+    err = capsys.readouterr().err
+    assert code == 1, err[-3000:]  # EXIT_FAILED_INPUTS: some inputs failed, the others written
+    assert sorted(os.listdir(out)) == ["a_good.png", "b_gray16.png", "d_thin.png",
+                                       "predictions.json"]
+    assert isinstance(json.loads((out / "predictions.json").read_text()), list)
+    assert "skipping " + str(inputs / "c_float.tif") + ": image" in err and "floating-point" in err
+    assert "skipping " + str(inputs / "e_bomb.png") + ": image" in err and "megapixel cap" in err
+    assert "2 input(s) failed" in err
+    drawn = np.asarray(Image.open(out / "b_gray16.png"))
+    assert drawn.shape == (96, 128, 3) and 50 < drawn.mean() < 80  # 0..128 after /257, not 255
+
+
+def test_predictor_reads_files_with_the_project_reader(tmp_path, tiny_weights):
+    from hpvit_d2.model_zoo import get_config
+    from hpvit_d2.predictor import LazyPredictor
+
+    cfg = get_config(TINY)
+    cfg.train.init_checkpoint = tiny_weights
+    predictor = LazyPredictor(cfg)
+    gradient = np.tile(np.linspace(0, 32768, 64).astype(np.uint16), (48, 1))
+    Image.fromarray(gradient).save(tmp_path / "gray16.png")
+    from_file = predictor(str(tmp_path / "gray16.png"))
+    from_array = predictor(read_image_checked(str(tmp_path / "gray16.png"), "BGR"))
+    assert from_file.image_size == (48, 64)
+    assert torch.equal(from_file.pred_boxes.tensor, from_array.pred_boxes.tensor)
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(BadImageError, match=r"float\.tif.*floating-point"):
+        predictor(str(tmp_path / "float.tif"))
+    thin = predictor(save_png(tmp_path / "thin.png", rgb_image(1, 2000, rect=(0, 0, 10, 1))))
+    assert thin.image_size == (1, 2000)  # resized to 1x256, not 0x256
+
+
+# ----------------------------------------------- error format: one line, cause first, exit 2
+def test_image_file_missing_on_disk_is_one_error_line(tmp_path):
+    """Before: a ValueError whose message listed the files on several lines, with a traceback."""
+    json_file, image_dir = write_coco_dataset(
+        tmp_path, good_images() + [(9, "missing.png", None, [coco_square()])])
+    line = assert_one_error_line(train_tiny(tmp_path, json_file, image_dir), tmp_path)
+    assert line.startswith("error: 1 of 5 image files do not exist in dataset 'own', first ")
+    assert "missing.png" in line
+
+
+def test_empty_annotation_list_is_one_error_line(tmp_path):
+    """Before: `ValueError: No images left ... after filtering` with a traceback."""
+    json_file, image_dir = write_coco_dataset(
+        tmp_path, [(i, name, pixels, []) for i, name, pixels, _ in good_images()])
+    line = assert_one_error_line(train_tiny(tmp_path, json_file, image_dir), tmp_path)
+    assert line.startswith("error: no annotations: dataset 'own' (")
+    assert json_file in line and "empty annotation list" in line
+
+
+@pytest.mark.parametrize("case", ["size", "exif"])
+def test_size_or_exif_mismatch_from_a_loader_worker_is_one_error_line(tmp_path, case):
+    """Before: detectron2's SizeMismatchError (not a user error) re-raised by torch from the
+    worker: a traceback, and a 2,300-character message with the cause at its end."""
+    if case == "size":
+        bad = (9, "wide.png", rgb_image(64, 80), [coco_square()])
+    else:  # stored sideways with EXIF orientation 6; the json has the sensor's 48x64
+        bad = (9, "rotated.jpg", None, [coco_square(8, 8, 30, 30)])
+    json_file, image_dir = write_coco_dataset(tmp_path, good_images(3) + [bad])
+    if case == "exif":
+        write_exif_jpeg(os.path.join(image_dir, "rotated.jpg"), rgb_image(64, 48))
+    data = json.load(open(json_file))
+    height, width = {"size": (64, 64), "exif": (48, 64)}[case]  # the file's 64x80 / the sensor's
+    data["images"][-1].update(height=height, width=width)
+    json.dump(data, open(json_file, "w"))
+    proc = train_tiny(tmp_path, json_file, image_dir, "dataloader.train.num_workers=1")
+    line = assert_one_error_line(proc, tmp_path)
+    assert line.startswith("error: image size mismatch: ")
+    assert "DataLoader worker" not in line
+    if case == "size":
+        assert "wide.png' (image_id 9) is 80x64 (width x height) as read" in line
+    else:
+        assert "rotated.jpg" in line and "EXIF orientation 6" in line
+
+
+def test_rle_counts_decoded_as_pycocotools_encodes():
+    from hpvit_d2.data.annotations import rle_counts
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(1, 120, 2))
+        mask = rng.random((height, width)) < rng.random()
+        runs = rle_counts(rle_of(mask)["counts"])
+        assert sum(runs) == height * width and min(runs) >= 0
+        assert sum(runs[1::2]) == mask.sum()
+    assert rle_counts("not rle ~") is None and rle_counts(3) is None

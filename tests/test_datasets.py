@@ -276,8 +276,14 @@ def test_coco_without_annotations_key_loads_for_inference_only(tmp_path):
 def test_every_image_filtered_out_is_named(tmp_path):
     name, json_file = _coco(tmp_path)
     _edit_json(json_file, lambda data: data.update(annotations=[]))
-    with pytest.raises(ValueError, match=f"No images left in {name} after filtering"):
-        get_dataset_dicts(name)
+    with pytest.raises(DatasetFormatError, match=f"^no annotations: dataset '{name}' \\("):
+        get_dataset_dicts(name)  # an empty annotation list: named at load, one line
+    assert len(get_dataset_dicts(name, filter_empty=False)) == 4  # evaluation takes it
+    _edit_json(json_file, lambda data: data.update(annotations=[
+        dict(id=1, image_id=data["images"][0]["id"], category_id=data["categories"][0]["id"],
+             bbox=[1, 1, 0, 0], area=0, iscrowd=0)]))
+    with pytest.raises(DatasetFormatError, match=f"No images left in {name} after filtering"):
+        get_dataset_dicts(name)  # every annotation dropped (a zero-area box)
 
 
 def _coco_without_some_masks(tmp_path):

@@ -39,11 +39,12 @@ def main(argv: Sequence[str]) -> int:
     import numpy as np
     from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog
-    from detectron2.data.detection_utils import convert_image_to_rgb, read_image
+    from detectron2.data.detection_utils import convert_image_to_rgb
     from detectron2.utils.visualizer import Visualizer
     from PIL import Image
     from tqdm import tqdm
 
+    from ..data.images import read_image_checked
     from ..engine.train_loop import build_train_loader
     from ..model_zoo import get_config
 
@@ -56,7 +57,7 @@ def main(argv: Sequence[str]) -> int:
     progress = tqdm(total=args.num_images, desc="browse", unit="img", file=sys.stderr)
     if args.source == "annotation":
         for record in instantiate(cfg.dataloader.train.dataset)[: args.num_images]:
-            image = read_image(record["file_name"], format="RGB")
+            image = read_image_checked(record["file_name"], format="RGB")
             drawn = Visualizer(image, metadata).draw_dataset_dict(record).get_image()
             name = os.path.splitext(os.path.basename(record["file_name"]))[0]
             Image.fromarray(drawn).save(os.path.join(args.output_dir, f"{name}.png"))

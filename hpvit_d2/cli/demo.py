@@ -16,12 +16,15 @@ instances with score >= --confidence-threshold for a detector, the label map
 ``predictions.json`` holds them in COCO results format (image file, category id of the dataset,
 box [x, y, w, h], score, RLE mask). --video-input reads frames with OpenCV and writes the drawn
 video to --output (a file: .mp4 or .avi) and a detector's predictions beside it
-(``<output>.json``, one entry per frame). Unreadable inputs are skipped with a message naming
-the file. Weights load strictly: a checkpoint of another model, or a plain ViT, is refused
-(--allow-partial loads what fits). Without --weights the model loads train.init_checkpoint
-(empty: random weights, with a warning). Config overrides are KEY=VALUE arguments (e.g.
-train.device=cuda; --opts KEY=VALUE ... too), before or after the flags. Exit code: 0 if every
-input was drawn, 1 if any failed, 2 on a bad config, override, device, dataset or weights.
+(``<output>.json``, one entry per frame). Images are read by the project's reader
+(``hpvit_d2.data.images.read_image_checked``: 16-bit and alpha converted, float images and images
+above the pixel cap refused). An input that cannot be read or predicted is skipped with a message
+naming it, the batch goes on, and predictions.json holds the others. Weights load strictly: a
+checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
+Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
+Config overrides are KEY=VALUE arguments (e.g. train.device=cuda; --opts KEY=VALUE ... too),
+before or after the flags. Exit code: 0 if every input was drawn, 1 if any failed (named at the
+end), 2 on a bad config, override, device, dataset or weights.
 """
 import argparse
 import glob
@@ -220,8 +223,9 @@ def _run_video(args, predictor) -> int:
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     _overrides_out_of_inputs(args)
-    from detectron2.data.detection_utils import read_image
     from PIL import Image
+
+    from ..data.images import BadImageError, read_image_checked
 
     cfg = _load_config(args)
     if args.video_input:
@@ -241,14 +245,16 @@ def main(argv: Sequence[str]) -> int:
     used: set = set()
     written, predictions = 0, []
     for path in tqdm(files, desc="demo", unit="img", file=sys.stderr):
-        try:
-            image = read_image(path, format="BGR")
-        except Exception as e:  # PIL raises several types for corrupt or truncated files
-            tqdm.write(f"skipping {path}: cannot be read as an image ({type(e).__name__}: {e})",
-                       file=sys.stderr)
+        try:  # the project's reader: 16-bit, alpha, EXIF converted; float, too large refused
+            image = read_image_checked(path, format="BGR")
+            drawn, description, instances = _draw(predictor, image, args.confidence_threshold)
+        except Exception as e:  # one bad input does not stop the batch (--debug: traceback)
+            if args.debug:
+                raise
+            cause = str(e) if isinstance(e, BadImageError) else f"{type(e).__name__}: {e}"
+            tqdm.write(f"skipping {path}: {' '.join(cause.split())}", file=sys.stderr)
             failed.append(path)
             continue
-        drawn, description, instances = _draw(predictor, image, args.confidence_threshold)
         out = _output_path(args.output, path, used)
         Image.fromarray(drawn).save(out)
         if instances is not None:

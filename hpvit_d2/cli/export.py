@@ -57,12 +57,13 @@ def _sample_input(cfg, path: str):
     from detectron2.data import transforms as T
 
     from ..data.images import BadImageError, read_image_checked
+    from ..data.transforms import non_empty
 
     try:
         image = read_image_checked(path, cfg.dataloader.test.mapper.get("image_format", "BGR"))
     except BadImageError:
         raise
-    aug = T.AugmentationList(instantiate(cfg.dataloader.test.mapper.augmentations))
+    aug = T.AugmentationList(non_empty(instantiate(cfg.dataloader.test.mapper.augmentations)))
     aug_input = T.AugInput(image)
     aug(aug_input)
     return torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)).astype("float32"))

@@ -6,9 +6,14 @@ Modules (one job each):
     build       ``get_dataset_dicts`` / ``load_dataset``: registered datasets, loaded and checked
     datasets    COCO / Cityscapes / ADE20K on disk: registration helper, missing-file and format
                 checks
+    coco_json   checks of a COCO json itself (duplicate image ids; the evaluator's copy without
+                the polygons training drops)
     sanitize    dataset-level repairs at load (sizes, minimum size, empty images)
     annotations per-annotation repairs and errors (boxes, polygons, masks, categories)
-    images      the image reader (EXIF orientation, pixel formats, header sizes)
+    images      the image reader of every path (EXIF orientation, pixel formats, header sizes,
+                pixel cap)
+    transforms  augmentations whose resizes never make an empty image
+    errors      ``UserDataError``, the base of the data errors (one line, also from a worker)
     labels      the semantic label-map reader (size and value checks, naming the file)
     mapper      ``SafeDatasetMapper``: detectron2's DatasetMapper with the checked reader
     shapes      the shapes dataset generator

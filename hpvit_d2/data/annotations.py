@@ -14,6 +14,8 @@ what cannot is rejected with :class:`BadAnnotationError` naming the image file a
       exact, self-intersecting input repaired, possibly several parts);
     - no polygon left -> annotation dropped;
     - RLE or bitmask whose size differs from the image -> error;
+    - RLE whose run lengths do not add up to the image's pixel count (corrupt counts: their area
+      can exceed the image) -> error, checked before pycocotools decodes anything;
     - empty RLE or bitmask -> annotation dropped.
 Box modes are converted with ``BoxMode.convert``, polygon areas are detectron2's ``polygon_area``.
 """
@@ -30,12 +32,16 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.structures.masks import polygon_area
 
+from .errors import UserDataError
+
 __all__ = [
     "ANNOTATION_COUNT_LABELS",
     "BOX_EPS",
     "BadAnnotationError",
     "annotation_name",
     "clip_polygon_to_image",
+    "is_short_polygon",
+    "rle_counts",
     "json_annotation_id",
     "sanitize_annotations",
 ]
@@ -56,7 +62,16 @@ ANNOTATION_COUNT_LABELS = {
 }
 
 
-class BadAnnotationError(ValueError):
+def is_short_polygon(coords: Sequence) -> bool:
+    """
+    True for a polygon that is dropped: fewer than 3 points or an odd number of coordinates
+    (pycocotools cannot read one: it takes 4 numbers for a box). The one rule for training
+    (``sanitize_annotations``) and evaluation (``hpvit_d2.data.coco_json``).
+    """
+    return len(coords) < 6 or len(coords) % 2 == 1
+
+
+class BadAnnotationError(UserDataError):
     """An annotation that cannot be repaired; the message names the file and the annotation."""
 
 
@@ -226,7 +241,7 @@ def _clean_polygons(anno, index, ctx, width, height, counts):
             raise ctx.error(anno, index,
                             "a polygon is not a list of finite numbers [x0, y0, x1, y1, ...]",
                             "Fix or remove this annotation (polygons: [[x0, y0, ...], ...]).")
-        if len(coords) < 6 or len(coords) % 2:
+        if is_short_polygon(coords):
             counts["short_polygons"] += 1
             changed = True
             continue
@@ -251,6 +266,39 @@ def _clean_polygons(anno, index, ctx, width, height, counts):
     return dict(anno, segmentation=kept) if changed else anno
 
 
+def rle_counts(counts) -> Optional[List[int]]:
+    """
+    The run lengths of a COCO RLE ``counts``: a list as given, or decoded from pycocotools'
+    compressed string (its ``rleFrString``, vectorised); None when it is neither. Decoding is
+    done here, not by pycocotools, because older pycocotools write ``sum(counts)`` pixels into
+    the image-sized buffer without a bound check, and ``area`` trusts the counts.
+    """
+    if isinstance(counts, list):
+        return counts if all(isinstance(c, numbers.Integral) for c in counts) else None
+    if isinstance(counts, str):
+        counts = counts.encode("ascii", errors="replace")
+    if not isinstance(counts, bytes):
+        return None
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return []
+    if chars.min() < 0 or chars.max() > 63 or chars[-1] & 0x20:
+        return None  # not an RLE character, or the string ends inside a number
+    ends = np.flatnonzero((chars & 0x20) == 0)  # the last character of each number
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 12:  # 60 bits: no image has such a run
+        return None
+    shifts = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
+    values = np.add.reduceat((chars & 0x1F) << shifts, starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = values.copy()  # run i > 2 is stored as the difference to run i - 2
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs.tolist()
+
+
 def _clean_mask(anno, index, ctx, width, height, counts):
     segm = anno["segmentation"]
     if isinstance(segm, dict):
@@ -264,6 +312,15 @@ def _clean_mask(anno, index, ctx, width, height, counts):
                 f"its RLE mask is {size[0]}x{size[1]} (h x w) but the image is {height}x{width}",
                 "The mask belongs to another image or resolution: re-encode it at the image size.",
             )
+        runs = rle_counts(segm["counts"])
+        if runs is None or any(c < 0 for c in runs) or sum(runs) != height * width:
+            covered = "cannot be read" if runs is None else (
+                f"cover {sum(runs)} pixels" if min(runs, default=0) >= 0
+                else "include negative runs")
+            raise ctx.error(
+                anno, index,
+                f"its RLE counts {covered}, but a {height}x{width} image has {height * width}",
+                "Re-encode the mask (pycocotools.mask.encode) at the image size.")
         rle = segm
         if isinstance(segm["counts"], list):
             rle = mask_util.frPyObjects(segm, height, width)

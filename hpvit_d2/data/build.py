@@ -5,6 +5,8 @@ adds, each dataset loaded by ``load_dataset``. Configs use it as
 
 What stops loading, before training starts, with one error naming the file:
     - files missing (``DatasetNotFoundError``);
+    - a COCO json whose images share an id (``DatasetFormatError``, ``hpvit_d2.data.coco_json``,
+      which also gives the evaluator a copy of the json without the polygons training drops);
     - an annotation file that is malformed, or a COCO json without its ``images`` or
       ``categories`` key, or without ``annotations`` for training (``DatasetFormatError``);
     - ``require_masks=True`` and an annotation without ``segmentation`` (``DatasetFormatError``);
@@ -32,6 +34,7 @@ from .datasets import (
     diagnose_annotations,
     is_builtin,
 )
+from .coco_json import check_coco_json
 from .sanitize import check_instance_masks, sanitize_dataset_dicts
 
 __all__ = ["get_dataset_dicts", "load_dataset"]
@@ -81,10 +84,16 @@ def _check_not_empty(name: str, dicts: List[dict], annotations_required: bool) -
     found = diagnose_annotations(name, require_annotations=annotations_required)
     if found is not None:
         raise _format_error(name, *found)
+    meta = MetadataCatalog.get(name)
+    source = meta.get("source_json_file", None) or meta.get("json_file", None) or meta.get(
+        "image_dir", None) or name
     if not dicts:
-        meta = MetadataCatalog.get(name)
-        source = meta.get("json_file", None) or meta.get("image_dir", None) or name
         raise DatasetFormatError(f"Dataset '{name}' has no images ({source} lists none).")
+    if annotations_required and any("annotations" in record for record in dicts):
+        raise DatasetFormatError(
+            f"no annotations: dataset '{name}' ({source}) has {len(dicts)} images but an empty "
+            "annotation list, and training needs annotated images. Add annotations, or use it "
+            "for evaluation only (dataloader.test.dataset.names).")
 
 
 def load_dataset(name: str, filter_empty: bool = False, require_masks: bool = False) -> List[dict]:
@@ -127,6 +136,7 @@ def load_dataset(name: str, filter_empty: bool = False, require_masks: bool = Fa
     dicts = _load_registered(name)
     if not builtin:  # e.g. the shapes dataset, whose files are written by its loader
         check_dataset(name)
+    check_coco_json(name)  # duplicate image ids; polygons the evaluator cannot read
     if not isinstance(dicts, list):
         return dicts
     _check_not_empty(name, dicts, annotations_required=bool(filter_empty) or require_masks)
@@ -185,7 +195,7 @@ def get_dataset_dicts(
     if min_keypoints > 0 and has_instances:
         dicts = filter_images_with_few_keypoints(dicts, min_keypoints)
     if not dicts:
-        raise ValueError(
+        raise DatasetFormatError(
             f"No images left in {', '.join(names)} after filtering (filter_empty={filter_empty}, "
             f"min_keypoints={min_keypoints}): every image has no usable annotation or is smaller "
             "than the minimum size."

@@ -30,6 +30,8 @@ from detectron2.data.datasets.builtin import _PREDEFINED_SPLITS_COCO, _RAW_CITYS
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import load_cityscapes_instances
 
+from .errors import UserDataError
+
 __all__ = [
     "check_num_classes",
     "register_coco_json",
@@ -49,7 +51,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """A registered dataset's files are missing or incomplete on disk."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserDataError):
     """An annotation file exists but cannot be read as its format requires."""
 
 
@@ -79,7 +81,8 @@ def register_coco_json(name: str, json_file: str, image_root: str) -> None:
                         key=lambda c: c["id"])
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
-        if getattr(meta, "json_file", None) == json_file and getattr(meta, "image_root", None) == image_root:
+        source = getattr(meta, "source_json_file", getattr(meta, "json_file", None))
+        if source == json_file and getattr(meta, "image_root", None) == image_root:
             return
         raise DatasetFormatError(f"--register-coco {name}: the name is taken by another dataset "
                                  f"({getattr(meta, 'json_file', 'registered in code')}); choose another")

@@ -3,11 +3,20 @@ Reading image files: the one place that decodes images, applies their EXIF orien
 unusual pixel formats into what detectron2's models take.
 
 - :func:`read_image_checked`: ``detectron2.data.detection_utils.read_image`` that converts what it
-  can (counted) and names the file when it cannot (:class:`BadImageError`);
+  can (counted) and names the file when it cannot (:class:`BadImageError`). The one reader of
+  every path: training and evaluation (``SafeDatasetMapper``), the demo and ``LazyPredictor``
+  (given a file), the export sample, the dataset browser;
 - :func:`read_image_size`: the upright ``(height, width)`` from the file header, without decoding;
 - :func:`read_exif_orientation`: the EXIF orientation from the file header; one of
   ``SIDE_SWAPPING_ORIENTATIONS`` turns the image by 90 degrees (used for sizes and for the hint of
   a size mismatch).
+
+Pixel cap: :func:`read_image_checked` refuses an image above ``max_image_pixels()`` pixels
+(width x height from the file header, checked before anything is decoded), default
+``DEFAULT_MAX_IMAGE_PIXELS`` (50 megapixels, e.g. 8660x5773), changed by the environment variable
+``HPVIT_MAX_IMAGE_PIXELS`` (a pixel count; 0 = no cap) or the ``max_pixels`` argument. Pillow's
+own limit (``PIL.Image.MAX_IMAGE_PIXELS``, an error only above 179 megapixels) lets through a
+97 KB PNG that declares 100 megapixels, which takes ~14 GB in the detection pipeline.
 
 Conversions of :func:`read_image_checked` (keys of ``CONVERSION_LABELS``):
     - grayscale (``L``, ``1``) -> 8-bit ``L``, which detectron2 turns into RGB;
@@ -19,6 +28,7 @@ Conversions of :func:`read_image_checked` (keys of ``CONVERSION_LABELS``):
     - EXIF orientation 2..8 -> applied with ``PIL.ImageOps.exif_transpose``, as detectron2 does;
       an unreadable EXIF block is ignored, as detectron2 does.
 """
+import os
 from collections import Counter
 from typing import Optional, Tuple
 
@@ -27,9 +37,15 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 from PIL import ExifTags, Image, ImageOps
 
+from .errors import UserDataError
+
 __all__ = [
     "BadImageError",
     "CONVERSION_LABELS",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_PIXELS_VARIABLE",
+    "check_pixel_cap",
+    "max_image_pixels",
     "normalize_pil_mode",
     "SIDE_SWAPPING_ORIENTATIONS",
     "read_exif_orientation",
@@ -52,8 +68,42 @@ SIDE_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 """EXIF orientations that rotate by 90 degrees: the decoded width is the stored height."""
 
 
-class BadImageError(ValueError):
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+"""Largest image (width x height) :func:`read_image_checked` decodes unless told otherwise."""
+MAX_PIXELS_VARIABLE = "HPVIT_MAX_IMAGE_PIXELS"
+"""Environment variable that sets the pixel cap (0: none); read at each call."""
+
+
+class BadImageError(UserDataError):
     """An image file that cannot be read; the message names the file and what to do."""
+
+
+def max_image_pixels() -> int:
+    """The pixel cap: ``$HPVIT_MAX_IMAGE_PIXELS`` if set (0: no cap), else the default."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        return max(0, int(float(value)))
+    except ValueError:
+        raise BadImageError(f"{MAX_PIXELS_VARIABLE}={value!r} is not a pixel count: set a whole "
+                            "number such as 100000000, or 0 for no cap.") from None
+
+
+def check_pixel_cap(file_name: str, width: int, height: int,
+                    max_pixels: Optional[int] = None) -> None:
+    """
+    Raise :class:`BadImageError` if a ``width`` x ``height`` image is above the cap
+    (``max_pixels``, or :func:`max_image_pixels` when None; 0 = no cap). The one place the cap is
+    applied: by the reader, before decoding, and at dataset load from the annotation's size.
+    """
+    cap = max_image_pixels() if max_pixels is None else max_pixels
+    pixels = int(width) * int(height)
+    if cap and pixels > cap:
+        raise BadImageError(
+            f"image '{file_name}' is {width}x{height} ({pixels / 1e6:.1f} megapixels), above the "
+            f"{cap / 1e6:g}-megapixel cap of the image reader: downscale it, or raise the cap, "
+            f"e.g. {MAX_PIXELS_VARIABLE}={pixels} (0 = none).")
 
 
 def _exif_orientation(image: Image.Image) -> int:
@@ -130,16 +180,23 @@ def normalize_pil_mode(
     return image.convert("RGB"), "color_space"
 
 
-def _decode_upright(file_name: str) -> Tuple[Image.Image, bool]:
+def _decode_upright(file_name: str,
+                    max_pixels: Optional[int] = None) -> Tuple[Image.Image, bool]:
     """The decoded image, EXIF orientation applied, and whether it was rotated or flipped."""
     try:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
+            check_pixel_cap(file_name, *image.size, max_pixels=max_pixels)  # header only
             image.load()  # decode now, so truncated data fails here and not in a transform
     except FileNotFoundError as e:
         raise BadImageError(f"image file '{file_name}' does not exist: check the image root the "
                             "dataset was registered with.") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"image '{file_name}' is too large for Pillow ({e}): downscale it, or "
+                            "raise PIL.Image.MAX_IMAGE_PIXELS as well.") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImageError(
             f"cannot decode image '{file_name}' ({type(e).__name__}: {e}). The file is corrupt, "
             "truncated or not an image: re-export it, or remove it from the annotations.") from e
@@ -154,7 +211,8 @@ def _decode_upright(file_name: str) -> Tuple[Image.Image, bool]:
 
 
 def read_image_checked(file_name: str, format: Optional[str] = None,
-                       counts: Optional[Counter] = None) -> np.ndarray:
+                       counts: Optional[Counter] = None,
+                       max_pixels: Optional[int] = None) -> np.ndarray:
     """
     Read an image like ``detectron2.data.detection_utils.read_image``, robustly.
 
@@ -162,12 +220,15 @@ def read_image_checked(file_name: str, format: Optional[str] = None,
         file_name: path (any PathManager path).
         format: detectron2 image format ("RGB", "BGR", "L", ...), or None for the file's own.
         counts: receives one count per conversion kind (keys of ``CONVERSION_LABELS``).
+        max_pixels: pixel cap; None: :func:`max_image_pixels` (``$HPVIT_MAX_IMAGE_PIXELS`` or
+            ``DEFAULT_MAX_IMAGE_PIXELS``); 0: none.
     Returns:
         (H, W, C) uint8 array in ``format`` (float for "YUV-BT.601"), EXIF orientation applied.
     Raises:
-        BadImageError: the file is missing, not an image, truncated, corrupt, or float.
+        BadImageError: the file is missing, not an image, truncated, corrupt, float, or above
+            the pixel cap (checked from the header, before decoding).
     """
-    image, rotated = _decode_upright(file_name)
+    image, rotated = _decode_upright(file_name, max_pixels)
     image, kind = normalize_pil_mode(image, file_name)
     if counts is not None:
         counts.update(k for k in ("exif_rotated" if rotated else None, kind) if k)

@@ -6,7 +6,9 @@ repaired is repaired (and counted), what cannot is rejected with an error naming
 Per image (``sanitize_dataset_dicts``):
     - ``height``/``width`` missing -> read from the file header (EXIF orientation applied); when
       given they are trusted here (the mapper, which decodes the image, checks them);
-    - image file (or semantic label file) missing -> ``ValueError`` listing the missing files
+    - above the image reader's pixel cap (``hpvit_d2.data.images.check_pixel_cap``, from the
+      annotated size) -> ``BadImageError`` before training, rather than in a loader worker;
+    - image file (or semantic label file) missing -> ``DatasetNotFoundError`` (how many, the first)
       (label contents are checked when read, by ``hpvit_d2.data.labels``);
     - shorter side below ``min_image_size`` (``MIN_IMAGE_SIZE``, 32) -> dropped for training
       (``filter_empty=True``), kept for evaluation; the only place this policy is applied;
@@ -32,8 +34,8 @@ from .annotations import (
     json_annotation_id,
     sanitize_annotations,
 )
-from .datasets import DatasetFormatError
-from .images import BadImageError, read_image_size
+from .datasets import DatasetFormatError, DatasetNotFoundError
+from .images import BadImageError, check_pixel_cap, read_image_size
 
 __all__ = ["COUNT_LABELS", "MIN_IMAGE_SIZE", "check_instance_masks", "sanitize_dataset_dicts"]
 
@@ -58,19 +60,19 @@ def _read_size(file_name: str, dataset_name: str) -> Tuple[int, int]:
     try:
         return read_image_size(file_name)
     except BadImageError as e:
-        raise ValueError(f"dataset '{dataset_name}': {e}") from e
+        raise BadImageError(f"{e} (dataset '{dataset_name}')") from e
 
 
 def _check_files_exist(dataset_dicts: List[dict], dataset_name: str) -> None:
+    """One line naming how many files are missing and the first, before anything is trained."""
     for key, what in (("file_name", "image"), ("sem_seg_file_name", "label")):
         files = [r[key] for r in dataset_dicts if key in r]
         missing = [f for f in files if "://" not in f and not os.path.isfile(f)]
         if missing:
-            shown = "\n  ".join(missing[:5]) + ("\n  ..." if len(missing) > 5 else "")
-            raise ValueError(
-                f"dataset '{dataset_name}': {len(missing)} of {len(files)} {what} files do not "
-                f"exist, e.g.\n  {shown}\nCheck the {what} root the dataset was registered "
-                "with, or remove these images from the dataset.")
+            raise DatasetNotFoundError(
+                f"{len(missing)} of {len(files)} {what} files do not exist in dataset "
+                f"'{dataset_name}', first '{missing[0]}': check the {what} root the dataset was "
+                "registered with, or remove them from its annotations.")
 
 
 def _log_summary(dataset_name: str, n_in: int, n_out: int, counts: Counter, min_size: int,
@@ -122,6 +124,7 @@ def sanitize_dataset_dicts(
         if "height" not in record or "width" not in record:
             record["height"], record["width"] = _read_size(record["file_name"], dataset_name)
             counts["sizes_read"] += 1
+        check_pixel_cap(record["file_name"], record["width"], record["height"])
         if min(int(record["height"]), int(record["width"])) < min_image_size:
             if filter_empty:
                 counts["small_images_dropped"] += 1
