@@ -133,19 +133,19 @@ def apply_overrides(cfg, overrides: Sequence[str]):
         ConfigError: a malformed override, a key that does not exist (with the closest one), or
             a value of the wrong type.
     """
-    plain, checked = [], []
+    plain, checked = [], {}  # key -> (its last override, the config's value)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip("+"):
             raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. train.max_iter=100)")
         if not key.startswith("+"):
             check_override_key(cfg, key)
-            checked.append((item, key, _value_at(cfg, key)))
+            checked[key] = (item, checked[key][1] if key in checked else _value_at(cfg, key))
         plain.append(f"{key.lstrip('+')}={value}")
     try:
         cfg = LazyConfig.apply_overrides(cfg, plain)
     except Exception as e:  # hydra's parser errors on malformed values
         raise ConfigError(f"overrides {list(overrides)}: {type(e).__name__}: {e}") from None
-    for item, key, old in checked:
+    for key, (item, old) in checked.items():
         check_override_type(item, old, _value_at(cfg, key))
     return cfg

@@ -29,7 +29,7 @@ from hpvit_d2 import model_zoo
 from hpvit_d2.checkpoint import CheckpointError, load_checkpoint_file, non_finite_tensors
 from hpvit_d2.cli.common import run as run_command
 from hpvit_d2.cli.convert import main as convert_main
-from test_engine import ROOT, env, train_cmd  # noqa: F401  (env is a fixture)
+from test_engine import ROOT, env, run, train_cmd  # noqa: F401  (env is a fixture)
 
 LONG = ["train.max_iter=100000", "train.checkpointer.period=100000"]
 
@@ -166,28 +166,32 @@ def test_nan_weights_are_refused_by_train_eval_and_demo(tmp_path, env, nan_detec
 
 def test_divergence_keeps_last_checkpoint_on_good_weights(tmp_path, env):  # noqa: F811
     out = tmp_path / "run"
+    run(train_cmd(out, "train.checkpointer.period=1", "train.max_iter=2"), env)
+    # Resumed at lr 1e9: step 2 ruins the weights (saved as model_0000002.pth), iteration 3 fails.
     proc = subprocess.run(train_cmd(out, "optimizer.lr=1e9", "train.checkpointer.period=1",
-                                    "dataloader.train.num_workers=0", "train.max_iter=40"),
+                                    "train.max_iter=40", resume=True),
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = one_error_line(proc.stderr)
-    assert error.startswith("error: training diverged: ") and "NaN or Inf at iteration" in error
-    bad_iteration = int(error.split("NaN or Inf at iteration ")[1].split()[0])
+    assert error.startswith("error: training diverged at iteration "), error
+    bad_iteration = int(error.split("at iteration ")[1].split(":")[0])
     name = (out / "last_checkpoint").read_text().strip()
     assert f"last_checkpoint names {name}, the last one saved before it" in error
     good = load_checkpoint_file(str(out / name))
-    # The weights of step bad_iteration - 1 gave the non-finite loss: not tagged, nor any later.
-    assert good["iteration"] < bad_iteration - 1
+    # The weights of step bad_iteration - 1 gave the non-finite values: not tagged, nor any later.
+    assert good["iteration"] < bad_iteration - 1 and f"model_{bad_iteration - 1:07d}.pth" in error
     assert not non_finite_tensors(good["model"])
 
 
 def in_namespace(mount: str, directory, cmd):
     """``cmd`` in a new user and mount namespace where ``directory`` gets ``mount`` (a shell
-    snippet using $D), as a scheduler's scratch disk or a read-only share would be."""
+    snippet using $D), as a scheduler's scratch disk or a read-only share would be; the last
+    line of its stdout lists what ``directory`` holds at the end."""
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-Urm", "true"], capture_output=True).returncode != 0:
         pytest.skip("unprivileged user and mount namespaces (unshare -Urm) are not available")
-    return ["unshare", "-Urm", "sh", "-c", f'D="$0"; {mount} && exec "$@"', str(directory), *cmd]
+    script = f'D="$0"; {mount} || exit 99; "$@"; rc=$?; echo "left in $D:" $(ls -A "$D"); exit $rc'
+    return ["unshare", "-Urm", "sh", "-c", script, str(directory), *cmd]
 
 
 def test_full_disk_at_save_is_one_line(tmp_path, env):  # noqa: F811
@@ -199,7 +203,9 @@ def test_full_disk_at_save_is_one_line(tmp_path, env):  # noqa: F811
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = one_error_line(proc.stderr)
     assert error.startswith(f"error: No space left on device: cannot save {out}/model_0000000.pth")
-    assert "last_checkpoint still names no checkpoint" in error
+    assert error.endswith("no checkpoint saved yet")
+    left = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].split()
+    assert "log.txt" in left and not [name for name in left if name.startswith(".tmp-")]
 
 
 def test_read_only_output_dir_is_one_line(tmp_path, env):  # noqa: F811

@@ -321,11 +321,22 @@ class HPViTCheckpointer(DetectionCheckpointer):
         try:
             os.makedirs(self.save_dir, exist_ok=True)
             super().save(name, **kwargs)
-        except OSError as e:
-            last = os.path.basename(self.get_checkpoint_file()) or "no checkpoint"
+        except (OSError, RuntimeError) as e:
+            cause = _os_error(e)  # torch.save turns a failed write into a RuntimeError
+            if cause is None:
+                raise
+            last = os.path.basename(self.get_checkpoint_file())
             raise CheckpointError(
-                f"{e.strerror or e}: cannot save {os.path.join(self.save_dir, name)}.pth; "
-                f"last_checkpoint still names {last}") from None
+                f"{cause.strerror or cause}: cannot save {os.path.join(self.save_dir, name)}.pth; "
+                + (f"last_checkpoint still names {last}" if last else "no checkpoint saved yet")
+            ) from None
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """The OSError behind ``error`` (itself, or what it was raised while handling), or None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__context__
+    return error
 
 
 @contextlib.contextmanager

@@ -169,20 +169,20 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     except FloatingPointError as e:
         if not comm.is_main_process():
             raise
-        raise FloatingPointError(f"training diverged: {_short_divergence(e)}; "
-                                 f"{keep_last_good_checkpoint(checkpointer, trainer.iter)}") from None
+        raise FloatingPointError(
+            f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
+            f"{keep_last_good_checkpoint(checkpointer, trainer.iter)}") from None
     finally:
         _shut_down_loader(trainer)
 
 
 def _short_divergence(error: FloatingPointError) -> str:
-    """detectron2's "Loss became infinite or NaN at iteration=K! loss_dict = {...}", shortened."""
+    """detectron2's divergence messages in a few words (the loss check names its terms)."""
     text = " ".join(str(error).split())
-    found = re.match(r"Loss became infinite or NaN at iteration=(\d+)", text)
-    if not found:
-        return text
-    terms = re.findall(r"'(\w+)': (?:nan|-?inf)", text) or ["total loss"]
-    return f"{', '.join(terms)} NaN or Inf at iteration {found[1]} (before its optimizer step)"
+    if text.startswith("Loss became infinite or NaN"):
+        terms = re.findall(r"'(\w+)': (?:nan|-?inf)", text) or ["total loss"]
+        return f"{', '.join(terms)} NaN or Inf, before the optimizer step"
+    return text.replace(" Training has diverged.", "").rstrip(".")
 
 
 def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, iteration: int) -> str:
