@@ -1,7 +1,9 @@
 """
 Command-line overrides of a LazyConfig, checked before any work: ``KEY=VALUE`` must name a key
 that exists (or an argument that the LazyCall target at that place accepts); ``+KEY=VALUE`` adds a
-new key on purpose. A misspelt key is a :class:`ConfigError` naming the closest existing one.
+new key on purpose. A misspelt key is a :class:`ConfigError` naming the closest existing one. A
+value that replaces a number or a boolean must be one too (an integer may replace a float), so
+``train.max_iter=abc`` fails here, not deep in the trainer.
 """
 import difflib
 import inspect
@@ -11,7 +13,7 @@ from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
 from omegaconf import DictConfig, ListConfig
 
-__all__ = ["ConfigError", "apply_overrides", "check_override_key"]
+__all__ = ["ConfigError", "apply_overrides", "check_override_key", "check_override_type"]
 
 
 class ConfigError(ValueError):
@@ -87,22 +89,63 @@ def check_override_key(cfg, dotted: str) -> None:
         raise ConfigError(f"{dotted}: {kind}; {hint} (+{dotted}=VALUE adds a new key on purpose)")
 
 
+_MISSING = object()
+
+
+def _value_at(cfg, dotted: str):
+    """The value at ``a.b.c`` in ``cfg``, or ``_MISSING``."""
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _MISSING
+    return node
+
+
+def check_override_type(item: str, old, new) -> None:
+    """
+    Raise ConfigError when the override ``item`` gives ``new`` where the config has the number or
+    boolean ``old`` and ``new`` is not of its kind (an int may replace a float); other values
+    (strings, None, lists, LazyCalls) are not checked.
+    """
+    if isinstance(old, bool):
+        kind, fits = "true or false", isinstance(new, bool)
+    elif isinstance(old, int):
+        kind, fits = "an integer", isinstance(new, int) and not isinstance(new, bool)
+    elif isinstance(old, float):
+        kind, fits = "a number", isinstance(new, (int, float)) and not isinstance(new, bool)
+    else:
+        return
+    if not fits:
+        raise ConfigError(f"{item}: the value must be {kind}, like the config's {old!r} "
+                          f"(got {type(new).__name__} {new!r})")
+
+
 def apply_overrides(cfg, overrides: Sequence[str]):
     """
-    ``LazyConfig.apply_overrides`` with every key checked first (see the module docstring).
+    ``LazyConfig.apply_overrides`` with every key checked first and every number or boolean
+    value checked after parsing (see the module docstring).
 
     Raises:
-        ConfigError: a malformed override, or a key that does not exist (with the closest one).
+        ConfigError: a malformed override, a key that does not exist (with the closest one), or
+            a value of the wrong type.
     """
-    plain = []
+    plain, checked = [], {}  # key -> (its last override, the config's value)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip("+"):
             raise ConfigError(f"override {item!r}: expected KEY=VALUE (e.g. train.max_iter=100)")
         if not key.startswith("+"):
             check_override_key(cfg, key)
+            checked[key] = (item, checked[key][1] if key in checked else _value_at(cfg, key))
         plain.append(f"{key.lstrip('+')}={value}")
     try:
-        return LazyConfig.apply_overrides(cfg, plain)
+        cfg = LazyConfig.apply_overrides(cfg, plain)
     except Exception as e:  # hydra's parser errors on malformed values
         raise ConfigError(f"overrides {list(overrides)}: {type(e).__name__}: {e}") from None
+    for key, (item, old) in checked.items():
+        check_override_type(item, old, _value_at(cfg, key))
+    return cfg

@@ -1,6 +1,12 @@
 """Reading and writing weights: one checkpointer (safe, converting, strict on request, reporting)."""
 from .checkpointer import REQUIRE_LEVELS, HPViTCheckpointer
-from .io import CheckpointError, load_checkpoint_file, safe_pickle_load, save_atomic
+from .io import (
+    CheckpointError,
+    load_checkpoint_file,
+    non_finite_tensors,
+    safe_pickle_load,
+    save_atomic,
+)
 from .report import LoadReport
 
 __all__ = [
@@ -9,6 +15,7 @@ __all__ = [
     "LoadReport",
     "REQUIRE_LEVELS",
     "load_checkpoint_file",
+    "non_finite_tensors",
     "safe_pickle_load",
     "save_atomic",
 ]

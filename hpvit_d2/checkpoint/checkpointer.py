@@ -16,8 +16,11 @@ checkpointables, ``?matching_heuristics=True``), with these additions:
   the checkpoint, as inference needs);
 - ``self.report`` (:class:`~hpvit_d2.checkpoint.report.LoadReport`) says what was loaded, converted
   and left at initialisation, counted over the whole model; it is logged;
+- weights holding a NaN or an Inf are refused, when read (whatever ``require`` says) and when
+  written (``save`` writes nothing);
 - writing is atomic (a temporary file renamed into place, ``last_checkpoint`` likewise) and gives
-  files the permissions of the umask, as detectron2's own writes do.
+  files the permissions of the umask, as detectron2's own writes do; a failed write (full disk)
+  is a CheckpointError naming the cause.
 """
 import contextlib
 import logging
@@ -42,6 +45,7 @@ from .io import (
     CheckpointError,
     current_umask,
     load_checkpoint_file,
+    non_finite_tensors,
     resolve_weights_path,
     safe_pickle_load,
 )
@@ -76,17 +80,22 @@ class _AtomicFile:
 
     def __exit__(self, exc_type, exc, tb):
         try:
+            try:
+                if exc_type is None:
+                    self.file.flush()
+                    os.fsync(self.file.fileno())
+            finally:
+                self.file.close()
             if exc_type is None:
-                self.file.flush()
-                os.fsync(self.file.fileno())
-        finally:
-            self.file.close()
-        if exc_type is not None:
+                os.chmod(self.tmp, 0o666 & ~current_umask())
+                os.replace(self.tmp, self.path)
+                return False
+        except BaseException:  # the flush, fsync or close failed (a full disk): no file is left
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
-            return False
-        os.chmod(self.tmp, 0o666 & ~current_umask())
-        os.replace(self.tmp, self.path)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
         return False
 
 
@@ -168,6 +177,10 @@ class HPViTCheckpointer(DetectionCheckpointer):
                     loaded = super()._load_file(filename)
             except CheckpointError as e:
                 raise CheckpointError(f"{filename}: {e}") from None
+            except Exception as e:  # EOFError, UnpicklingError...: a truncated or corrupt file
+                message = str(e).splitlines()[0] if str(e) else ""
+                raise CheckpointError(f"{filename}: unreadable checkpoint, truncated or corrupt "
+                                      f"({type(e).__name__}: {message})") from None
         else:
             loaded = super()._load_file(filename)
         return self._prepare(loaded)
@@ -179,6 +192,12 @@ class HPViTCheckpointer(DetectionCheckpointer):
         target = model.state_dict()
         heuristics = loaded.pop("matching_heuristics", False)
         raw = extract_state_dict(loaded["model"])
+        bad = non_finite_tensors(raw)
+        if bad:
+            raise CheckpointError(
+                f"{source}: NaN or Inf in {len(bad)} of its {len(raw)} tensors, e.g. "
+                f"{', '.join(bad[:3])}: the weights are corrupt or come from a diverged run; "
+                "use an earlier checkpoint")
         state, _ = timm_named(raw)
         model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
         plain = _is_plain_vit(state, ckpt_prefix)
@@ -287,9 +306,37 @@ class HPViTCheckpointer(DetectionCheckpointer):
 
     # ------------------------------------------------------------------ writing
     def save(self, name: str, **kwargs) -> None:
-        if self.save_dir and self.save_to_disk:
+        """
+        detectron2's ``save``, except that weights holding a NaN or an Inf are not written
+        (FloatingPointError; ``last_checkpoint`` keeps naming the previous file) and a failed write
+        (full disk, read-only directory) is a CheckpointError naming its cause and the file.
+        """
+        if not (self.save_dir and self.save_to_disk):
+            return super().save(name, **kwargs)
+        bad = non_finite_tensors(_unwrap(self.model).state_dict())
+        if bad:
+            raise FloatingPointError(
+                f"{len(bad)} model weights are NaN or Inf (e.g. {', '.join(bad[:3])}): "
+                f"{name}.pth not saved")
+        try:
             os.makedirs(self.save_dir, exist_ok=True)
-        super().save(name, **kwargs)
+            super().save(name, **kwargs)
+        except (OSError, RuntimeError) as e:
+            cause = _os_error(e)  # torch.save turns a failed write into a RuntimeError
+            if cause is None:
+                raise
+            last = os.path.basename(self.get_checkpoint_file())
+            raise CheckpointError(
+                f"{cause.strerror or cause}: cannot save {os.path.join(self.save_dir, name)}.pth; "
+                + (f"last_checkpoint still names {last}" if last else "no checkpoint saved yet")
+            ) from None
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+    """The OSError behind ``error`` (itself, or what it was raised while handling), or None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__context__
+    return error
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -21,6 +21,7 @@ __all__ = [
     "check_hf_architecture",
     "current_umask",
     "load_checkpoint_file",
+    "non_finite_tensors",
     "resolve_weights_path",
     "safe_pickle_load",
     "save_atomic",
@@ -156,6 +157,23 @@ def load_checkpoint_file(path: str) -> Any:
     except Exception as e:
         message = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {message})") from None
+
+
+def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
+    """Names of the floating-point tensors or arrays of ``state`` that hold a NaN or an Inf."""
+    import numpy as np
+
+    bad = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            finite = bool(torch.isfinite(value).all())
+        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            finite = bool(np.isfinite(value).all())
+        else:
+            continue
+        if not finite:
+            bad.append(name)
+    return bad
 
 
 def current_umask() -> int:

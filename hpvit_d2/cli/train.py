@@ -17,8 +17,8 @@ Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-fi
 
 Under ``torchrun`` the process joins torchrun's group instead of spawning; after an elastic
 restart it resumes from the last checkpoint by itself. Exit codes: 0 done, 2 bad input (config,
-override, weights, device, dataset, non-finite loss), 128 + N stopped by signal N (a checkpoint
-was saved).
+override, weights, device, dataset, non-finite loss, an output directory in use by a live run),
+128 + N stopped by signal N, to the process or its group (a checkpoint was saved).
 """
 import argparse
 import datetime
@@ -95,6 +95,7 @@ def train_worker(args) -> None:
 
     from ..data.datasets import check_num_classes
     from ..engine import do_train, elastic_restart_count, evaluate
+    from ..engine.output_dir import claim_output_dir
     from ..model_zoo import check_device, get_config, get_config_file
 
     register_datasets(args)
@@ -111,6 +112,8 @@ def train_worker(args) -> None:
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
     check_num_classes(cfg)
+    if not args.eval_only and comm.is_main_process():
+        claim_output_dir(cfg.train.output_dir)  # before default_setup writes config.yaml there
     from ..engine.logs import plain_config_log
 
     with plain_config_log():

@@ -114,6 +114,7 @@ class ResumableTrainLoader:
         shuffle: bool = True,
         prefetch_factor: Optional[int] = None,
         pin_memory: bool = False,
+        worker_init_fn: Optional[Callable[[int], None]] = None,
     ):
         """
         Args:
@@ -124,7 +125,7 @@ class ResumableTrainLoader:
             aspect_ratio_grouping (bool): batch images of the same orientation together.
             num_workers (int): DataLoader worker processes.
             shuffle (bool): shuffle each epoch (as TrainingSampler).
-            prefetch_factor, pin_memory: passed to torch's DataLoader.
+            prefetch_factor, pin_memory, worker_init_fn: passed to torch's DataLoader.
         """
         world_size = comm.get_world_size()
         if total_batch_size <= 0 or total_batch_size % world_size:
@@ -139,6 +140,7 @@ class ResumableTrainLoader:
         self.shuffle = shuffle
         self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
+        self.worker_init_fn = worker_init_fn
         self.world_size = world_size
         self._next_position = 0
         self._waiting: List[List[int]] = [[], []]
@@ -192,6 +194,7 @@ class ResumableTrainLoader:
             generator=torch.Generator().manual_seed(self.seed),  # the global RNG is not touched
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
             pin_memory=self.pin_memory,
+            worker_init_fn=self.worker_init_fn,
             persistent_workers=False,
         )
         for position, sample in loader:

@@ -11,7 +11,7 @@ from detectron2.utils import comm
 
 from ..data.loader import sample_seed
 
-__all__ = ["DDPSyncCheck", "ReseedEachIteration", "SaveOnSignal"]
+__all__ = ["DDPSyncCheck", "ReseedEachIteration", "SaveOnSignal", "ignore_stop_signals"]
 
 logger = logging.getLogger("hpvit_d2")
 
@@ -42,10 +42,24 @@ class ReseedEachIteration(HookBase):
         self.seed = int(state["seed"])
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """
+    A DataLoader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM. ``timeout``, Slurm's
+    ``scancel``, ``kill -TERM -PGID`` and Ctrl-C signal the whole process group; without this the
+    workers die first and the training process fails on a dead worker before it can save. The
+    training process alone handles the signal (:class:`SaveOnSignal`), and must shut its workers
+    down when it stops (they ignore the SIGTERM multiprocessing sends them at exit).
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class SaveOnSignal(HookBase):
     """
-    On SIGINT or SIGTERM, finish the current iteration, save ``model_{iter:07d}.pth`` (main
-    process), and stop with SystemExit(128 + signal). A second signal during that save is
+    On SIGINT or SIGTERM, to the process or to its whole group, finish the current iteration,
+    save ``model_{iter:07d}.pth`` (main process), and stop with SystemExit(128 + signal). Loader
+    workers started with :func:`ignore_stop_signals` outlive a group signal; whoever runs the
+    trainer shuts them down when it stops (``do_train`` does). A second signal during that save is
     ignored, so the checkpoint is always whole; SIGKILL cannot be caught (atomic saves cover it).
     """
 

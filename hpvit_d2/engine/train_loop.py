@@ -9,7 +9,11 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
   model's randomness is a function of (seed, iteration, rank)
   (:class:`~hpvit_d2.engine.hooks.ReseedEachIteration`): a resumed run repeats an uninterrupted
   one, on one process or many;
-- SIGINT/SIGTERM save a checkpoint before stopping (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`);
+- SIGINT/SIGTERM, to the process or its whole group, save a checkpoint before stopping
+  (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`; loader workers ignore them);
+- one live run per ``train.output_dir`` (:mod:`~hpvit_d2.engine.output_dir`);
+- a diverged run (non-finite loss or weights) leaves ``last_checkpoint`` on its last good
+  checkpoint (:func:`keep_last_good_checkpoint`);
 - ``train.ddp_sync_check_period`` checks that replicas stay equal
   (:class:`~hpvit_d2.engine.hooks.DDPSyncCheck`);
 - on the CPU, DDP is created without ``device_ids`` (detectron2 passes ``[local_rank]``, which
@@ -17,6 +21,7 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
 """
 import logging
 import os
+import re
 from typing import Optional
 
 import torch
@@ -31,9 +36,11 @@ from detectron2.utils.registry import locate
 
 from ..checkpoint import HPViTCheckpointer
 from ..data.loader import ResumableTrainLoader
-from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal
+from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal, ignore_stop_signals
+from .output_dir import claim_output_dir
 
-__all__ = ["build_ddp", "build_train_loader", "do_test", "do_train", "evaluate"]
+__all__ = ["build_ddp", "build_train_loader", "do_test", "do_train", "evaluate",
+           "keep_last_good_checkpoint"]
 
 logger = logging.getLogger("hpvit_d2")
 
@@ -66,8 +73,9 @@ def do_test(cfg, model):
 def build_train_loader(cfg, seed: int):
     """
     ``dataloader.train`` as a :class:`ResumableTrainLoader` when it is detectron2's
-    ``build_detection_train_loader`` with its default sampler; any other loader is instantiated
-    as it is (a warning says a resumed run then does not repeat the data stream).
+    ``build_detection_train_loader`` with its default sampler (its workers ignore SIGINT/SIGTERM:
+    :func:`~hpvit_d2.engine.hooks.ignore_stop_signals`); any other loader is instantiated as it
+    is (a warning says a resumed run then does not repeat the data stream).
     """
     spec = cfg.dataloader.train
     target = locate(spec._target_) if isinstance(spec._target_, str) else spec._target_
@@ -82,6 +90,7 @@ def build_train_loader(cfg, seed: int):
             num_workers=spec.get("num_workers", 0),
             prefetch_factor=spec.get("prefetch_factor"),
             pin_memory=spec.get("pin_memory", False),
+            worker_init_fn=ignore_stop_signals,
         )
     logger.warning("dataloader.train is not detectron2's build_detection_train_loader with its "
                    "default sampler: a resumed run will not repeat the data stream exactly")
@@ -109,9 +118,16 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     Train ``cfg`` from ``train.init_checkpoint`` (or, with ``resume`` and a checkpoint in
     ``train.output_dir``, from that checkpoint, exactly where it stopped).
 
+    The main process first claims ``train.output_dir`` (one live run per directory, leftover
+    temporary files removed: :func:`~hpvit_d2.engine.output_dir.claim_output_dir`). A non-finite
+    loss or non-finite weights stop training with a FloatingPointError, and ``last_checkpoint``
+    then names the last checkpoint saved before the divergence (:func:`keep_last_good_checkpoint`).
+
     Args:
         require (str): what the init checkpoint must fill (HPViTCheckpointer's ``require``).
     """
+    if comm.is_main_process():
+        claim_output_dir(cfg.train.output_dir)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     cfg.optimizer.params.model = model
@@ -148,7 +164,63 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     ])
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except FloatingPointError as e:
+        if not comm.is_main_process():
+            raise
+        raise FloatingPointError(
+            f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
+            f"{keep_last_good_checkpoint(checkpointer, trainer.iter)}") from None
+    finally:
+        _shut_down_loader(trainer)
+
+
+def _short_divergence(error: FloatingPointError) -> str:
+    """detectron2's divergence messages in a few words (the loss check names its terms)."""
+    text = " ".join(str(error).split())
+    if text.startswith("Loss became infinite or NaN"):
+        terms = re.findall(r"'(\w+)': (?:nan|-?inf)", text) or ["total loss"]
+        return f"{', '.join(terms)} NaN or Inf, before the optimizer step"
+    return text.replace(" Training has diverged.", "").rstrip(".")
+
+
+def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, iteration: int) -> str:
+    """
+    After a non-finite loss at ``iteration`` (computed from the weights of step ``iteration - 1``)
+    or non-finite weights after step ``iteration``, tag as ``last_checkpoint`` the newest
+    ``model_{iter:07d}.pth`` saved before ``iteration - 1`` (or remove the tag when there is none),
+    so that ``--resume`` never continues from diverged weights. Returns one sentence saying so.
+    """
+    saved = {}
+    for path in checkpointer.get_all_checkpoint_files():
+        found = re.fullmatch(r"model_(\d{7})\.pth", os.path.basename(path))
+        if found:
+            saved[int(found[1])] = os.path.basename(path)
+    good = [i for i in saved if i < iteration - 1]
+    tag = os.path.join(checkpointer.save_dir, "last_checkpoint")
+    if good:
+        checkpointer.tag_last_checkpoint(saved[max(good)])
+        kept = f"last_checkpoint names {saved[max(good)]}, the last one saved before it"
+    else:
+        if os.path.exists(tag):
+            os.remove(tag)
+        kept = "no checkpoint was saved before it: last_checkpoint removed"
+    dropped = sorted(name for i, name in saved.items() if i >= iteration - 1)
+    return kept + (f" ({', '.join(dropped)} not used: diverged weights)" if dropped else "")
+
+
+def _shut_down_loader(trainer) -> None:
+    """
+    Stop the trainer's data loader iterator and join its workers, however training ended: they
+    ignore SIGTERM (``ignore_stop_signals``), so multiprocessing's exit handler cannot end them.
+    """
+    iterator = getattr(trainer, "_data_loader_iter_obj", None)
+    trainer._data_loader_iter_obj = None
+    if hasattr(iterator, "close"):  # ResumableTrainLoader's generator: closing it ends the DataLoader
+        iterator.close()
+    elif hasattr(iterator, "_shutdown_workers"):  # torch's multiprocessing iterator
+        iterator._shutdown_workers()
 
 
 def evaluate(cfg, weights: Optional[str] = None, require: str = "everything"):
