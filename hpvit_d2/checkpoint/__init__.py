@@ -2,6 +2,7 @@
 from .checkpointer import REQUIRE_LEVELS, HPViTCheckpointer
 from .io import (
     CheckpointError,
+    NonFiniteWeightsError,
     load_checkpoint_file,
     non_finite_tensors,
     safe_pickle_load,
@@ -13,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "HPViTCheckpointer",
     "LoadReport",
+    "NonFiniteWeightsError",
     "REQUIRE_LEVELS",
     "load_checkpoint_file",
     "non_finite_tensors",

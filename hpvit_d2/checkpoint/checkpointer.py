@@ -43,6 +43,7 @@ from ..modeling.checkpoint_filter import (
 )
 from .io import (
     CheckpointError,
+    NonFiniteWeightsError,
     current_umask,
     load_checkpoint_file,
     non_finite_tensors,
@@ -196,8 +197,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
         if bad:
             raise CheckpointError(
                 f"{source}: NaN or Inf in {len(bad)} of its {len(raw)} tensors, e.g. "
-                f"{', '.join(bad[:3])}: the weights are corrupt or come from a diverged run; "
-                "use an earlier checkpoint")
+                f"{', '.join(bad[:3])}: corrupt, or saved by a diverged run")
         state, _ = timm_named(raw)
         model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
         plain = _is_plain_vit(state, ckpt_prefix)
@@ -308,15 +308,15 @@ class HPViTCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs) -> None:
         """
         detectron2's ``save``, except that weights holding a NaN or an Inf are not written
-        (FloatingPointError; ``last_checkpoint`` keeps naming the previous file) and a failed write
+        (NonFiniteWeightsError; ``last_checkpoint`` keeps naming the previous file) and a failed write
         (full disk, read-only directory) is a CheckpointError naming its cause and the file.
         """
         if not (self.save_dir and self.save_to_disk):
             return super().save(name, **kwargs)
         bad = non_finite_tensors(_unwrap(self.model).state_dict())
         if bad:
-            raise FloatingPointError(
-                f"{len(bad)} model weights are NaN or Inf (e.g. {', '.join(bad[:3])}): "
+            raise NonFiniteWeightsError(
+                f"NaN or Inf in {len(bad)} model tensors (e.g. {', '.join(bad[:3])}): "
                 f"{name}.pth not saved")
         try:
             os.makedirs(self.save_dir, exist_ok=True)

@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "CheckpointError",
     "HF_SUPPORTED_MODEL_TYPES",
+    "NonFiniteWeightsError",
     "check_hf_architecture",
     "current_umask",
     "load_checkpoint_file",
@@ -36,6 +37,10 @@ HF_WEIGHTS = "model.safetensors"
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read, is unsafe, or does not fit the model; names the file."""
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """Weights to be saved hold a NaN or an Inf: nothing was written."""
 
 
 # Everything a detectron2 model-zoo .pkl needs: numpy arrays and scalars, plain containers.

@@ -19,6 +19,7 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
 - on the CPU, DDP is created without ``device_ids`` (detectron2 passes ``[local_rank]``, which
   DDP rejects for CPU modules), so several GLOO processes train on the CPU.
 """
+import contextlib
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.registry import locate
 
-from ..checkpoint import HPViTCheckpointer
+from ..checkpoint import HPViTCheckpointer, NonFiniteWeightsError
 from ..data.loader import ResumableTrainLoader
 from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal, ignore_stop_signals
 from .output_dir import claim_output_dir
@@ -169,9 +170,11 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     except FloatingPointError as e:
         if not comm.is_main_process():
             raise
+        # A non-finite loss or forward at iteration k comes from the weights of step k - 1.
+        first_bad = trainer.iter if isinstance(e, NonFiniteWeightsError) else trainer.iter - 1
         raise FloatingPointError(
             f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
-            f"{keep_last_good_checkpoint(checkpointer, trainer.iter)}") from None
+            f"{keep_last_good_checkpoint(checkpointer, first_bad)}") from None
     finally:
         _shut_down_loader(trainer)
 
@@ -185,28 +188,28 @@ def _short_divergence(error: FloatingPointError) -> str:
     return text.replace(" Training has diverged.", "").rstrip(".")
 
 
-def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, iteration: int) -> str:
+def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, first_bad: int) -> str:
     """
-    After a non-finite loss at ``iteration`` (computed from the weights of step ``iteration - 1``)
-    or non-finite weights after step ``iteration``, tag as ``last_checkpoint`` the newest
-    ``model_{iter:07d}.pth`` saved before ``iteration - 1`` (or remove the tag when there is none),
-    so that ``--resume`` never continues from diverged weights. Returns one sentence saying so.
+    Tag as ``last_checkpoint`` the newest ``model_{iter:07d}.pth`` saved before iteration
+    ``first_bad``, the first whose weights diverged (a non-finite loss at iteration k means the
+    weights of step k - 1 did; non-finite weights after step k, step k), or remove the tag when
+    there is none, so that ``--resume`` never continues from diverged weights. Returns one
+    sentence saying so.
     """
     saved = {}
     for path in checkpointer.get_all_checkpoint_files():
         found = re.fullmatch(r"model_(\d{7})\.pth", os.path.basename(path))
         if found:
             saved[int(found[1])] = os.path.basename(path)
-    good = [i for i in saved if i < iteration - 1]
-    tag = os.path.join(checkpointer.save_dir, "last_checkpoint")
+    good = [i for i in saved if i < first_bad]
     if good:
         checkpointer.tag_last_checkpoint(saved[max(good)])
         kept = f"last_checkpoint names {saved[max(good)]}, the last one saved before it"
     else:
-        if os.path.exists(tag):
-            os.remove(tag)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(checkpointer.save_dir, "last_checkpoint"))
         kept = "no checkpoint was saved before it: last_checkpoint removed"
-    dropped = sorted(name for i, name in saved.items() if i >= iteration - 1)
+    dropped = sorted(name for i, name in saved.items() if i >= first_bad)
     return kept + (f" ({', '.join(dropped)} not used: diverged weights)" if dropped else "")
 
 
@@ -217,7 +220,7 @@ def _shut_down_loader(trainer) -> None:
     """
     iterator = getattr(trainer, "_data_loader_iter_obj", None)
     trainer._data_loader_iter_obj = None
-    if hasattr(iterator, "close"):  # ResumableTrainLoader's generator: closing it ends the DataLoader
+    if hasattr(iterator, "close"):  # ResumableTrainLoader's generator: closing ends its DataLoader
         iterator.close()
     elif hasattr(iterator, "_shutdown_workers"):  # torch's multiprocessing iterator
         iterator._shutdown_workers()
