@@ -843,3 +843,29 @@ def test_rle_counts_decoded_as_pycocotools_encodes():
         assert sum(runs) == height * width and min(runs) >= 0
         assert sum(runs[1::2]) == mask.sum()
     assert rle_counts("not rle ~") is None and rle_counts(3) is None
+
+
+def test_non_empty_reaches_inside_random_apply_and_keeps_the_ade20k_recipe_running():
+    """Before: the semseg configs' RandomApply (photometric jitter) was wrapped like a plain
+    augmentation, and detectron2 failed on it (`needs input attribute 'args'`)."""
+    from hpvit_d2.data.transforms import NonEmptyAugmentation, non_empty
+
+    thin_resize = T.ResizeShortestEdge(256, max_size=256)
+    wrapped = non_empty([T.RandomApply(thin_resize, prob=1.0),
+                         T.AugmentationList([T.RandomFlip(prob=1.0), thin_resize]),
+                         T.RandomApply(T.RandomBrightness(0.9, 1.1), prob=1.0)])
+    assert isinstance(wrapped[0].aug, NonEmptyAugmentation)
+    assert isinstance(wrapped[1].augs[1], NonEmptyAugmentation)
+    assert non_empty(wrapped)[0].aug is wrapped[0].aug  # idempotent
+    thin = T.AugInput(np.zeros((1, 2000, 3), np.uint8))
+    T.AugmentationList(wrapped[:1])(thin)
+    assert thin.image.shape[:2] == (1, 256)  # detectron2 alone: 0x256, then PIL fails
+
+    cfg = LazyConfig.load(os.path.join(ROOT, "hpvit_d2", "configs", "ade20k", "common.py"))
+    augmentations = non_empty(instantiate(cfg.dataloader.train.mapper.augmentations))
+    rng = np.random.default_rng(0)
+    aug_input = T.AugInput(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8),
+                           sem_seg=rng.integers(0, 150, (300, 400)).astype(np.uint8))
+    T.AugmentationList(augmentations)(aug_input)
+    assert aug_input.image.shape[:2] == aug_input.sem_seg.shape
+    assert max(aug_input.sem_seg.shape) <= 512  # the recipe's crop

@@ -126,8 +126,8 @@ def test_converter_strict_on_hf_mae_directory(tmp_path, capsys):
     dst = tmp_path / "init.pth"
     assert convert_main([str(directory), str(dst), "--config", "mask_rcnn_hpvit_tiny.py",
                          "--strict"]) == 0
-    out = capsys.readouterr().out
-    assert "(Hugging Face ViTMAE, converted into the backbone)" in out
+    out = capsys.readouterr().err  # the load report: logged once, on stderr
+    assert out.count("(Hugging Face ViTMAE, converted into the backbone)") == 1
     saved = torch.load(dst, weights_only=True)["model"]
     assert "backbone.bottom_up.blocks.3.attn.qkv.weight" in saved
     assert not any(k.startswith("backbone.bottom_up.pools") for k in saved)
@@ -145,7 +145,7 @@ def test_an_all_zero_position_table_is_named_and_refused_when_strict(tmp_path, c
     dst = tmp_path / "init.pth"
     assert convert_main([str(directory), str(dst), "--config", "mask_rcnn_hpvit_tiny.py"]) == 0
     assert "WARNING: 1 tensors are all zeros in the checkpoint (never trained?): pos_embed" in \
-        capsys.readouterr().out
+        capsys.readouterr().err
     with pytest.raises(CheckpointError, match=r"missing, mismatched or all zeros, e\.g\. \['pos_embed'\]"):
         HPViTCheckpointer(tiny_target(), require="backbone").load(str(directory))
     # ensure_sincos_positions gives a model transformers' own sin-cos tables.

@@ -197,14 +197,24 @@ class ResumableTrainLoader:
             worker_init_fn=self.worker_init_fn,
             persistent_workers=False,
         )
-        for position, sample in loader:
-            self._next_position = position + 1
-            group = waiting[self._group(sample)]
-            group.append((position, sample))
-            if len(group) == self.batch_size:
-                batch = [s for _, s in group]
-                group.clear()
-                self._waiting = [[p for p, _ in g] for g in waiting]
-                yield batch
-            else:
-                self._waiting = [[p for p, _ in g] for g in waiting]
+        batches = iter(loader)
+        try:
+            for position, sample in batches:
+                self._next_position = position + 1
+                group = waiting[self._group(sample)]
+                group.append((position, sample))
+                if len(group) == self.batch_size:
+                    batch = [s for _, s in group]
+                    group.clear()
+                    self._waiting = [[p for p, _ in g] for g in waiting]
+                    yield batch
+                else:
+                    self._waiting = [[p for p, _ in g] for g in waiting]
+        finally:
+            # However the loop ends (closed, a worker's error, a signal), its workers are joined
+            # here: they may ignore SIGTERM (ignore_stop_signals), and an error's traceback keeps
+            # this frame, so the iterator's own finaliser would run only at exit, after
+            # multiprocessing has waited for them forever.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

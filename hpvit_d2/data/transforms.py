@@ -9,6 +9,7 @@ keeps at least one pixel per side (1x2000 -> 1x256); boxes and masks follow the 
 usual, and the model's output is scaled back to the original size. Used by ``SafeDatasetMapper``
 (training and evaluation), ``LazyPredictor`` (demo) and the export sample: one policy.
 """
+import copy
 import inspect
 from typing import List, Sequence
 
@@ -48,8 +49,24 @@ class NonEmptyAugmentation(T.Augmentation):
     __str__ = __repr__  # Augmentation binds __str__ to its own __repr__
 
 
+def _non_empty_augmentation(augmentation):
+    """One augmentation made non-empty. Those that override ``__call__`` (``RandomApply``,
+    ``AugmentationList``) do not go through ``get_transform``: the ones they hold are wrapped
+    instead, in a copy."""
+    if isinstance(augmentation, NonEmptyAugmentation) or not isinstance(augmentation, T.Augmentation):
+        return augmentation
+    if type(augmentation).__call__ is T.Augmentation.__call__:
+        return NonEmptyAugmentation(augmentation)
+    augmentation = copy.copy(augmentation)
+    if isinstance(getattr(augmentation, "aug", None), T.Augmentation):  # RandomApply
+        augmentation.aug = _non_empty_augmentation(augmentation.aug)
+    if isinstance(getattr(augmentation, "augs", None), (list, tuple)):  # AugmentationList
+        augmentation.augs = non_empty(augmentation.augs)
+    return augmentation
+
+
 def non_empty(augmentations: Sequence) -> List:
     """``augmentations`` (Augmentation or Transform objects) with every Augmentation wrapped in
-    :class:`NonEmptyAugmentation` (idempotent)."""
-    return [a if isinstance(a, NonEmptyAugmentation) or not isinstance(a, T.Augmentation)
-            else NonEmptyAugmentation(a) for a in augmentations]
+    :class:`NonEmptyAugmentation` (idempotent), also inside ``RandomApply`` and
+    ``AugmentationList``."""
+    return [_non_empty_augmentation(a) for a in augmentations]
