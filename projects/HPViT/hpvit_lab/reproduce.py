@@ -82,6 +82,14 @@ def config_pool() -> str:
     return get_config(BACKBONES["hpvit"][1]).model.backbone.bottom_up.pool_type
 
 
+@lru_cache(maxsize=None)
+def config_batch_size() -> int:
+    """The tiny configs' fine-tuning batch (``dataloader.train.total_batch_size``)."""
+    from hpvit_d2.model_zoo import get_config
+
+    return get_config(BACKBONES["hpvit"][1]).dataloader.train.total_batch_size
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m hpvit_lab.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +97,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                    help="fine-tuning seeds (a verdict needs at least 3)")
     p.add_argument("--iters", type=int, default=240, help="fine-tuning iterations per run")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="fine-tuning images per iteration (default: the tiny configs' 4); with "
+                        "--iters, a longer fine-tune at a smaller cost per iteration")
     p.add_argument("--pools", nargs="+", choices=("conv", "avg", "max"), default=None,
                    help="run HPViT-tiny with each of these poolings (default: the config's); "
                         "more than one also writes the pooling comparison")
@@ -99,6 +110,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--val-dataset", default="hpvit_shapes_val")
     p.add_argument("--readme", help="write the report into this README's 'reproduce' block (and "
                                     "'reproduce-pools' with several --pools)")
+    p.add_argument("--block", default="reproduce",
+                   help="name of the README block to write (default 'reproduce'; its pooling "
+                        "comparison goes to NAME-pools)")
     p.add_argument("--smoke", action="store_true",
                    help="a few steps of every stage (tests): mini splits, 4 MAE steps, 2 iterations, "
                         "no verdict")
@@ -107,8 +121,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.smoke:
         args.mae_steps, args.mae_images, args.iters = 4, 16, 2
         args.train_dataset, args.val_dataset = "hpvit_shapes_train_mini", "hpvit_shapes_val_mini"
-    if min(args.iters, args.mae_steps, args.mae_images) < 1:
-        p.error("--iters, --mae-steps and --mae-images must be >= 1")
+    if min(args.iters, args.mae_steps, args.mae_images,
+           1 if args.batch_size is None else args.batch_size) < 1:
+        p.error("--iters, --batch-size, --mae-steps and --mae-images must be >= 1")
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds {' '.join(map(str, args.seeds))}: a seed is given twice")
     args.pools = list(dict.fromkeys(args.pools or [config_pool()]))
@@ -180,6 +195,8 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
             cost=10.0))
     data = [f"dataloader.train.dataset.names={args.train_dataset}",
             f"dataloader.test.dataset.names={args.val_dataset}"]
+    if args.batch_size:
+        data.append(f"dataloader.train.total_batch_size={args.batch_size}")
     records = []
     for seed in args.seeds:
         for init in ("scratch", "mae"):
@@ -195,7 +212,8 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
                     needs=(f"convert_{backbone}",) if init == "mae" else ()))
                 records.append({"backbone": backbone, "pool": pool, "init": init, "seed": seed,
                                 "run": name, "config": f"configs/{config}",
-                                "iterations": args.iters})
+                                "iterations": args.iters,
+                                "batch_size": args.batch_size or config_batch_size()})
     independent = [job for job in jobs if not job.needs]
     return balanced_lanes(independent + [job for job in jobs if job.needs], _cost), records
 
@@ -323,18 +341,24 @@ def pools_table(records: List[Dict], pools: Sequence[str], smoke: bool) -> List[
 
 
 def markdown_report(records: List[Dict], mae: Dict, args, wall_seconds: float,
-                    default_wall: Optional[float] = None) -> Tuple[str, Optional[str]]:
+                    default_wall: Optional[float] = None,
+                    replayed: Optional[float] = None) -> Tuple[str, Optional[str]]:
     """The 'reproduce' block (the four-way comparison with the config's pooling) and, with more
-    than one pooling, the 'reproduce-pools' block."""
+    than one pooling, the 'reproduce-pools' block. ``replayed``: this command's jobs replayed on
+    their measured durations (s), reported instead of the wall time when runs were reused."""
     seeds = sorted({r["seed"] for r in records})
     variants = [("hpvit", None), ("vitdet", None)]
     lines = means_table(records, variants, show_pool=False)
     claim_lines, _ = claims_table(records, args.smoke)
     settings = mae["settings"]
     encoder = MAESettings(**{k: v for k, v in settings.items() if k in MAESettings.__dataclass_fields__})
-    mae_time = "reused" if mae.get("cached") else f"{mae['seconds'] / 60:.1f} min on one thread"
+    mae_time = f"{mae['seconds'] / 60:.1f} min on one thread{', reused' if mae.get('cached') else ''}"
     command = command_line("hpvit_lab.reproduce", args.argv)
     timing = f"Wall time {wall_seconds / 60:.1f} min on {os.cpu_count()} cores, two lanes of one thread"
+    if replayed is not None and wall_seconds < 0.9 * replayed:
+        timing = (f"Finished runs of the same commands reused (this command: {wall_seconds / 60:.1f} "
+                  f"min); on their measured durations its jobs take {replayed / 60:.1f} min on "
+                  f"{os.cpu_count()} cores, two lanes of one thread")
     if default_wall is not None:
         timing += (f"; the default run's jobs (3 seeds, the config's pooling) replayed on their "
                    f"measured durations: {default_wall / 60:.1f} min")
@@ -345,7 +369,8 @@ def markdown_report(records: List[Dict], mae: Dict, args, wall_seconds: float,
         f"{settings['steps']} steps of {settings['batch_size']} {settings['image_size']}px crops on "
         f"{settings['num_images']} unlabelled images (mask ratio {settings['mask_ratio']}, final loss "
         f"{statistics.mean(mae['losses'][-20:]):.3f}, {mae_time}); fine-tuning {args.iters} "
-        f"iterations each, seeds {', '.join(map(str, seeds))}, the tiny configs' recipe "
+        f"iterations{f' of batch {args.batch_size}' if args.batch_size else ''} each, seeds "
+        f"{', '.join(map(str, seeds))}, the tiny configs' recipe "
         f"(HPViT-tiny: {config_pool()} pools); {args.train_dataset} -> {args.val_dataset}, "
         f"COCOEvaluator; ranges are min to max over seeds. {timing}.")
     report = "\n".join(lines + [""] + claim_lines + ["", caption])
@@ -391,7 +416,7 @@ def default_wall(lanes: List[List], durations: Dict[str, float], args, out: Path
     from the measured durations of this run's jobs; None when this run lacks one of them."""
     default = parse_args(["--output-dir", str(out), "--iters", str(args.iters),
                           "--train-dataset", args.train_dataset, "--val-dataset", args.val_dataset])
-    if set(default.seeds) - set(args.seeds) or args.smoke:
+    if set(default.seeds) - set(args.seeds) or args.smoke or args.batch_size:
         return None
     default_lanes, _ = plan(default, out, image_dir)
     names = {job.name for lane in default_lanes for job in lane}
@@ -419,8 +444,10 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     if mae["cached"]:
         durations["mae"] = mae["seconds"]
     records = finetune_records(records, lanes, durations)
+    replayed = replay_wall(lanes, durations) if all(
+        job.name in durations for lane in lanes for job in lane) else None
     report, pools = markdown_report(records, mae, args, time.time() - start,
-                                    default_wall(lanes, durations, args, out, image_dir))
+                                    default_wall(lanes, durations, args, out, image_dir), replayed)
     _, outcome = claims_table(records, args.smoke)
     (out / "results.json").write_text(json.dumps(records, indent=2))
     (out / "claims.json").write_text(json.dumps(outcome, indent=2))
@@ -428,9 +455,9 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     plot(records, mae, out, out / "curves.png")
     print("\n" + report + (f"\n\n{pools}" if pools else ""))
     if args.readme:
-        update_readme_block(args.readme, "reproduce", report)
+        update_readme_block(args.readme, args.block, report)
         if pools:
-            update_readme_block(args.readme, "reproduce-pools", pools)
+            update_readme_block(args.readme, f"{args.block}-pools", pools)
     print(f"\n[reproduce] done in {time.time() - start:.0f}s; wrote {out}/results.json, "
           "claims.json, results.md, curves.png")
     return records
