@@ -27,6 +27,34 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    """Loggers left as the test found them. A command run in-process (train, convert) attaches
+    handlers bound to that test's captured stdout/stderr (detectron2's ``setup_logger``, cached,
+    and ``log_to_stderr``); a later test in the same worker would then log into a closed stream
+    ("--- Logging error ---") or find the library's logger already configured."""
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    def state():
+        loggers = [logging.getLogger()] + [logging.getLogger(name) for name in
+                                           list(logging.root.manager.loggerDict)]
+        return {logger.name: (list(logger.handlers), logger.propagate, logger.level)
+                for logger in loggers}
+
+    before = state()
+    yield
+    for name, (handlers, propagate, level) in state().items():
+        logger = logging.getLogger(name) if name != "root" else logging.getLogger()
+        old_handlers, old_propagate, old_level = before.get(name, ([], True, logging.NOTSET))
+        for handler in handlers:
+            if handler not in old_handlers:
+                logger.removeHandler(handler)
+        logger.propagate, logger.level = old_propagate, old_level
+    setup_logger.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of tiny models, too small to gain from threads: one avoids waiting on a busy core."""
