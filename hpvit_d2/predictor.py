@@ -23,6 +23,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import Boxes, Instances
 
+from .checkpoint.checkpointer import unwrap_parallel
 from .data.images import read_image_checked
 from .data.transforms import non_empty
 from .model_zoo import build_model
@@ -32,10 +33,6 @@ __all__ = ["LazyPredictor"]
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
 
 
 def _select(cfg, dotted: str):
@@ -111,7 +108,7 @@ class LazyPredictor:
             model = build_model(cfg, weights=train.get("init_checkpoint") or None,
                                 device=train.get("device", "cpu"), strict=strict)
         self.model = model.eval()
-        self.task = "sem_seg" if isinstance(_unwrap(model), SemanticSegmentor) else "instances"
+        self.task = "sem_seg" if isinstance(unwrap_parallel(model), SemanticSegmentor) else "instances"
         model_format = getattr(model, "input_format", self.input_format)
         if model_format != self.input_format:
             logger.warning("dataloader.test.mapper.image_format=%s but model.input_format=%s: "

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 from typing import Dict, List, Optional
+from unittest import mock
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -52,7 +53,7 @@ from .io import (
 )
 from .report import LoadReport, model_part
 
-__all__ = ["HPViTCheckpointer", "REQUIRE_LEVELS"]
+__all__ = ["HPViTCheckpointer", "REQUIRE_LEVELS", "unwrap_parallel"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,9 @@ class _SafePickle:
         return safe_pickle_load(f, encoding=encoding)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+def unwrap_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a (Distributed)DataParallel wrapper, or ``model`` itself."""
+    return model.module if isinstance(getattr(model, "module", None), torch.nn.Module) else model
 
 
 def _backbone_name(prefix: Optional[str]) -> str:
@@ -174,7 +176,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             loaded = {"model": load_checkpoint_file(filename)}
         elif filename.endswith(".pkl"):
             try:
-                with _patched(d2_detection_checkpoint, "pickle", _SafePickle):
+                with mock.patch.object(d2_detection_checkpoint, "pickle", _SafePickle):
                     loaded = super()._load_file(filename)
             except CheckpointError as e:
                 raise CheckpointError(f"{filename}: {e}") from None
@@ -189,7 +191,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
     def _prepare(self, loaded: Dict) -> Dict:
         """Classify the checkpoint, convert a plain ViT, apply ``require``'s architecture check."""
         source = self._source or "checkpoint"
-        model = _unwrap(self.model)
+        model = unwrap_parallel(self.model)
         target = model.state_dict()
         heuristics = loaded.pop("matching_heuristics", False)
         raw = extract_state_dict(loaded["model"])
@@ -246,8 +248,10 @@ class HPViTCheckpointer(DetectionCheckpointer):
         report = self._pending
         self._pending = None
         state = checkpoint["model"]
-        model = _unwrap(self.model)
+        model = unwrap_parallel(self.model)
         target = model.state_dict()
+        # Counted here, before fvcore loads (its incompatible keys come after): a file that the
+        # require level refuses never touches the model.
         report.missing = sorted(k for k in target if k not in state
                                 and k.rsplit(".", 1)[-1] not in _NOT_FROM_CHECKPOINTS)
         report.unexpected = sorted(k for k in state if k not in target
@@ -313,7 +317,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
         """
         if not (self.save_dir and self.save_to_disk):
             return super().save(name, **kwargs)
-        bad = non_finite_tensors(_unwrap(self.model).state_dict())
+        bad = non_finite_tensors(unwrap_parallel(self.model).state_dict())
         if bad:
             raise NonFiniteWeightsError(
                 f"NaN or Inf in {len(bad)} model tensors (e.g. {', '.join(bad[:3])}): "
@@ -337,16 +341,6 @@ def _os_error(error: BaseException) -> Optional[OSError]:
     while error is not None and not isinstance(error, OSError):
         error = error.__context__
     return error
-
-
-@contextlib.contextmanager
-def _patched(module, name: str, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:

@@ -26,7 +26,6 @@ __all__ = [
     "resolve_weights_path",
     "safe_pickle_load",
     "save_atomic",
-    "write_text_atomic",
 ]
 
 # Hugging Face `model_type`s whose encoder converts to a ViT (config.json's "model_type").
@@ -216,19 +215,3 @@ def save_atomic(obj: Any, path: str, mode: Optional[int] = None) -> None:
             os.unlink(tmp)
         raise
 
-
-def write_text_atomic(text: str, path: str) -> None:
-    """Write a small text file (e.g. ``last_checkpoint``) by rename, with umask permissions."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -5,9 +5,9 @@ from .build import build_hpvit_backbone, build_hpvit_fpn_backbone
 from .checkpoint_filter import (
     ConversionReport,
     IncompatibleCheckpointError,
-    checkpoint_filter_fn,
     convert_plain_vit,
 )
+from .classifier import checkpoint_filter_fn
 from .hpvit import HPViT, find_vit_backbone
 from .pooling import TokenPool
 from .segmentor import semantic_segmentor

@@ -114,16 +114,32 @@ def decomposed_rel_pos_bias(
     """
     q_h, q_w = q_size
     k_h, k_w = k_size
-    Rh = get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype)
-    Rw = get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype)
     lead = q.shape[:-2]
-    r_q = q.reshape(-1, q_h, q_w, q.shape[-1])
-    # einsum returns permuted strides; the (small) terms are made contiguous so that the (large)
-    # sum is laid out row-major and the final reshape is a view, not a copy.
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, Rh).contiguous()
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, Rw).contiguous()
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
     bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
     return bias.view(*lead, q_h * q_w, k_h * k_w)
+
+
+def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
+                  q_size: Tuple[int, int], k_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    The two small factors of the decomposed relative-position bias.
+
+    Args:
+        q (Tensor): unscaled queries, (..., q_h * q_w, C).
+        rel_pos_h, rel_pos_w (Tensor): tables (Lh, C) and (Lw, C), resized to the sizes if needed.
+        q_size, k_size (tuple[int, int]): (h, w) of the query and key maps.
+    Returns:
+        (Tensor, Tensor): (B', q_h, q_w, k_h) and (B', q_h, q_w, k_w), B' the product of q's
+        leading dims, contiguous and in q's dtype; the bias is their broadcast sum.
+    """
+    (q_h, q_w), (k_h, k_w) = q_size, k_size
+    r_q = q.reshape(-1, q_h, q_w, q.shape[-1])
+    # einsum returns permuted strides; the (small) terms are made contiguous so that the (large)
+    # sum is laid out row-major and its reshape is a view, not a copy.
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype))
+    return rel_h.contiguous(), rel_w.contiguous()
 
 
 def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
@@ -182,9 +198,7 @@ def _sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], sca
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     # The two small terms, (batch * heads, h, w, h) and (..., w), for all queries at once; only
     # their (large) sum is built chunk by chunk.
-    r_q = q.reshape(-1, h, w, q.shape[-1])
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(h, h, rel_pos_h).to(q.dtype)).contiguous()
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(w, w, rel_pos_w).to(q.dtype)).contiguous()
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, side, side)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # once, not once per chunk
     lead = q.shape[:2]
     out = q.new_empty(*lead, n, v.shape[-1])

@@ -1,8 +1,9 @@
 """
-Plain-ViT checkpoints onto an HPViT (or detectron2 ViT): key mapping and resizing, torch only.
+Plain-ViT checkpoints onto an HPViT (or detectron2 ViT): key mapping and resizing (position tables by timm's resampler).
 
-``checkpoint_filter_fn(state_dict, model)`` has timm's signature and returns the state dict to load
-into ``model``; ``convert_plain_vit`` returns it with a :class:`ConversionReport`. Sources:
+``convert_plain_vit(state_dict, model)`` returns the state dict to load into ``model`` with a
+:class:`ConversionReport` (timm's ``checkpoint_filter_fn`` wraps it beside the classifier, in
+``hpvit_d2.modeling.classifier``). Sources:
 
 - MAE (``{"model": ...}`` with ``decoder_*`` and ``mask_token``), timm and DeiT (``cls_token``,
   ``dist_token``, ``head.*``), detectron2 ViTDet (``backbone.net.*``), HPViT detectors
@@ -24,13 +25,13 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 __all__ = [
     "ANCHOR_KEY",
     "ConversionReport",
     "IncompatibleCheckpointError",
     "VitGeometry",
-    "checkpoint_filter_fn",
     "convert_plain_vit",
     "extract_state_dict",
     "find_vit_prefix",
@@ -259,10 +260,9 @@ def resize_abs_pos(pos: torch.Tensor, target_shape: torch.Size, target_has_cls: 
             f"position embedding {tuple(pos.shape)} is not a square grid (with at most 8 prefix "
             f"tokens), cannot be resized to {tuple(target_shape)}")
     grid = pos[:, n_prefix:]
-    if s != t:
-        grid = grid.float().reshape(1, s, s, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(t, t), mode="bicubic", align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, t * t, -1).to(pos.dtype)
+    if s != t:  # timm's resampler, bicubic without antialiasing (as detectron2's get_abs_pos)
+        grid = resample_abs_pos_embed(grid.float(), new_size=[t, t], old_size=[s, s],
+                                      num_prefix_tokens=0, antialias=False).to(pos.dtype)
     if not target_has_cls:
         return grid
     cls = pos[:, :1] if n_prefix > 0 else torch.zeros_like(pos[:, :1])
@@ -323,8 +323,3 @@ def convert_plain_vit(
             report.all_zero.append(key)
     report.unused = sorted(unused + [prefix + k for k in backbone_src])
     return out, report
-
-
-def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> Dict[str, torch.Tensor]:
-    """timm's ``checkpoint_filter_fn`` signature: the part of ``state_dict`` that loads into ``model``."""
-    return convert_plain_vit(state_dict, model)[0]

@@ -7,7 +7,7 @@ Speed and memory of HPViT-B against detectron2's ViT-B / ViTDet-B, in one run on
     python projects/HPViT/benchmark.py --device cuda --amp  # CUDA, bf16 autocast
 
 Prints the table and writes benchmark.{json,md,png} to --out (default output/benchmark).
-See hpvit_d2/cli/bench.py for what is measured and how.
+See projects/HPViT/hpvit_lab/bench.py for what is measured and how.
 """
 from hpvit_lab.bench import entry
 
