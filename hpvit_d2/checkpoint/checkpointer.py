@@ -46,9 +46,9 @@ from .io import (
     CheckpointError,
     NonFiniteWeightsError,
     current_umask,
-    load_checkpoint_file,
+    fetch_weights,
     non_finite_tensors,
-    resolve_weights_path,
+    read_weights,
     safe_pickle_load,
 )
 from .report import LoadReport, model_part
@@ -156,24 +156,16 @@ class HPViTCheckpointer(DetectionCheckpointer):
         self.report = None
         if not path:
             return super().load(path, checkpointables)
-        path = resolve_weights_path(path)
-        file_part, sep, query = path.partition("?")
-        try:
-            local = PathManager.get_local_path(file_part)
-        except Exception as e:  # offline, unknown URL scheme
-            raise CheckpointError(f"{file_part}: cannot be fetched ({type(e).__name__}: {e}); "
-                                  "download it elsewhere and pass the local file") from None
-        if not os.path.isfile(local):
-            raise CheckpointError(f"{file_part}: no such file")
-        self._source = file_part
+        _, sep, query = path.partition("?")
+        self._source, local = fetch_weights(path)  # resolved and fetched once, here
         return super().load(local + sep + query, checkpointables)
 
     def _torch_load(self, f: str):
-        return load_checkpoint_file(f)
+        return read_weights(f, self._source)
 
     def _load_file(self, filename: str):
         if filename.endswith(".safetensors"):
-            loaded = {"model": load_checkpoint_file(filename)}
+            loaded = {"model": read_weights(filename, self._source)}
         elif filename.endswith(".pkl"):
             try:
                 with mock.patch.object(d2_detection_checkpoint, "pickle", _SafePickle):

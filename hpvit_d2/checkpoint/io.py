@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -21,8 +21,10 @@ __all__ = [
     "NonFiniteWeightsError",
     "check_hf_architecture",
     "current_umask",
+    "fetch_weights",
     "load_checkpoint_file",
     "non_finite_tensors",
+    "read_weights",
     "resolve_weights_path",
     "safe_pickle_load",
     "save_atomic",
@@ -123,13 +125,14 @@ def _hf_sidecar_check(path: str) -> None:
         check_hf_architecture(directory)
 
 
-def load_checkpoint_file(path: str) -> Any:
+def fetch_weights(path: str) -> Tuple[str, str]:
     """
-    Load a checkpoint safely (see the module docstring for formats). Paths may be URLs or
-    detectron2:// paths (fetched and cached by iopath), or Hugging Face model directories.
+    ``path`` resolved once (a Hugging Face directory to its ``model.safetensors``; URLs and
+    detectron2:// paths fetched and cached by iopath): ``(resolved path, local file)``. A
+    ``?query`` suffix is dropped.
 
     Raises:
-        CheckpointError: the file is missing, unreadable, or would execute code when loaded.
+        CheckpointError: the file is missing or cannot be fetched.
     """
     from detectron2.utils.file_io import PathManager
 
@@ -141,6 +144,18 @@ def load_checkpoint_file(path: str) -> Any:
                               "download it elsewhere and pass the local file") from None
     if not os.path.isfile(local):
         raise CheckpointError(f"{path}: no such file")
+    return path, local
+
+
+def read_weights(local: str, name: Optional[str] = None) -> Any:
+    """
+    Read the local checkpoint file ``local`` safely (see the module docstring for formats);
+    errors name ``name`` (default: ``local``), e.g. the URL it was fetched from.
+
+    Raises:
+        CheckpointError: the file is unreadable, or would execute code when loaded.
+    """
+    name = name or local
     try:
         if local.endswith(".pkl"):
             with open(local, "rb") as f:
@@ -152,15 +167,36 @@ def load_checkpoint_file(path: str) -> Any:
             return load_file(local)
         return torch.load(local, map_location="cpu", weights_only=True)
     except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}" if not str(e).startswith(path) else str(e)) from None
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: not loadable with weights_only=True ({str(e).splitlines()[0]}); it is either "
-            "corrupt or contains objects other than tensors and plain containers"
-        ) from None
+        raise CheckpointError(f"{name}: {e}" if not str(e).startswith(name) else str(e)) from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{name}: {_why_unpickling_failed(local)}") from None
     except Exception as e:
         message = str(e).splitlines()[0] if str(e) else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {message})") from None
+        raise CheckpointError(f"{name}: unreadable checkpoint ({type(e).__name__}: {message})") from None
+
+
+def _why_unpickling_failed(local: str) -> str:
+    """What to tell a user whose file ``torch.load(weights_only=True)`` refused, from its first
+    bytes (torch's own text suggests turning the safety check off, which this project never does)."""
+    with open(local, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip, or a pickle
+        return ("refused: it holds objects other than tensors and plain containers (loading it "
+                "would run code), or it is corrupt; save its state_dict alone and convert that")
+    return (f"not a checkpoint (a .pth/.pt file starts as a zip or a pickle; this one starts with "
+            f"{head!r}); give a .pth/.pt, .pkl or .safetensors file or a Hugging Face directory")
+
+
+def load_checkpoint_file(path: str) -> Any:
+    """
+    Load a checkpoint safely: :func:`fetch_weights` then :func:`read_weights`. Paths may be URLs
+    or detectron2:// paths, or Hugging Face model directories.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or would execute code when loaded.
+    """
+    path, local = fetch_weights(path)
+    return read_weights(local, path)
 
 
 def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
