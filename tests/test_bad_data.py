@@ -768,6 +768,27 @@ def test_demo_reads_with_the_project_reader_and_goes_on_past_bad_images(tmp_path
     assert drawn.shape == (96, 128, 3) and 50 < drawn.mean() < 80  # 0..128 after /257, not 255
 
 
+def test_demo_with_no_readable_input_is_one_error_line_before_the_model(tmp_path, capsys):
+    """Before: the model was built and loaded, then exit 1, the code of 'some inputs failed'."""
+    from hpvit_d2.cli import demo
+    from hpvit_d2.cli.common import run
+
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "vis"
+    # Weights that do not exist: an error about them would mean the model was built first.
+    code = run(demo.main, ["--config-file", TINY, "--input", str(tmp_path / "notes.png"),
+                           str(tmp_path / "empty.jpg"), "--output", str(out),
+                           "--weights", str(tmp_path / "nosuch.pth")])
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --input: none of the 2 input(s) is a readable image "
+                      f"({tmp_path / 'notes.png'}, {tmp_path / 'empty.jpg'})"]
+    assert f"skipping {tmp_path / 'notes.png'}: not a readable image" in err
+    assert "nosuch.pth" not in err and not out.exists()
+
+
 def test_predictor_reads_files_with_the_project_reader(tmp_path, tiny_weights):
     from hpvit_d2.model_zoo import get_config
     from hpvit_d2.predictor import LazyPredictor

@@ -199,6 +199,20 @@ def test_browse_draws_the_training_data(tmp_path, monkeypatch, source):
         assert image.size == (256, 256)
 
 
+@pytest.mark.parametrize("content", [None, b"not an image"])
+def test_export_names_a_missing_or_unreadable_sample_image(tmp_path, weights, content, capsys):
+    """Before: `image file ... does not exist: check the image root the dataset was registered
+    with`, words about a dataset the command does not have."""
+    sample = tmp_path / "sample.png"
+    if content is not None:
+        sample.write_bytes(content)
+    assert run(export.main, ["--config-file", TINY, "--weights", weights, "--sample-image",
+                             str(sample), "--output", str(tmp_path / "out")]) == 2
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    expected = "no such file" if content is None else "not a readable image"
+    assert line.startswith(f"error: --sample-image {sample}: {expected}") and "dataset" not in line
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_reproduces_the_eager_model(tmp_path, weights, fmt):
     import onnxruntime

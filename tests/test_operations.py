@@ -157,11 +157,17 @@ def test_nan_weights_are_refused_by_train_eval_and_demo(tmp_path, env, nan_detec
         extra = ["--eval-only"] if entry == "eval-only" else []
         cmd = train_cmd(tmp_path / "run", "train.max_iter=1",
                         f"train.init_checkpoint={nan_detector}", extra=extra)
+    training_config = b"# the training run's config.yaml\n"
+    if entry == "eval-only":  # evaluating in a training's output directory
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.yaml").write_bytes(training_config)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     error = one_error_line(proc.stderr)
     assert f"{nan_detector}: NaN or Inf in 2 of its" in error and NAN_NAMES in error
     assert not (tmp_path / "run" / "model_final.pth").exists()
+    if entry == "eval-only":  # a failed evaluation leaves the training's config.yaml as it was
+        assert (tmp_path / "run" / "config.yaml").read_bytes() == training_config
 
 
 def test_divergence_keeps_last_checkpoint_on_good_weights(tmp_path, env):  # noqa: F811

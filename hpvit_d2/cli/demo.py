@@ -23,8 +23,9 @@ naming it, the batch goes on, and predictions.json holds the others. Weights loa
 checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
 Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
 Config overrides are KEY=VALUE arguments (e.g. train.device=cuda; --opts KEY=VALUE ... too),
-before or after the flags. Exit code: 0 if every input was drawn, 1 if any failed (named at the
-end), 2 on a bad config, override, device, dataset or weights.
+before or after the flags. Exit code: 0 if every input was drawn, 1 if some failed (named at the
+end), 2 if none could be drawn (when no header reads, before the model is built) or on a bad
+config, override, device, dataset or weights.
 """
 import argparse
 import glob
@@ -239,6 +240,12 @@ def main(argv: Sequence[str]) -> int:
     if not files and not failed:
         print(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {args.input}", file=sys.stderr)
         return EXIT_USAGE
+    files, unreadable = _readable_headers(files)
+    failed += unreadable
+    if not files:  # nothing to draw: say so before the model is built
+        print(f"error: --input: none of the {len(failed)} input(s) is a readable image "
+              f"({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})", file=sys.stderr)
+        return EXIT_USAGE
     predictor = _build_predictor(args, cfg)
 
     os.makedirs(args.output, exist_ok=True)
@@ -266,10 +273,31 @@ def main(argv: Sequence[str]) -> int:
         json.dump(predictions, f)
     print(f"wrote {written} visualisation(s) and predictions.json to {args.output}",
           file=sys.stderr)
+    if failed and not written:
+        print(f"error: --input: none of the {len(failed)} input(s) could be drawn "
+              f"({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})", file=sys.stderr)
+        return EXIT_USAGE
     if failed:
         print(f"{len(failed)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED_INPUTS
     return EXIT_OK
+
+
+def _readable_headers(files: List[str]) -> Tuple[List[str], List[str]]:
+    """``files`` split into (those whose image header reads, those named as skipped)."""
+    from ..data.images import BadImageError, read_image_size
+
+    readable, unreadable = [], []
+    for path in files:
+        try:
+            read_image_size(path)
+        except BadImageError as e:
+            cause = " ".join(str(e.__cause__ or e).split())
+            print(f"skipping {path}: not a readable image ({cause})", file=sys.stderr)
+            unreadable.append(path)
+        else:
+            readable.append(path)
+    return readable, unreadable
 
 
 def entry() -> None:

@@ -58,11 +58,16 @@ def _sample_input(cfg, path: str):
 
     from ..data.images import BadImageError, read_image_checked
     from ..data.transforms import non_empty
+    from ..overrides import ConfigError
 
+    if not os.path.isfile(path):
+        raise ConfigError(f"--sample-image {path}: no such file; give an image of the size the "
+                          "exported model will run at")
     try:
         image = read_image_checked(path, cfg.dataloader.test.mapper.get("image_format", "BGR"))
-    except BadImageError:
-        raise
+    except BadImageError as e:
+        raise ConfigError(f"--sample-image {path}: not a readable image "
+                          f"({' '.join(str(e.__cause__ or e).split())})") from None
     aug = T.AugmentationList(non_empty(instantiate(cfg.dataloader.test.mapper.augmentations)))
     aug_input = T.AugInput(image)
     aug(aug_input)

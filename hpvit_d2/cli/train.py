@@ -23,6 +23,7 @@ override, weights, device, dataset, non-finite loss, an output directory in use 
 import argparse
 import datetime
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -116,6 +117,7 @@ def train_worker(args) -> None:
         claim_output_dir(cfg.train.output_dir)  # before default_setup writes config.yaml there
     from ..engine.logs import plain_config_log
 
+    config_before = _FileBefore(os.path.join(cfg.train.output_dir, "config.yaml"))
     with plain_config_log():
         default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
@@ -124,8 +126,34 @@ def train_worker(args) -> None:
                     "checkpoint in train.output_dir")
     require = _require(args, cfg.train.get("strict_init_checkpoint", False), args.eval_only)
     if args.eval_only:
-        return evaluate(cfg, require=require)
+        try:
+            return evaluate(cfg, require=require)
+        except BaseException:
+            if comm.is_main_process():
+                config_before.restore()
+            raise
     return do_train(cfg, resume=resume, require=require)
+
+
+class _FileBefore:
+    """A file's content (or its absence) kept, to put back: a failed ``--eval-only`` leaves
+    ``output_dir/config.yaml`` as it was (detectron2's ``default_setup`` writes it first), the
+    training run's own or none."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.content = None
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                self.content = f.read()
+
+    def restore(self) -> None:
+        if self.content is None:
+            if os.path.isfile(self.path):
+                os.remove(self.path)
+        else:
+            with open(self.path, "wb") as f:
+                f.write(self.content)
 
 
 def _worker(args) -> None:
