@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
-from .runs import CommandJob, argv_with, balanced_lanes, format_table, run_lanes
+from hpvit_d2.cli.common import EXIT_OK, command_line, run
+from .runs import CommandJob, argv_with, balanced_lanes, format_table, publish, run_lanes
 
 __all__ = ["MODELS", "RECIPE", "main", "run_demo"]
 
@@ -155,10 +155,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
         f"`{' '.join(repr(a) if a == '' else a for a in RECIPE)}`; MAE: `{args.mae_dir}` ({settings.steps} steps"
         f"{', reused' if reused else ''}); wall time {wall / 60:.1f} min, two lanes of one thread.")
     (out / "results.json").write_text(json.dumps({"runs": records, "wall_seconds": wall}, indent=2))
-    (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
-    print("\n" + table + "\n\n" + caption)
-    if args.readme:
-        update_readme_block(args.readme, "demo-classify", table + "\n\n" + caption)
+    publish(table + "\n\n" + caption, out / "comparison.md", args.readme, "demo-classify")
     print(f"\n[demo_classify] done in {time.time() - start:.0f}s; wrote {out}/results.json, "
           "comparison.md")
     return records

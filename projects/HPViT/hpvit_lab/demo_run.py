@@ -31,8 +31,8 @@ from typing import Dict, List, Optional, Sequence
 
 from hpvit_d2.engine.metrics import read_metrics
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command, update_readme_block
-from .runs import TrainRun, argv_with, format_table, run_lanes, run_metrics
+from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command
+from .runs import TrainRun, argv_with, format_table, publish, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -258,14 +258,11 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
                f"{args.train_dataset} -> {args.val_dataset}, both trained side by side in "
                f"{train_wall / 60:.1f} min; latency: batch 1, {rows[0]['latency_threads']} "
                f"thread(s), median of {len(inputs)} images; GFLOPs: one 256x256 inference (fvcore).")
-    (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
     plot_curves(runs, out / "training_curves.png")
     shown = val_dicts[: args.num_vis]
     vis = draw_predictions(runs, models, shown, _model_inputs(shown),
                            MetadataCatalog.get(args.val_dataset), out)
-    print("\n" + table + "\n\n" + caption)
-    if args.readme:
-        update_readme_block(args.readme, "demo", table + "\n\n" + caption)
+    publish(table + "\n\n" + caption, out / "comparison.md", args.readme, "demo")
     print(f"\n[demo] done in {time.time() - start:.0f}s (training both: {train_wall:.0f}s). "
           f"Wrote {out}/comparison.md, {', '.join(r.output_dir.name + '.json' for r in runs)}, "
           f"training_curves.png and {len(vis)} predictions_*.png")

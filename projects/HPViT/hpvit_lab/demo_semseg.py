@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, command_line, run
 from .demo_run import measure_model
-from .runs import TrainRun, argv_with, format_table, run_lanes, run_metrics
+from .runs import TrainRun, argv_with, format_table, publish, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
@@ -154,10 +154,7 @@ def run_demo(argv: Sequence[str]) -> List[Dict]:
     results = {"models": rows, "train_wall_seconds": train_wall, "total_wall_seconds": total_wall,
                "sequential": args.sequential}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "comparison.md").write_text(table + "\n\n" + caption + "\n")
-    print("\n" + table + "\n\n" + caption)
-    if args.readme:
-        update_readme_block(args.readme, "demo-semseg", table + "\n\n" + caption)
+    publish(table + "\n\n" + caption, out / "comparison.md", args.readme, "demo-semseg")
     print(f"\n[demo_semseg] done in {total_wall:.0f}s. Wrote {out}/results.json and comparison.md")
     return rows
 

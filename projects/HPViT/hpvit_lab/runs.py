@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from hpvit_d2.cli.common import update_readme_block
 from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
 __all__ = ["CommandJob", "TrainRun", "argv_with", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
@@ -279,3 +280,12 @@ def format_table(rows: Sequence[Dict], columns: Sequence[Tuple[str, str, str]]) 
             cells.append("n/a" if missing else fmt.format(value))
         body.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *body])
+
+
+def publish(report: str, path: Path, readme: Optional[str], block: str) -> None:
+    """A lab command's report (its table and caption): printed, written to ``path`` and, with
+    ``readme``, into that file's ``block`` (``--readme``)."""
+    path.write_text(report + "\n")
+    print("\n" + report)
+    if readme:
+        update_readme_block(readme, block, report)
