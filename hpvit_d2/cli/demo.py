@@ -243,9 +243,7 @@ def main(argv: Sequence[str]) -> int:
     files, unreadable = _readable_headers(files)
     failed += unreadable
     if not files:  # nothing to draw: say so before the model is built
-        print(f"error: --input: none of the {len(failed)} input(s) is a readable image "
-              f"({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})", file=sys.stderr)
-        return EXIT_USAGE
+        return _nothing_drawn(failed, "is a readable image")
     predictor = _build_predictor(args, cfg)
 
     os.makedirs(args.output, exist_ok=True)
@@ -274,13 +272,18 @@ def main(argv: Sequence[str]) -> int:
     print(f"wrote {written} visualisation(s) and predictions.json to {args.output}",
           file=sys.stderr)
     if failed and not written:
-        print(f"error: --input: none of the {len(failed)} input(s) could be drawn "
-              f"({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''})", file=sys.stderr)
-        return EXIT_USAGE
+        return _nothing_drawn(failed, "could be drawn")
     if failed:
         print(f"{len(failed)} input(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED_INPUTS
     return EXIT_OK
+
+
+def _nothing_drawn(failed: List[str], why: str) -> int:
+    """The one error line when no input was drawn (the first few named); exit code 2."""
+    named = ", ".join(failed[:3]) + (", ..." if len(failed) > 3 else "")
+    print(f"error: --input: none of the {len(failed)} input(s) {why} ({named})", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _readable_headers(files: List[str]) -> Tuple[List[str], List[str]]:

@@ -117,7 +117,8 @@ def train_worker(args) -> None:
         claim_output_dir(cfg.train.output_dir)  # before default_setup writes config.yaml there
     from ..engine.logs import plain_config_log
 
-    config_before = _FileBefore(os.path.join(cfg.train.output_dir, "config.yaml"))
+    if args.eval_only:  # default_setup overwrites config.yaml; a failed evaluation puts it back
+        config_before = _FileBefore(os.path.join(cfg.train.output_dir, "config.yaml"))
     with plain_config_log():
         default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
