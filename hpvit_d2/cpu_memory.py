@@ -15,7 +15,8 @@ several GB and grow (detectron2's ViT-B at 1536x1536, with its 4 GB attention ma
 block) keeps growing the heap, where the system allocator runs it.
 HPViT's attention and banded inference bound every temporary (chunks of at most 128 MB, bands of
 8192 tokens), which is where this policy pays. It changes the whole process and only ``malloc``
-calls made after it, so call it once at start-up, before the model is built.
+calls made after it; ``hpvit_d2.modeling.optimize_for_cpu_inference`` calls it once a model is
+built (the activations come after).
 ``HPVIT_RETAIN_FREED_MEMORY=0`` in the environment turns it off.
 """
 import ctypes

@@ -27,6 +27,7 @@ from .checkpoint.checkpointer import unwrap_parallel
 from .data.images import read_image_checked
 from .data.transforms import non_empty
 from .model_zoo import build_model
+from .modeling import optimize_for_cpu_inference
 
 __all__ = ["LazyPredictor"]
 
@@ -85,7 +86,8 @@ class LazyPredictor:
     """
 
     def __init__(self, cfg, model: Optional[nn.Module] = None, amp: Optional[bool] = None,
-                 amp_dtype: torch.dtype = torch.float16, strict: bool = True):
+                 amp_dtype: torch.dtype = torch.float16, strict: bool = True,
+                 optimize: bool = True):
         """
         Args:
             cfg: a LazyConfig (``omegaconf.DictConfig``) with ``dataloader.test.mapper``.
@@ -94,6 +96,10 @@ class LazyPredictor:
                 ``hpvit_d2.model_zoo.build_model``).
             amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
+            optimize (bool): on the CPU, apply ``hpvit_d2.modeling.optimize_for_cpu_inference``
+                to the model (in place; banded blocks, oneDNN projections, freed memory kept
+                for reuse). The same predictions to float rounding; a model trained afterwards
+                trains as before.
         """
         self.cfg = cfg
         self.augmentations = T.AugmentationList(  # resizes keep >= 1 px: data.transforms
@@ -108,6 +114,8 @@ class LazyPredictor:
             model = build_model(cfg, weights=train.get("init_checkpoint") or None,
                                 device=train.get("device", "cpu"), strict=strict)
         self.model = model.eval()
+        if optimize and self.device.type == "cpu":
+            optimize_for_cpu_inference(model)
         self.task = "sem_seg" if isinstance(unwrap_parallel(model), SemanticSegmentor) else "instances"
         model_format = getattr(model, "input_format", self.input_format)
         if model_format != self.input_format:

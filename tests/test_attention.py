@@ -1,30 +1,26 @@
-"""HPViT's fused forward of detectron2's ViT attention and block: same modules, same outputs."""
+"""HPViT's attention and block (detectron2's modules, the kernel chosen by ``fused_attn``) and the
+opt-in CPU inference step: same parameters, same outputs and gradients as detectron2's."""
 import pytest
 import torch
 from conftest import CUDA_ONLY, DEVICES
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import window_partition, window_unpartition
 
-from hpvit_d2.modeling.attention import (
-    fused_attention,
-    fused_block_forward,
-    merge_windows,
-    split_windows,
-)
+from hpvit_d2.modeling.attention import Attention, Block, merge_windows, split_windows
 
 DIM, HEADS = 48, 3
 
 
-def attention_pair(use_rel_pos: bool, input_size, qkv_bias: bool = True):
-    """detectron2's Attention with random weights, and the fused computation over the same module."""
-    d2 = d2_vit.Attention(DIM, num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
-                          rel_pos_zero_init=False, input_size=input_size).eval()
+def attention_pair(use_rel_pos: bool, input_size, qkv_bias: bool = True, fused_attn: bool = True):
+    """detectron2's Attention with random weights, and the project's Attention with the same ones."""
+    kwargs = dict(num_heads=HEADS, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos,
+                  rel_pos_zero_init=False, input_size=input_size)
+    d2 = d2_vit.Attention(DIM, **kwargs).eval()
     with torch.no_grad():
         d2.qkv.bias.normal_() if qkv_bias else None  # padded tokens must see a non-zero qkv bias
-
-    def ours(x, window_size=0):
-        return fused_attention(d2, x, window_size)
-
+    ours = Attention(DIM, **kwargs).eval()
+    ours.load_state_dict(d2.state_dict())
+    ours.fused_attn = fused_attn
     return d2, ours
 
 
@@ -40,7 +36,7 @@ def d2_windowed(attn, x, window_size):
 @pytest.mark.parametrize("hw", [(8, 8), (6, 11)])
 def test_global_attention_equals_detectron2(use_rel_pos, hw, device):
     d2, ours = attention_pair(use_rel_pos, hw)
-    d2.to(device)
+    d2.to(device), ours.to(device)
     x = torch.randn(2, *hw, DIM, device=device)
     with torch.no_grad():
         expected, got = d2(x), ours(x)
@@ -56,13 +52,23 @@ def test_global_attention_equals_detectron2(use_rel_pos, hw, device):
 def test_window_attention_equals_detectron2(use_rel_pos, hw, qkv_bias, device):
     window = 4
     d2, ours = attention_pair(use_rel_pos, (window, window), qkv_bias)
-    d2.to(device)
+    d2.to(device), ours.to(device)
     x = torch.randn(2, *hw, DIM, device=device)
     with torch.no_grad():
         expected = d2_windowed(d2, x, window)
         got = ours(x, window_size=window)
     assert got.shape == expected.shape == x.shape
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("window_size, hw", [(0, (6, 11)), (4, (9, 13))])
+def test_reference_kernel_is_detectron2_bit_for_bit(window_size, hw):
+    """fused_attn=False: detectron2's window partition and attention ops, exactly."""
+    d2, ours = attention_pair(True, (4, 4) if window_size else hw, fused_attn=False)
+    x = torch.randn(2, *hw, DIM)
+    with torch.no_grad():
+        expected = d2_windowed(d2, x, window_size) if window_size else d2(x)
+        assert torch.equal(ours(x, window_size), expected)
 
 
 def test_rel_pos_tables_are_resized_like_detectron2():
@@ -80,16 +86,17 @@ def test_block_equals_detectron2_block_with_gradients(window_size, hw):
     block = d2_vit.Block(**kw)
     with torch.no_grad():
         block.attn.qkv.bias.normal_()
+    ours = Block(**kw)
+    ours.load_state_dict(block.state_dict())
     x = torch.randn(2, *hw, DIM)
     expected = block(x)
     expected.square().sum().backward()
-    d2_grads = {n: p.grad.clone() for n, p in block.named_parameters()}
-    block.zero_grad()
-    got = fused_block_forward(block, x)
+    got = ours(x)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     got.square().sum().backward()
+    ours_params = dict(ours.named_parameters())
     for name, p in block.named_parameters():
-        torch.testing.assert_close(p.grad, d2_grads[name], atol=1e-3, rtol=1e-3, msg=name)
+        torch.testing.assert_close(ours_params[name].grad, p.grad, atol=1e-3, rtol=1e-3, msg=name)
 
 
 def test_split_and_merge_windows_round_trip_and_fill():
@@ -115,13 +122,13 @@ def test_query_chunks_equal_detectron2_with_gradients(hw, monkeypatch, device):
 
     monkeypatch.setattr(attention, "BIAS_CHUNK_BYTES", 2 * HEADS * hw[0] * hw[1] * hw[1] * 4)
     d2, ours = attention_pair(True, (8, 8))  # tables resized at run time too
-    d2.to(device)
+    d2.to(device), ours.to(device)
     x = torch.randn(2, *hw, DIM, device=device, requires_grad=True)
     expected = d2(x)
     grads = torch.autograd.grad(expected.square().sum(), [x, d2.rel_pos_h, d2.qkv.weight])
     got = ours(x)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
-    for a, b in zip(torch.autograd.grad(got.square().sum(), [x, d2.rel_pos_h, d2.qkv.weight]), grads):
+    for a, b in zip(torch.autograd.grad(got.square().sum(), [x, ours.rel_pos_h, ours.qkv.weight]), grads):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
@@ -129,21 +136,20 @@ MEMORY_PROBE = r"""
 import sys, torch
 from detectron2.modeling.backbone import vit as d2_vit
 from hpvit_d2.modeling import attention
-from hpvit_d2.modeling.attention import fused_attention
 attention.BIAS_CHUNK_BYTES = 16 * 2**20  # the mechanism, at a size a test can afford
 side = int(sys.argv[1])
 torch.set_num_threads(1)
-attn = d2_vit.Attention(192, num_heads=6, use_rel_pos=True, input_size=(side, side)).eval()
+attn = attention.Attention(192, num_heads=6, use_rel_pos=True, input_size=(side, side)).eval()
 x = torch.randn(1, side, side, 192)
 def kb(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 with torch.no_grad():
-    fused_attention(attn, x)  # warm up the allocator and kernels
+    attn(x)  # warm up the allocator and kernels
     open("/proc/self/clear_refs", "w").write("5")
     base = kb("VmRSS")
-    fused_attention(attn, x)
+    attn(x)
 print(kb("VmHWM") - base)
 """
 
@@ -182,19 +188,34 @@ def test_bf16_autocast_stays_close_to_fp32_on_cuda():
 
 @pytest.mark.parametrize("window_blocks", [(0, 1), (1,)], ids=["window-first", "global-first"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_banded_inference_equals_the_whole_map(monkeypatch, device, window_blocks):
-    """At inference large maps go through the blocks in bands: same output as in one piece, also
-    when the first block is global (it gets the patch embedding's non-contiguous map, as in the
-    timm classifiers)."""
-    from hpvit_d2.modeling import HPViT, attention
+def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, window_blocks):
+    """optimize_for_cpu_inference: banded blocks (every block banded with a 100-token band),
+    oneDNN projections; the same outputs as the default forward at inference, the same outputs
+    and gradients in training (where it must change nothing), the same state dict."""
+    import copy
+
+    from hpvit_d2.modeling import HPViT, cpu_inference, optimize_for_cpu_inference
+    from hpvit_d2.modeling.projection import OneDNNLinear
 
     model = HPViT(img_size=128, embed_dim=48, depth=4, num_heads=3, window_size=4,
                   window_block_indexes=window_blocks, use_rel_pos=True, rel_pos_zero_init=False,
-                  stage_depths=(1, 1, 1, 1)).to(device).eval()
+                  residual_block_indexes=(2,), stage_depths=(1, 1, 1, 1)).to(device).eval()
+    fast = optimize_for_cpu_inference(copy.deepcopy(model), retain_freed_memory=False)
+    assert optimize_for_cpu_inference(fast, retain_freed_memory=False) is fast
+    assert all(isinstance(b, cpu_inference.BandedBlock) and b.inplace for b in fast.blocks)
+    assert isinstance(fast.blocks[0].mlp.fc1, OneDNNLinear)
+    assert list(fast.state_dict()) == list(model.state_dict())
+    monkeypatch.setattr(cpu_inference, "BAND_TOKENS", 100)
     x = torch.randn(2, 3, 116, 92, device=device)
     with torch.no_grad():
-        whole = model(x)
-        monkeypatch.setattr(attention, "BAND_TOKENS", 100)  # every block banded or chunked
-        banded = model(x)
+        whole, banded = model(x), fast(x)
     for name in whole:
         torch.testing.assert_close(banded[name], whole[name], atol=1e-5, rtol=1e-5)
+    model.train(), fast.train()
+    got, expected = fast(x), model(x)
+    sum(v.square().sum() for v in got.values()).backward()
+    sum(v.square().sum() for v in expected.values()).backward()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
+    for (name, p), q in zip(fast.named_parameters(), model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=0, rtol=0, msg=name)

@@ -6,7 +6,7 @@ import timm
 import torch
 from timm.optim import create_optimizer_v2
 
-import hpvit_d2  # noqa: F401  (registers the hpvit_* models)
+import hpvit_d2.timm_models  # noqa: F401  (registers the hpvit_* models)
 from hpvit_d2.modeling import IncompatibleCheckpointError
 from hpvit_d2.modeling.classifier import HPViTClassifier
 from hpvit_d2.timm_models import VARIANTS
@@ -81,7 +81,7 @@ def test_plain_mode_reproduces_timm_logits(timm_vit, fused):
     vit, path = timm_vit
     model = timm.create_model("hpvit_tiny_patch16_224", pretrained=True,
                               pretrained_cfg_overlay=dict(file=path), patch_stride=16,
-                              stage_depths=(12,), fused_attention=fused).eval()
+                              stage_depths=(12,), fused_attn=fused).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x), vit(x), rtol=0, atol=1e-4)

@@ -8,7 +8,7 @@ from timm.layers import Mlp
 
 from hpvit_d2.modeling import projection
 from hpvit_d2.modeling.position import bicubic_matrix, resized_abs_pos
-from hpvit_d2.modeling.projection import onednn_applies, token_linear, token_mlp
+from hpvit_d2.modeling.projection import OneDNNLinear, onednn_applies, token_linear
 
 
 def _calls(module):
@@ -65,11 +65,19 @@ def test_training_tracing_and_other_dtypes_keep_f_linear():
     assert "linear" in str(traced.graph) and "mkldnn" not in str(traced.graph)
 
 
-def test_token_mlp_equals_timm_mlp():
+def test_onednn_linears_in_timm_mlp_equal_nn_linear_with_gradients():
+    """OneDNNLinear (what the CPU inference step makes a block's projections): the same state
+    dict and outputs as nn.Linear, and nn.Linear's forward with autograd on."""
     mlp = Mlp(48, 96).eval()
+    fast = Mlp(48, 96).eval()
+    fast.fc1.__class__ = fast.fc2.__class__ = OneDNNLinear
+    fast.load_state_dict(mlp.state_dict())
     x = torch.randn(1, 6, 10, 48)
     with torch.no_grad():
-        torch.testing.assert_close(token_mlp(mlp, x), mlp(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast(x), mlp(x), atol=1e-5, rtol=1e-5)
+    fast(x).sum().backward()
+    mlp(x).sum().backward()
+    torch.testing.assert_close(fast.fc1.weight.grad, mlp.fc1.weight.grad, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("cls_token", [True, False])

@@ -1,6 +1,7 @@
-"""HPViT modeling: the backbone (detectron2's ViT with two changes), pooling, fused block forward,
-the plain-ViT checkpoint filter, the yacs builder, the UperNet semantic segmentation head."""
-from .attention import fused_attention, fused_block_forward
+"""HPViT modeling: the backbone (detectron2's ViT with two changes), pooling, the attention with
+its kernel switch, the opt-in CPU inference step, the plain-ViT checkpoint filter, the yacs
+builder, the UperNet semantic segmentation head."""
+from .attention import Attention, Block
 from .build import build_hpvit_backbone, build_hpvit_fpn_backbone
 from .checkpoint_filter import (
     ConversionReport,
@@ -8,12 +9,15 @@ from .checkpoint_filter import (
     convert_plain_vit,
 )
 from .classifier import checkpoint_filter_fn
+from .cpu_inference import optimize_for_cpu_inference
 from .hpvit import HPViT, find_vit_backbone
 from .pooling import TokenPool
 from .segmentor import semantic_segmentor
 from .upernet import UperNetHead
 
 __all__ = [
+    "Attention",
+    "Block",
     "ConversionReport",
     "HPViT",
     "IncompatibleCheckpointError",
@@ -24,7 +28,6 @@ __all__ = [
     "checkpoint_filter_fn",
     "convert_plain_vit",
     "find_vit_backbone",
-    "fused_attention",
-    "fused_block_forward",
+    "optimize_for_cpu_inference",
     "semantic_segmentor",
 ]

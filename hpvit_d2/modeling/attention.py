@@ -1,38 +1,35 @@
 """
-detectron2's ViT block, computed faster: the same modules and parameters, a different forward.
+detectron2's ViT attention and block, with the attention kernel chosen by one switch.
 
-``fused_block_forward(block, x)`` gives the output of ``block(x)`` for a
-``detectron2.modeling.backbone.vit.Block`` (to float rounding). HPViT runs its blocks through it
-when built with ``fused_attention=True``; the blocks stay detectron2's modules, so parameter
-names, shapes and initialisation are detectron2's. What is faster:
+:class:`Attention` and :class:`Block` subclass detectron2's (same parameters, names, shapes and
+initialisation; HPViT adopts the modules detectron2's ``ViT.__init__`` builds). The one
+difference in structure is that the attention partitions its input into windows itself, so that
+it can project only the real tokens. Following timm's ``fused_attn`` idiom, ``Attention.fused_attn``
+chooses the kernel:
 
-- attention runs in ``F.scaled_dot_product_attention``, the decomposed relative positions passed
-  as its additive bias: no explicit score tensor, softmax copy and rel-pos sum. On large maps the
-  queries are taken in chunks of rows, each with its own slice of the bias, so the full
-  (B, heads, N, N) bias is never in memory (:data:`BIAS_CHUNK_BYTES` per chunk);
-- window attention projects only the real tokens. ``qkv`` runs before the map is padded to whole
-  windows and the padded tokens get the ``qkv`` bias (what detectron2's zero padding of the
-  normalised input gives them); the output projection runs after the windows are merged and
-  cropped. At 512x512 ViT-B pads 32x32 tokens to 42x42, so this skips 42% of the qkv and proj
-  work of window blocks;
-- q, k and v are strided views of the qkv output (no split copies);
-- at CPU inference the projections run through oneDNN (:mod:`.projection`).
+- ``True`` (default): ``F.scaled_dot_product_attention``, the decomposed relative positions
+  passed as its additive bias. On large maps the queries are taken in chunks of rows, each with
+  its own slice of the bias, so the full (B, heads, N, N) bias is never in memory
+  (:data:`BIAS_CHUNK_BYTES` per chunk). Window attention projects only the real tokens: ``qkv``
+  runs before the map is padded to whole windows, the padded tokens get the ``qkv`` bias (what
+  detectron2's zero padding of the normalised input gives them), and the output projection runs
+  after the windows are merged and cropped. q, k and v are strided views of the qkv output.
+- ``False``: detectron2's ``window_partition``, ``Attention.forward`` and ``window_unpartition``
+  exactly, for reference.
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
-from detectron2.modeling.backbone.utils import get_rel_pos
-
-from .projection import token_linear, token_mlp
+from detectron2.modeling.backbone.utils import get_rel_pos, window_partition, window_unpartition
 
 __all__ = [
-    "BAND_TOKENS",
+    "Attention",
     "BIAS_CHUNK_BYTES",
+    "Block",
+    "adopt_block",
     "decomposed_rel_pos_bias",
-    "fused_attention",
-    "fused_block_forward",
     "merge_windows",
     "split_windows",
 ]
@@ -40,13 +37,8 @@ __all__ = [
 
 # Largest relative-position bias built at once (bytes): the queries are chunked so that a chunk's
 # (B, heads, rows * W, N) bias fits in it. Smaller chunks cost speed (SDPA is slower on few
-# queries); the README's speed section has the measurement behind this value.
+# queries); docs/benchmarks.md has the measurement behind this value.
 BIAS_CHUNK_BYTES = 128 * 2**20
-
-
-# Tokens per band or chunk at inference (fused_block_forward): the (tokens, 3C) qkv and
-# (tokens, 4C) MLP activations exist for one band at a time, not for the whole 1/4 map.
-BAND_TOKENS = 8192
 
 
 def split_windows(
@@ -142,43 +134,8 @@ def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Ten
     return rel_h.contiguous(), rel_w.contiguous()
 
 
-def fused_attention(attn: d2_vit.Attention, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
-    """
-    What detectron2's ``Attention`` computes (with ``Block``'s window partitioning around it).
-
-    Args:
-        attn (detectron2 Attention): the parameters (``qkv``, ``proj``, ``rel_pos_h/w``).
-        x (Tensor): (B, H, W, C).
-        window_size (int): 0 for global attention, else attention within ws x ws windows of the
-            map zero-padded to whole windows (detectron2's ``window_partition``).
-    Returns:
-        Tensor (B, H, W, C).
-    """
-    B, H, W, C = x.shape
-    qkv = token_linear(attn.qkv, x)  # (B, H, W, 3C)
-    if window_size > 0:
-        qkv, padded_hw = split_windows(qkv, window_size, fill=attn.qkv.bias)
-        side = (window_size, window_size)
-    else:
-        qkv = qkv.reshape(B, H * W, 3 * C)
-        side = (H, W)
-    batch, tokens = qkv.shape[:2]
-    # (3, batch, heads, tokens, head_dim), strided views of the qkv output
-    q, k, v = qkv.view(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    if attn.use_rel_pos:
-        out = _sdpa_with_rel_pos(q, k, v, attn.rel_pos_h, attn.rel_pos_w, side, attn.scale)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-    out = out.transpose(1, 2).reshape(batch, tokens, C)
-    if window_size > 0:
-        out = merge_windows(out, window_size, padded_hw, (H, W))
-    else:
-        out = out.view(B, H, W, C)
-    return token_linear(attn.proj, out)
-
-
-def _sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
-                       chunk_bytes: Optional[int] = None) -> torch.Tensor:
+def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
+                      chunk_bytes: Optional[int] = None) -> torch.Tensor:
     """
     SDPA with the decomposed relative-position bias, the queries in chunks of whole rows so that
     no chunk's bias exceeds ``chunk_bytes`` (default :data:`BIAS_CHUNK_BYTES`).
@@ -211,39 +168,77 @@ def _sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], sca
     return out
 
 
-def fused_block_forward(block: d2_vit.Block, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+class Attention(d2_vit.Attention):
     """
-    ``block(x)`` for a detectron2 ViT ``Block``, with :func:`fused_attention`. x: (B, H, W, C).
+    detectron2's ``Attention`` over a whole map, partitioned into windows by the attention itself.
+    ``fused_attn`` (instance or class attribute) chooses the kernel (see the module docstring).
+    """
 
-    At inference (no autograd, eval mode) the large maps of a hierarchy's first stages are
-    computed in bands: a window block takes :data:`BAND_TOKENS`-sized bands of whole window rows
-    (window attention never crosses them) through both of its branches, and the MLP of a global
-    block takes bands of rows, so the (tokens, 3C) qkv and (tokens, 4C) MLP activations of the
-    whole map are never in memory at once (not while tracing: exported graphs stay whole). With
-    ``inplace`` the result is written into ``x``.
-    """
-    banded = not torch.is_grad_enabled() and not block.training and \
-        x.shape[0] * x.shape[1] * x.shape[2] > BAND_TOKENS and not torch.jit.is_tracing()
-    if not banded:
-        x = x + block.drop_path(fused_attention(block.attn, block.norm1(x), block.window_size))
-        x = x + block.drop_path(token_mlp(block.mlp, block.norm2(x)))
-    else:
-        x = x if inplace else x.clone()
+    fused_attn: bool = True
+
+    def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
+        """
+        Args:
+            x (Tensor): (B, H, W, C), the normalised map.
+            window_size (int): 0 for global attention, else attention within ws x ws windows of
+                the map zero-padded to whole windows (detectron2's ``window_partition``).
+        Returns:
+            Tensor (B, H, W, C).
+        """
+        if not self.fused_attn:
+            if window_size == 0:
+                return super().forward(x)
+            windows, pad_hw = window_partition(x, window_size)
+            return window_unpartition(super().forward(windows), window_size, pad_hw, x.shape[1:3])
         B, H, W, C = x.shape
-        if block.window_size > 0:
-            ws = block.window_size
-            rows = ws * max(1, BAND_TOKENS // (B * W * ws))
-            for r0 in range(0, H, rows):
-                band = x[:, r0:r0 + rows]
-                band += fused_attention(block.attn, block.norm1(band), ws)
-                band += token_mlp(block.mlp, block.norm2(band))
+        qkv = self.qkv(x)  # (B, H, W, 3C)
+        if window_size > 0:
+            qkv, padded_hw = split_windows(qkv, window_size, fill=self.qkv.bias)
+            side = (window_size, window_size)
         else:
-            x += fused_attention(block.attn, block.norm1(x), 0)
-            # Bands of rows: views of x whatever its strides (no copy of the map is made).
-            rows = max(1, BAND_TOKENS // (B * W))
-            for r0 in range(0, H, rows):
-                band = x[:, r0:r0 + rows]
-                band += token_mlp(block.mlp, block.norm2(band))
-    if block.use_residual_block:
-        x = block.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-    return x
+            qkv = qkv.reshape(B, H * W, 3 * C)
+            side = (H, W)
+        batch, tokens = qkv.shape[:2]
+        # (3, batch, heads, tokens, head_dim), strided views of the qkv output
+        q, k, v = qkv.view(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.use_rel_pos:
+            out = sdpa_with_rel_pos(q, k, v, self.rel_pos_h, self.rel_pos_w, side, self.scale)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        out = out.transpose(1, 2).reshape(batch, tokens, C)
+        if window_size > 0:
+            out = merge_windows(out, window_size, padded_hw, (H, W))
+        else:
+            out = out.view(B, H, W, C)
+        return self.proj(out)
+
+
+class Block(d2_vit.Block):
+    """detectron2's ``Block`` whose :class:`Attention` takes the window size. x: (B, H, W, C).
+    Built with detectron2's ``Block`` arguments plus ``fused_attn``, or from a block detectron2
+    built (:func:`adopt_block`)."""
+
+    def __init__(self, *args, fused_attn: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        adopt_block(self, fused_attn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), self.window_size))
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.use_residual_block:
+            x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x
+
+
+def adopt_block(block: d2_vit.Block, fused_attn: bool = True) -> Block:
+    """
+    Make a detectron2 ``Block`` (e.g. one ``ViT.__init__`` built) a :class:`Block` with an
+    :class:`Attention` of kernel ``fused_attn``, in place: the modules, parameters and state-dict
+    keys stay the ones detectron2 built, only their forwards change.
+    """
+    if not isinstance(block, Block):
+        block.__class__ = Block
+    if not isinstance(block.attn, Attention):
+        block.attn.__class__ = Attention
+    block.attn.fused_attn = fused_attn
+    return block

@@ -24,7 +24,7 @@ HPVIT_YACS_ARGUMENTS = (
     "qkv_bias", "drop_path_rate", "use_abs_pos", "use_rel_pos", "rel_pos_zero_init",
     "window_size", "window_block_indexes", "residual_block_indexes", "stage_depths",
     "pool_type", "pretrain_img_size", "pretrain_use_cls_token", "out_features",
-    "fused_attention", "use_act_checkpoint",
+    "fused_attn", "use_act_checkpoint",
 )
 
 

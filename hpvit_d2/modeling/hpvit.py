@@ -6,10 +6,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 from detectron2.modeling import ViT
-from detectron2.modeling.backbone.utils import get_abs_pos
+from detectron2.modeling.backbone.utils import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
-from .attention import fused_block_forward
+from .attention import adopt_block
 from .checkpoint_filter import resize_rel_pos
 from .pooling import POOL_TYPES, TokenPool
 from .position import resized_abs_pos
@@ -47,7 +47,7 @@ class HPViT(ViT):
         stage_depths: Sequence[int] = (2, 2, 6, 2),
         pool_type: str = "conv",
         out_features: Optional[Sequence[str]] = None,
-        fused_attention: bool = True,
+        fused_attn: bool = True,
         use_act_checkpoint: bool = False,
         **vit_kwargs,
     ):
@@ -62,10 +62,9 @@ class HPViT(ViT):
             pool_type (str): "conv" (2x2 stride-2 conv, initialised to the average), "avg" or "max".
             out_features (list[str] or None): stages to return, among ``scale{log2(stride)}``;
                 None: all.
-            fused_attention (bool): run the blocks with :func:`fused_block_forward` and the
-                embeddings with a channels-last patch convolution and a separable position resize
-                (same output as detectron2's forward to float rounding, faster); False runs
-                detectron2's ``Block.forward`` and ``get_abs_pos`` exactly.
+            fused_attn (bool): the attention kernel of every block
+                (:class:`~hpvit_d2.modeling.attention.Attention`): SDPA with the chunked
+                relative-position bias (True), or detectron2's own ops (False, for reference).
             use_act_checkpoint (bool): recompute block activations in backward to save memory
                 (``torch.utils.checkpoint``; detectron2's needs fairscale).
             vit_kwargs: the other arguments of detectron2's ``ViT`` (``patch_size``,
@@ -76,7 +75,7 @@ class HPViT(ViT):
         unknown = sorted(set(vit_kwargs) - _VIT_ARGUMENTS)
         if unknown:
             raise TypeError(f"HPViT got unexpected argument(s) {unknown}; it takes img_size, "
-                            "patch_stride, stage_depths, pool_type, out_features, fused_attention, "
+                            "patch_stride, stage_depths, pool_type, out_features, fused_attn, "
                             f"use_act_checkpoint and detectron2 ViT's {sorted(_VIT_ARGUMENTS)}")
         super().__init__(img_size=img_size, use_act_checkpoint=False, **vit_kwargs)
         patch_size = self.patch_embed.proj.kernel_size[0]
@@ -86,6 +85,11 @@ class HPViT(ViT):
         self._validate(patch_size, patch_stride, pool_type,
                        vit_kwargs.get("window_block_indexes", ()))
 
+        # detectron2's modules, given forwards that keep the token map row-major and let the
+        # attention choose its kernel (same parameters, state dict and initialisation).
+        self.patch_embed.__class__ = RowMajorPatchEmbed
+        for blk in self.blocks:
+            adopt_block(blk, fused_attn)
         # Change 1: the pre-trained kernel at a finer stride (padding keeps the grid centred).
         self.patch_embed.proj.stride = (patch_stride, patch_stride)
         self.patch_embed.proj.padding = ((patch_size - patch_stride) // 2,) * 2
@@ -95,7 +99,6 @@ class HPViT(ViT):
             TokenPool(embed_dim, pool_type) for _ in range(len(self.stage_depths) - 1)
         )
 
-        self.fused_attention = fused_attention
         self.use_act_checkpoint = use_act_checkpoint
         self._block_stages = [k for k, d in enumerate(self.stage_depths) for _ in range(d)]
         self._check_global_attention(img_size)
@@ -188,34 +191,6 @@ class HPViT(ViT):
     def size_divisibility(self) -> int:
         return self.stage_strides[-1]
 
-    def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if not self.fused_attention:
-            forward = type(blk).__call__
-        elif torch.is_grad_enabled() or torch.jit.is_tracing():
-            forward = fused_block_forward
-        else:  # x is this forward's own tensor: the block may write its result into it
-            return fused_block_forward(blk, x, inplace=True)
-        if self.use_act_checkpoint and self.training and torch.is_grad_enabled():
-            return checkpoint(forward, blk, x, use_reentrant=False)
-        return forward(blk, x)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch and position embedding: images (B, C_in, H, W) -> row-major (B, H', W', C)."""
-        if not self.fused_attention:  # detectron2's ops exactly (the unoptimised reference)
-            x = self.patch_embed(x)
-            if self.pos_embed is not None:
-                x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token,
-                                    (x.shape[1], x.shape[2]))
-            return x
-        # detectron2's PatchEmbed returns the conv map permuted to (B, H, W, C): given the image
-        # channels-last, the convolution writes that map row-major (no copy), so that every band,
-        # LayerNorm and residual add of the blocks reads and writes contiguous memory. The
-        # position embedding is resized separably and added in place (no second map).
-        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        if self.pos_embed is not None:
-            x += resized_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
-        return x
-
     def forward(self, x: torch.Tensor):
         """
         Args:
@@ -224,20 +199,33 @@ class HPViT(ViT):
             dict[str, Tensor]: ``scale{n}`` -> (B, embed_dim, ceil(H / 2**n), ceil(W / 2**n)),
             exact for H, W divisible by ``size_divisibility``.
         """
-        x = self._embed(x)
+        x = self.patch_embed(x)  # (B, H / patch_stride, W / patch_stride, C), row-major
+        if self.pos_embed is not None:  # resized to the map (in place: one map, not two)
+            x += resized_abs_pos(self.pos_embed, self.pretrain_use_cls_token, x.shape[1:3])
+        checkpointed = self.use_act_checkpoint and self.training and torch.is_grad_enabled()
         outputs = {}
         first = 0
         for stage, depth in enumerate(self.stage_depths):
             if stage > 0:
                 x = self.pools[stage - 1](x)
             for blk in self.blocks[first : first + depth]:
-                x = self._run_block(blk, x)
+                x = checkpoint(blk, x, use_reentrant=False) if checkpointed else blk(x)
             first += depth
             if self.stage_names[stage] in self._out_features:
                 outputs[self.stage_names[stage]] = x.permute(0, 3, 1, 2)
             if stage == self._last_stage:
                 break
         return outputs
+
+
+class RowMajorPatchEmbed(PatchEmbed):
+    """detectron2's ``PatchEmbed`` whose output map is row-major: images (B, C_in, H, W) ->
+    (B, H', W', C) contiguous. Given the image channels-last, the convolution writes the map in
+    that layout (no copy), so every LayerNorm, band and residual add of the blocks reads and
+    writes contiguous memory (detectron2 returns a permuted view of a (B, C, H', W') map)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1).contiguous()
 
 
 def find_vit_backbone(model: nn.Module):

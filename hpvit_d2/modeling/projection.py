@@ -1,20 +1,20 @@
 """
-The token projections of a ViT block (``qkv``, ``proj``, ``fc1``, ``fc2``), computed faster at CPU
-inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead of MKL.
+The token projections of a ViT block (``qkv``, ``proj``, ``fc1``, ``fc2``), computed by oneDNN at
+CPU inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead of MKL.
 
 PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output; this path
 runs the same products through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
 kernel inductor calls for CPU linears). Which is faster depends on the processor: ``make bench``
 prints both rooflines and the README's speed section says where it was measured.
 
-Only inference takes this path (no autograd, fp32 on the CPU, no autocast, not traced, compiled or
+:func:`hpvit_d2.modeling.optimize_for_cpu_inference` makes a built model's projections
+:class:`OneDNNLinear`. Only inference takes this path (no autograd, fp32 on the CPU, no autocast, not traced, compiled or
 exported): training, exported graphs, ``torch.compile`` and other devices keep ``F.linear``.
 """
 import torch
 import torch.nn as nn
-from timm.layers import Mlp
 
-__all__ = ["onednn_applies", "token_linear", "token_mlp"]
+__all__ = ["OneDNNLinear", "onednn_applies", "token_linear"]
 
 
 def _onednn_linear_available() -> bool:
@@ -52,18 +52,14 @@ def token_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor (..., C_out), contiguous.
     """
-    if not (type(linear) is nn.Linear and onednn_applies(x) and linear.weight.dtype == x.dtype):
-        return linear(x)
-    return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "none", [], "")
+    # Another subclass of nn.Linear may compute something else: it is called as it is.
+    if type(linear) in (nn.Linear, OneDNNLinear) and onednn_applies(x) and linear.weight.dtype == x.dtype:
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "none", [], "")
+    return nn.Linear.forward(linear, x) if type(linear) is OneDNNLinear else linear(x)
 
 
-def token_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """
-    ``mlp(x)`` for timm's ``Mlp`` (detectron2's ViT blocks use it), its two linears through
-    :func:`token_linear`. Any other module is called as it is. x: (B, H, W, C) -> (B, H, W, C).
-    """
-    if type(mlp) is not Mlp or not onednn_applies(x):
-        return mlp(x)
-    x = mlp.norm(mlp.drop1(mlp.act(token_linear(mlp.fc1, x))))
-    return mlp.drop2(token_linear(mlp.fc2, x))
+class OneDNNLinear(nn.Linear):
+    """An ``nn.Linear`` whose forward is :func:`token_linear` (same parameters and state dict)."""
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return token_linear(self, x)

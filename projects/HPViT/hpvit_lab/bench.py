@@ -116,7 +116,9 @@ def make_inputs(part: str, size: int, batch: int, device: str):
 
 
 def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
-    """A function running one pass: inference (backbone, maskrcnn) or a training step (train)."""
+    """A function running one pass: inference (backbone, maskrcnn) or a training step (train).
+    Inference on the CPU runs the model as the predictor does, after
+    ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``)."""
 
     if part == "train":
         model.train()
@@ -129,6 +131,10 @@ def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool)
             model.zero_grad(set_to_none=True)
     else:
         model.eval()
+        if not device.startswith("cuda"):
+            from hpvit_d2.modeling import optimize_for_cpu_inference
+
+            optimize_for_cpu_inference(model, retain_freed_memory=False)
 
         def step():
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
