@@ -6,8 +6,9 @@ for HPViT's pooling layers.
   ``i`` at layer ``i + 1``, everything outside the backbone at full lr). The pooling layer
   ``pools.{k}``, which feeds stage ``k + 1``, sits at the layer of the first block of that stage:
   it is that stage's input layer, as the patch embedding is the first stage's.
-- weight decay: the optimizer's, except norms (``weight_decay_norm``), ``overrides`` by
-  parameter name (e.g. ``pos_embed``), and the pooling layers (``pool_weight_decay``, default 0).
+- weight decay: the optimizer's, except norms (``weight_decay_norm``), the position embedding
+  (``pos_embed_weight_decay``, default 0, as ViTDet and MAE), ``overrides`` by parameter name,
+  and the pooling layers (``pool_weight_decay``, default 0).
   A pooling conv starts as the 2x2 average; weight decay pulls it towards zero, not towards the
   average, and so shrinks the residual stream entering the next stage, which no pre-trained
   block was trained to expect. It is free to move where the gradient takes it, and only there.
@@ -43,6 +44,7 @@ def vit_optimizer_params(
     lr_decay_rate: float = 1.0,
     weight_decay_norm: Optional[float] = 0.0,
     pool_weight_decay: Optional[float] = 0.0,
+    pos_embed_weight_decay: Optional[float] = 0.0,
     overrides: Optional[Dict[str, Dict[str, float]]] = None,
 ) -> List[Dict[str, Any]]:
     """
@@ -57,11 +59,16 @@ def vit_optimizer_params(
         weight_decay_norm (float or None): weight decay of normalisation layers.
         pool_weight_decay (float or None): weight decay of the pooling layers (None: the
             optimizer's).
-        overrides (dict): hyper-parameters by parameter name, as detectron2's.
+        pos_embed_weight_decay (float or None): weight decay of the absolute position
+            embedding ``pos_embed`` (None: the optimizer's).
+        overrides (dict): hyper-parameters by parameter name, as detectron2's (they take
+            precedence over ``pos_embed_weight_decay``).
     Returns:
         list[dict]: parameter groups with ``lr`` (and ``weight_decay`` where it differs).
     """
     prefix, vit = find_vit_backbone(model)
+    if pos_embed_weight_decay is not None:
+        overrides = {"pos_embed": {"weight_decay": pos_embed_weight_decay}, **(overrides or {})}
     groups = get_default_optimizer_params(
         model,
         base_lr=base_lr,

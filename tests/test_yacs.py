@@ -71,9 +71,16 @@ def test_default_trainer_trains_and_evaluates_the_yaml(tmp_path):
 
 
 def test_yaml_recipe_is_the_lazyconfig_recipe():
-    """One recipe: MODEL.HPVIT of the yaml equals configs/common/backbones.py's hpvit_b_fpn."""
-    from hpvit_d2.config import HPVIT_YACS_ARGUMENTS, hpvit_kwargs_from_cfg
-    from hpvit_d2.modeling.build import _class_defaults
+    """One recipe: MODEL.HPVIT of the yaml equals configs/common/backbones.py's hpvit_b_fpn, and
+    is derived from it, not restated (the yaml has no MODEL.HPVIT, FPN width or optimizer keys)."""
+    import yaml
+
+    from hpvit_d2.config import HPVIT_YACS_ARGUMENTS, _class_defaults, hpvit_kwargs_from_cfg
+
+    with open("configs/yacs/mask_rcnn_hpvit_b.yaml") as f:
+        text = yaml.safe_load(f)
+    assert "HPVIT" not in text["MODEL"] and "FPN" not in text["MODEL"]
+    assert "LR_DECAY_RATE" not in text["SOLVER"] and "OPTIMIZER" not in text["SOLVER"]
 
     cfg = add_hpvit_config(get_cfg())
     cfg.merge_from_file("configs/yacs/mask_rcnn_hpvit_b.yaml")
@@ -87,3 +94,13 @@ def test_yaml_recipe_is_the_lazyconfig_recipe():
     assert from_yaml["norm_layer"].keywords["eps"] == lazy.bottom_up.norm_layer.keywords["eps"]
     assert cfg.MODEL.FPN.SQUARE_PAD == lazy.square_pad
     assert cfg.SOLVER.LR_DECAY_RATE == LazyConfig.load("configs/mask_rcnn_hpvit_b.py").optimizer.params.lr_decay_rate
+
+
+def test_yacs_defaults_follow_the_lazyconfig_they_are_read_from(monkeypatch):
+    """add_hpvit_config reads its recipe: pointed at the ViT-S config, the defaults are ViT-S's."""
+    from hpvit_d2 import config
+
+    monkeypatch.setattr(config, "RECIPE", "mask_rcnn_hpvit_s.py")
+    cfg = add_hpvit_config(get_cfg())
+    lazy = LazyConfig.load("configs/mask_rcnn_hpvit_s.py").model.backbone.bottom_up
+    assert (cfg.MODEL.HPVIT.EMBED_DIM, cfg.MODEL.HPVIT.NUM_HEADS) == (lazy.embed_dim, lazy.num_heads) == (384, 6)

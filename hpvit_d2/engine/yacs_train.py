@@ -67,7 +67,6 @@ class Trainer(DefaultTrainer):
             lr_decay_rate=cfg.SOLVER.LR_DECAY_RATE,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             pool_weight_decay=cfg.SOLVER.POOL_WEIGHT_DECAY,
-            overrides={"pos_embed": {"weight_decay": 0.0}},
         )
         optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
                                       weight_decay=cfg.SOLVER.WEIGHT_DECAY)

@@ -1,21 +1,20 @@
 """
-yacs: the MODEL.HPVIT.* keys (defaults read from the classes), the constructor arguments they give,
-and the builders that ``MODEL.BACKBONE.NAME: build_hpvit_fpn_backbone`` names (FPN over HPViT).
-``hpvit_d2.config`` re-exports the config functions.
+yacs: the constructor arguments the MODEL.HPVIT.* keys give, and the builders that
+``MODEL.BACKBONE.NAME: build_hpvit_fpn_backbone`` names (FPN over HPViT). The keys and their
+defaults (HPViT-B's LazyConfig) are added by ``hpvit_d2.config.add_hpvit_config``.
 """
-import inspect
 from functools import partial
 from typing import Dict
 
 import torch.nn as nn
 from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, FPN, ViT
+from detectron2.modeling import BACKBONE_REGISTRY, FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from .hpvit import HPViT
 
-__all__ = ["HPVIT_YACS_ARGUMENTS", "add_hpvit_config", "build_hpvit_backbone",
+__all__ = ["HPVIT_YACS_ARGUMENTS", "build_hpvit_backbone",
            "build_hpvit_fpn_backbone", "hpvit_kwargs_from_cfg"]
 
 # HPViT constructor arguments settable from yacs, as MODEL.HPVIT.<NAME.upper()>.
@@ -26,40 +25,6 @@ HPVIT_YACS_ARGUMENTS = (
     "pool_type", "pretrain_img_size", "pretrain_use_cls_token", "out_features",
     "fused_attn", "use_act_checkpoint",
 )
-
-
-def _class_defaults() -> Dict[str, object]:
-    """The neutral defaults of HPViT and of the detectron2 ViT arguments it passes on."""
-    defaults = {}
-    for cls in (ViT, HPViT):
-        for name, p in inspect.signature(cls.__init__).parameters.items():
-            if p.default is not inspect.Parameter.empty:
-                defaults[name] = p.default
-    return defaults
-
-
-def add_hpvit_config(cfg: CN) -> CN:
-    """
-    Add MODEL.HPVIT.* with the class's neutral defaults (the recipe is in the yaml files, e.g.
-    configs/yacs/mask_rcnn_hpvit_b.yaml), MODEL.HPVIT.NORM_EPS (LayerNorm eps, 1e-5 as
-    ``nn.LayerNorm``), MODEL.FPN.SQUARE_PAD and SOLVER.{OPTIMIZER, LR_DECAY_RATE, BETAS,
-    POOL_WEIGHT_DECAY}.
-    """
-    defaults = _class_defaults()
-    cfg.MODEL.HPVIT = CN()
-    for name in HPVIT_YACS_ARGUMENTS:
-        value = defaults[name]
-        if name == "out_features" and value is None:
-            value = ["scale2", "scale3", "scale4", "scale5"]
-        setattr(cfg.MODEL.HPVIT, name.upper(), list(value) if isinstance(value, tuple) else value)
-    cfg.MODEL.HPVIT.NORM_EPS = 1e-5
-    cfg.MODEL.FPN.SQUARE_PAD = 0
-    # AdamW with layer-wise lr decay (hpvit_d2.engine.yacs_train.Trainer reads these).
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
-    cfg.SOLVER.LR_DECAY_RATE = 1.0
-    cfg.SOLVER.BETAS = (0.9, 0.999)
-    cfg.SOLVER.POOL_WEIGHT_DECAY = 0.0
-    return cfg
 
 
 def hpvit_kwargs_from_cfg(cfg: CN) -> Dict[str, object]:

@@ -12,13 +12,13 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from hpvit_d2.modeling import HPViT
 
-# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4, conv pooling after stages 1-3.
+# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4 (HPViT's patch_stride default: the
+# paper's value lives in the class, once), conv pooling after stages 1-3.
 # Global attention in blocks 7, 9 (1/16) and 10, 11 (1/32); window attention elsewhere.
 hpvit_b_fpn = L(FPN)(
     bottom_up=L(HPViT)(
         img_size=1024,
         patch_size=16,
-        patch_stride=4,
         embed_dim=768,
         depth=12,
         num_heads=12,

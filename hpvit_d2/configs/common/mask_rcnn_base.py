@@ -54,5 +54,5 @@ optimizer.params = L(vit_optimizer_params)(
     lr_decay_rate=0.7,
     weight_decay_norm=0.0,
     pool_weight_decay=0.0,
-    overrides={"pos_embed": {"weight_decay": 0.0}},
+    pos_embed_weight_decay=0.0,
 )
