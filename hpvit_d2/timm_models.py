@@ -1,6 +1,8 @@
 """
-HPViT classifiers in timm's model registry: after ``import hpvit_d2``,
+HPViT classifiers in timm's model registry: after ``import hpvit_d2.timm_models``,
 ``timm.create_model("hpvit_base_patch16_224")`` builds one (``timm.list_models("hpvit_*")``).
+``import hpvit_d2`` alone does not register them (it imports no timm or torch: see the package's
+docstring); the classification command (``hpvit-classify``) imports this module itself.
 
     hpvit_tiny_patch16_224    width 192, 12 blocks, 3 heads,  stages (2, 2, 6, 2)
     hpvit_small_patch16_224   width 384, 12 blocks, 6 heads,  stages (2, 2, 6, 2)
@@ -15,13 +17,16 @@ stage is 56x56 tokens), absolute position embedding only, as MAE fine-tunes. Any
 input size runs (the position embedding is resized), ``img_size`` only sizes what global
 attention is checked against.
 
-Weights: ``pretrained=True, pretrained_cfg_overlay=dict(file="mae_pretrain_vit_base.pth")`` loads
-a plain checkpoint through ``hpvit_d2.modeling.classifier.checkpoint_filter_fn``; there are no
-hosted HPViT weights (``pretrained=True`` alone is an error, as for any timm model without them).
+Weights: ``pretrained=True, pretrained_cfg_overlay=dict(file="mae_pretrain_vit_base.pth")`` reads
+a plain (or HPViT) checkpoint with ``hpvit_d2.checkpoint.HPViTCheckpointer``, the reader, converter
+and load report of every entry of this project (``pretrained_require="backbone"`` demands every
+backbone weight); there are no hosted HPViT weights (``pretrained=True`` alone is an error).
 
 This module only registers names (it imports timm, not detectron2): the model class is imported
 when a model is built.
 """
+from functools import partial
+
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 
@@ -49,10 +54,35 @@ def _cfg(**kwargs):
 default_cfgs = generate_default_cfgs({name: _cfg() for name in VARIANTS})
 
 
-def _create(variant: str, pretrained: bool, **kwargs):
-    from .modeling.classifier import create_hpvit
+def _create(variant: str, pretrained: bool, pretrained_require: str = "architecture", **kwargs):
+    """
+    Build a registered variant with timm's ``build_model_with_cfg`` (its ``pretrained_cfg``).
+    With ``pretrained=True`` the file named by ``pretrained_cfg_overlay=dict(file=PATH)`` is read
+    as every other entry of this project reads weights: by ``hpvit_d2.checkpoint.HPViTCheckpointer``
+    (``.pth``, ``.pkl``, ``.safetensors`` or a Hugging Face directory, no code executed, a plain
+    ViT converted, one load report on stderr, ``require=pretrained_require``: "architecture",
+    "backbone" or "everything"). A pre-training checkpoint has no pooling layers, ``fc_norm`` or
+    head: what it lacks stays at initialisation and the report names it.
 
-    return create_hpvit(variant, pretrained, **{**_COMMON, **VARIANTS[variant], **kwargs})
+    Raises:
+        ValueError: ``pretrained=True`` without a file (no HPViT weights are hosted).
+        IncompatibleCheckpointError / CheckpointError: the file does not fit the model.
+    """
+    import torch.nn as nn
+    from timm.models import build_model_with_cfg
+
+    from .checkpoint import HPViTCheckpointer
+    from .modeling.classifier import HPViTClassifier
+
+    kwargs = {"norm_layer": partial(nn.LayerNorm, eps=1e-6), **_COMMON, **VARIANTS[variant], **kwargs}
+    file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file") if pretrained else None
+    if pretrained and not file:
+        raise ValueError(f"{variant}: no HPViT weights are hosted; give the plain ViT (or HPViT) "
+                         "checkpoint to start from, pretrained_cfg_overlay=dict(file=PATH)")
+    model = build_model_with_cfg(HPViTClassifier, variant, pretrained=False, **kwargs)
+    if file:
+        HPViTCheckpointer(model, require=pretrained_require).load(str(file))
+    return model
 
 
 @register_model

@@ -7,7 +7,7 @@ import torch
 from timm.optim import create_optimizer_v2
 
 import hpvit_d2.timm_models  # noqa: F401  (registers the hpvit_* models)
-from hpvit_d2.modeling import IncompatibleCheckpointError
+from hpvit_d2.checkpoint import CheckpointError
 from hpvit_d2.modeling.classifier import HPViTClassifier
 from hpvit_d2.timm_models import VARIANTS
 
@@ -22,6 +22,18 @@ SMALL = dict(embed_dim=64, depth=4, num_heads=2)
 def test_registered_on_import():
     assert timm.list_models("hpvit_*") == NAMES
     assert timm.is_model("hpvit_base_patch16_224")
+
+
+def test_registered_by_timm_models_not_by_the_package():
+    """``import hpvit_d2`` is light (no timm); ``import hpvit_d2.timm_models`` registers the names."""
+    import subprocess
+    import sys
+
+    probe = ("import hpvit_d2, timm; before = timm.list_models('hpvit_*'); "
+             "import hpvit_d2.timm_models; print(before, timm.list_models('hpvit_*'))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"[] {NAMES}"
 
 
 def test_base_gives_1000_logits_and_timm_like_names():
@@ -105,9 +117,13 @@ def test_plain_checkpoint_fills_the_hierarchical_model(timm_vit):
     model = timm.create_model("hpvit_tiny_patch16_224", pretrained=True,
                               pretrained_cfg_overlay=dict(file=mae_path))
     assert torch.equal(model.state_dict()["blocks.11.mlp.fc2.weight"], source["blocks.11.mlp.fc2.weight"])
-    with pytest.raises(IncompatibleCheckpointError, match="width 192"):
+    # One loading path: the project's checkpointer reads the file, names it, and says what fits.
+    with pytest.raises(CheckpointError, match=r"vit_tiny_avg\.pth: .*width 192.*build the model "
+                                              r"with embed_dim=192, depth=12, patch_size=16"):
         timm.create_model("hpvit_small_patch16_224", pretrained=True,
                           pretrained_cfg_overlay=dict(file=path))
+    with pytest.raises(ValueError, match="no HPViT weights are hosted"):
+        timm.create_model("hpvit_tiny_patch16_224", pretrained=True)
 
 
 def test_timm_layer_decay_places_the_pooling_layers():

@@ -226,7 +226,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             converted, conversion = convert_plain_vit(state, backbone)
         except IncompatibleCheckpointError as e:
             if self.require != "nothing":
-                hint = _fitting_hint(timm_named(state)[0])
+                hint = _fitting_hint(timm_named(state)[0], detector=bool(model_prefix))
                 raise CheckpointError(f"{source}: {e}; {hint}") from None
             logger.warning(f"{source}: {e}; nothing loaded")
             converted, conversion = {}, None
@@ -365,14 +365,18 @@ def _likely_cause(report: LoadReport) -> str:
     return ""
 
 
-def _fitting_hint(state: Dict) -> str:
-    """A config that fits a plain ViT of this geometry, or the overrides that make one."""
+def _fitting_hint(state: Dict, detector: bool = True) -> str:
+    """A config that fits a plain ViT of this geometry, or the overrides that make one; for a
+    model that is itself the ViT (a classifier), the arguments to build it with."""
     from ..shipped_configs import configs_fitting
 
     prefix = find_vit_prefix(state)
     if prefix is None:
         return "it cannot be converted into a ViT backbone"
     geometry = vit_geometry(state, prefix)
+    if not detector:
+        return (f"build the model with embed_dim={geometry.width}, depth={geometry.depth}, "
+                f"patch_size={geometry.patch_size} (timm: the hpvit_*_patch16_224 of that width)")
     names = configs_fitting(geometry)
     if names:
         return "configs that fit: " + ", ".join(names)

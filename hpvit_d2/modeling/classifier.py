@@ -3,8 +3,8 @@ HPViT as an image classifier, the way MAE fine-tunes a ViT on ImageNet: the hier
 global average pooling of the last stage, ``fc_norm`` (LayerNorm) and a linear ``head``.
 
 Its parameters have timm's ViT names (``patch_embed.*``, ``pos_embed``, ``blocks.{i}.*``,
-``pools.{k}.*``, ``fc_norm.*``, ``head.*``), so plain checkpoints load through
-:func:`checkpoint_filter_fn` (``hpvit_d2.modeling.checkpoint_filter.convert_plain_vit``: MAE,
+``pools.{k}.*``, ``fc_norm.*``, ``head.*``), so plain checkpoints convert through
+``hpvit_d2.modeling.checkpoint_filter.convert_plain_vit`` (MAE,
 DeiT, timm, Hugging Face ViT/ViTMAE/DeiT, detectron2 ViTDet, HPViT detectors); ``head`` and
 ``fc_norm`` load when the checkpoint has them with the same shapes (a timm ViT made with
 ``global_pool="avg"``, an MAE fine-tuned model).
@@ -14,7 +14,9 @@ global_pool="avg")``, ``fc_norm`` included (timm then makes ``norm`` an identity
 same logits.
 
 The timm model names (``hpvit_{tiny,small,base,large}_patch16_224``) are registered by
-``hpvit_d2.timm_models`` when ``hpvit_d2`` is imported; building goes through :func:`create_hpvit`.
+``import hpvit_d2.timm_models``, whose factory reads weights with the project's checkpointer, as
+every entry does. :func:`checkpoint_filter_fn` is timm's filter for users of timm's own loaders
+(``timm.models.load_checkpoint(..., filter_fn=checkpoint_filter_fn)``).
 """
 import logging
 from functools import partial
@@ -27,7 +29,7 @@ from timm.layers import trunc_normal_
 from .checkpoint_filter import convert_plain_vit
 from .hpvit import HPViT
 
-__all__ = ["HPViTClassifier", "checkpoint_filter_fn", "create_hpvit"]
+__all__ = ["HPViTClassifier", "checkpoint_filter_fn"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,19 +147,3 @@ def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> Dict[str, torch.T
                 len(model.state_dict()), len(report.resized), left or "none",
                 sorted(report.mismatched) or "none")
     return converted
-
-
-def create_hpvit(variant: str, pretrained: bool = False, **kwargs) -> HPViTClassifier:
-    """Build a registered variant with timm's ``build_model_with_cfg`` (pretrained_cfg, loading of
-    ``pretrained_cfg_overlay=dict(file=...)`` through :func:`checkpoint_filter_fn`)."""
-    from timm.models import build_model_with_cfg
-
-    kwargs.setdefault("norm_layer", partial(nn.LayerNorm, eps=1e-6))
-    return build_model_with_cfg(
-        HPViTClassifier, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        # a pre-training checkpoint has no pooling layers, fc_norm or head: what it lacks stays
-        # at initialisation, and checkpoint_filter_fn logs it
-        pretrained_strict=False,
-        **kwargs,
-    )
