@@ -96,3 +96,67 @@ def test_readme_leads_and_its_links_resolve():
     for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name}: link to {target}"
+
+
+# The library's floors, lowest first (docs/design.md's diagram): a module imports its own floor
+# or lower ones, never a higher one, imports inside functions included.
+FLOORS = [
+    {"known_warnings", "overrides", "cpu_memory", "data", "evaluation"},
+    {"modeling", "shipped_configs", "flops"},
+    {"checkpoint", "solver", "config"},
+    {"engine", "model_zoo", "timm_models", "configs"},
+    {"predictor"},
+    {"cli"},
+    {"convert", "__init__"},
+]
+
+
+def _module_graph():
+    """{module: set of hpvit_d2 modules it imports}, module names dotted under hpvit_d2."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).with_suffix("")
+        parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+        modules[".".join(("hpvit_d2",) + parts)] = (path, relative)
+    graph = {}
+    for name, (path, relative) in modules.items():
+        package = ("hpvit_d2",) + relative.parts[:-1]
+        targets = set()
+        for imported in _imports(ast.parse(path.read_text())):
+            depth = len(imported) - len(imported.lstrip("."))
+            full = imported if depth == 0 else ".".join(
+                package[: len(package) - depth + 1] + ((imported.lstrip("."),) if imported.strip(".") else ()))
+            while full and full not in modules:
+                full = full.rpartition(".")[0]
+            if full.startswith("hpvit_d2") and full != name and full != "hpvit_d2":
+                targets.add(full)
+        graph[name] = targets
+    return graph
+
+
+def _floor(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    return next(i for i, floor in enumerate(FLOORS) if top in floor)
+
+
+def test_the_import_graph_has_no_circle_and_no_arrow_up():
+    graph = _module_graph()
+    up = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                if _floor(b) > _floor(a))
+    assert up == []
+    # no circle between modules: a depth-first search finds no back edge
+    state, circles = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for target in graph[node]:
+            if state.get(target) == "open":
+                circles.append(trail[trail.index(target):] + [target])
+            elif target not in state:
+                visit(target, trail + [target])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert circles == []
