@@ -40,7 +40,7 @@ from ..data.loader import ResumableTrainLoader
 from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal, ignore_stop_signals
 from .output_dir import claim_output_dir
 
-__all__ = ["build_ddp", "build_train_loader", "do_test", "do_train", "evaluate",
+__all__ = ["AutocastForward", "build_ddp", "build_train_loader", "do_test", "do_train", "evaluate",
            "keep_last_good_checkpoint"]
 
 logger = logging.getLogger("hpvit_d2")
@@ -114,6 +114,41 @@ def _train_seed(cfg) -> int:
     return int(seed) if seed is not None and seed >= 0 else comm.shared_random_seed()
 
 
+class AutocastForward:
+    """
+    A model whose calls run under ``torch.autocast(device_type, dtype)``; every other attribute is
+    the model's (so detectron2's ``SimpleTrainer`` trains it as it is: only the forward and the
+    loss are autocast, the backward and the optimizer step are not). The CPU's mixed precision:
+    bfloat16 needs no gradient scaler, and detectron2's ``AMPTrainer`` requires CUDA.
+    """
+
+    def __init__(self, model: torch.nn.Module, device_type: str, dtype: torch.dtype):
+        self.module, self.device_type, self.dtype = model, device_type, dtype
+
+    def __call__(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
+def _build_trainer(cfg, model, loader, optimizer) -> SimpleTrainer:
+    """
+    ``train.amp.enabled``: on CUDA detectron2's ``AMPTrainer`` (``train.amp.precision``, float16
+    by default, with its gradient scaler); on the CPU, autocast in bfloat16 (CPU autocast's
+    dtype; the config's float16 is for CUDA) through :class:`AutocastForward`. Otherwise fp32.
+    """
+    if not cfg.train.amp.enabled:
+        return SimpleTrainer(model, loader, optimizer)
+    if str(cfg.train.device).startswith("cuda"):
+        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+        return AMPTrainer(model, loader, optimizer, precision=precision)
+    logger.info("train.amp.enabled on %s: the forward and loss run under autocast bfloat16 "
+                "(train.amp.enabled=False trains in float32)", cfg.train.device)
+    return SimpleTrainer(AutocastForward(model, "cpu", torch.bfloat16), loader, optimizer)
+
+
 def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     """
     Train ``cfg`` from ``train.init_checkpoint`` (or, with ``resume`` and a checkpoint in
@@ -137,14 +172,7 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     loader = build_train_loader(cfg, seed)
 
     model = build_ddp(model, cfg.train.device, **cfg.train.ddp)
-    use_amp = cfg.train.amp.enabled and torch.cuda.is_available()
-    if cfg.train.amp.enabled and not use_amp:
-        logger.warning("train.amp.enabled is set but CUDA is not available: training in fp32")
-    if use_amp:
-        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
-        trainer = AMPTrainer(model, loader, optimizer, precision=precision)
-    else:
-        trainer = SimpleTrainer(model, loader, optimizer)
+    trainer = _build_trainer(cfg, model, loader, optimizer)
     checkpointables = {"trainer": trainer}
     if isinstance(loader, ResumableTrainLoader):
         checkpointables["data"] = loader
