@@ -174,15 +174,25 @@ def test_gradients_reach_every_parameter():
     assert missing == []
 
 
-def test_activation_checkpoint_same_gradients():
+@pytest.mark.parametrize("stages", [True, (0, 1)], ids=["every-stage", "1/4-and-1/8"])
+def test_activation_checkpoint_same_gradients(stages):
+    """Every stage, or only the listed ones (the high-resolution stages), recomputed in backward:
+    the same gradients; the checkpointed blocks really are recomputed."""
     ref = tiny_hpvit(rel_pos_zero_init=False).train()
-    ckpt = tiny_hpvit(rel_pos_zero_init=False, use_act_checkpoint=True).train()
+    ckpt = tiny_hpvit(rel_pos_zero_init=False, use_act_checkpoint=stages).train()
     ckpt.load_state_dict(ref.state_dict())
+    calls = [0] * len(ckpt.blocks)
+    for i, blk in enumerate(ckpt.blocks):
+        blk.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
     x = torch.randn(1, 3, 64, 64)
     for m in (ref, ckpt):
         sum(v.sum() for v in m(x).values()).backward()
     for (n, a), (_, b) in zip(ref.named_parameters(), ckpt.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
+    # one block per stage in tiny_hpvit: a recomputed block ran twice
+    assert calls == ([2, 2, 2, 2] if stages is True else [2, 2, 1, 1])
+    with pytest.raises(ValueError, match="stages are 0..3"):
+        ckpt.use_act_checkpoint = (4,)
 
 
 def test_traces_with_torch_jit_trace():

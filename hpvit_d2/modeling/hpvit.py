@@ -1,7 +1,7 @@
 """HPViT: detectron2's ViT with two changes, a stride-4 patch embedding and pooling between stages."""
 import inspect
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -48,7 +48,7 @@ class HPViT(ViT):
         pool_type: str = "conv",
         out_features: Optional[Sequence[str]] = None,
         fused_attn: bool = True,
-        use_act_checkpoint: bool = False,
+        use_act_checkpoint: Union[bool, Sequence[int]] = False,
         **vit_kwargs,
     ):
         """
@@ -65,8 +65,10 @@ class HPViT(ViT):
             fused_attn (bool): the attention kernel of every block
                 (:class:`~hpvit_d2.modeling.attention.Attention`): SDPA with the chunked
                 relative-position bias (True), or detectron2's own ops (False, for reference).
-            use_act_checkpoint (bool): recompute block activations in backward to save memory
-                (``torch.utils.checkpoint``; detectron2's needs fairscale).
+            use_act_checkpoint (bool or list[int]): recompute block activations in backward to
+                save memory (``torch.utils.checkpoint``; detectron2's needs fairscale): True in
+                every stage, or the stages listed (e.g. (0, 1): the 1/4 and 1/8 stages, whose
+                maps hold most of the activations).
             vit_kwargs: the other arguments of detectron2's ``ViT`` (``patch_size``,
                 ``embed_dim``, ``depth``, ``num_heads``, ``window_size``,
                 ``window_block_indexes``, ``use_rel_pos``, ``drop_path_rate``, ...), with its
@@ -188,6 +190,21 @@ class HPViT(ViT):
         return len(self.blocks) + 1
 
     @property
+    def use_act_checkpoint(self) -> Union[bool, Sequence[int]]:
+        """Activation checkpointing: True (every stage), False, or the stages recomputed."""
+        return self._act_checkpoint
+
+    @use_act_checkpoint.setter
+    def use_act_checkpoint(self, value: Union[bool, Sequence[int]]) -> None:
+        stages = range(len(self.stage_depths))
+        chosen = frozenset(stages if value is True else () if value is False
+                           else (int(k) for k in value))
+        if not chosen <= set(stages):
+            raise ValueError(f"use_act_checkpoint={value!r}: stages are 0..{len(stages) - 1} "
+                             "(or True / False for all / none)")
+        self._act_checkpoint, self._checkpointed_stages = value, chosen
+
+    @property
     def size_divisibility(self) -> int:
         return self.stage_strides[-1]
 
@@ -202,12 +219,13 @@ class HPViT(ViT):
         x = self.patch_embed(x)  # (B, H / patch_stride, W / patch_stride, C), row-major
         if self.pos_embed is not None:  # resized to the map (in place: one map, not two)
             x += resized_abs_pos(self.pos_embed, self.pretrain_use_cls_token, x.shape[1:3])
-        checkpointed = self.use_act_checkpoint and self.training and torch.is_grad_enabled()
+        recompute = self.training and torch.is_grad_enabled()
         outputs = {}
         first = 0
         for stage, depth in enumerate(self.stage_depths):
             if stage > 0:
                 x = self.pools[stage - 1](x)
+            checkpointed = recompute and stage in self._checkpointed_stages
             for blk in self.blocks[first : first + depth]:
                 x = checkpoint(blk, x, use_reentrant=False) if checkpointed else blk(x)
             first += depth
