@@ -1,6 +1,10 @@
 """One command-line convention for every user command: --config-file NAME, positional KEY=VALUE
 overrides with --opts as an alias, flags before or after the overrides, usage naming the program,
-"did you mean" for a misspelt config name. Parsing only: nothing is built."""
+"did you mean" for a misspelt config name, --help before torch is imported. Parsing only:
+nothing is built."""
+import json
+import os
+import re
 import subprocess
 import sys
 
@@ -8,6 +12,8 @@ import pytest
 
 from hpvit_d2.cli import browse, common, convert, demo, export, train
 from hpvit_d2.model_zoo import ConfigNotFoundError, get_config_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PARSERS = {
     "hpvit-train": train.argument_parser,
@@ -87,3 +93,66 @@ def test_help_names_the_console_command():
     proc = subprocess.run([sys.executable, "-m", "hpvit_d2.cli.convert", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: hpvit-convert ")
+
+
+def _console_scripts():
+    """setup.py's console scripts: {name: (module, function)}."""
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    found = re.findall(r'"(hpvit-[\w-]+)=([\w.]+):(\w+)"', setup)
+    assert len(found) == 6, found
+    return {name: (module, function) for name, module, function in found}
+
+
+# What a console script's --help runs, in a fresh interpreter: the entry function setup.py names,
+# with argv as the console script sets it; then the modules that were imported, beyond the standard
+# library, the package itself and the interpreter's own hooks (_distutils_hack, __editable__...).
+_HELP_PROBE = """
+import json, sys
+sys.argv = [{name!r}, "--help"]
+from {module} import {function} as entry
+try:
+    entry()
+    code = None
+except SystemExit as e:
+    code = e.code
+imported = {{m.split(".")[0] for m in sys.modules}}
+extra = sorted(imported - set(sys.stdlib_module_names) - {{"hpvit_d2", "__main__", "sitecustomize",
+                                                           "usercustomize"}}
+               - {{m for m in imported if m.startswith("_")}})
+print(json.dumps({{"code": code, "third_party": extra}}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("console", sorted(_console_scripts()))
+def test_help_answers_before_torch_is_imported(console, tmp_path):
+    """Issue 24: every console script's --help answers in under 2 s. Its robust form: --help
+    exits 0, shows usage with the console's name, and imports nothing beyond the standard
+    library (no torch, timm, detectron2, numpy: torch alone takes ~3 s to import here)."""
+    module, function = _console_scripts()[console]
+    probe = _HELP_PROBE.format(name=console, module=module, function=function)
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "third_party": []}, report
+    assert proc.stdout.startswith(f"usage: {console} "), proc.stdout[:200]
+
+
+def test_the_package_import_is_light():
+    """``import hpvit_d2`` imports neither torch nor timm nor detectron2 (the commands' --help
+    relies on it); the timm names are registered by ``import hpvit_d2.timm_models``."""
+    probe = ("import sys, hpvit_d2; print(sorted(m for m in ('torch', 'timm', 'detectron2', "
+             "'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_train_takes_detectron2s_defaults(monkeypatch):
+    """hpvit-train writes detectron2's defaults out (its parser is built without importing
+    detectron2): they are default_argument_parser's."""
+    from detectron2.engine import default_argument_parser
+
+    d2 = vars(default_argument_parser().parse_args([]))
+    assert train.detectron2_defaults() == {k: d2[k] for k in train.detectron2_defaults()}
+    args = common.parse_command(train.argument_parser(), ["--config-file", "x.py"])
+    assert {k: getattr(args, k) for k in train.detectron2_defaults()} == train.detectron2_defaults()

@@ -166,9 +166,11 @@ def resolve_data_dirs(args) -> Tuple[str, str]:
 
 
 def build_model(args, num_classes: int):
-    """timm.create_model(args.model, ...), with a ConfigError for an unknown name or argument."""
+    """timm.create_model(args.model, ...), with a ConfigError for an unknown name or argument.
+    HPViT's ``hpvit_*`` names are registered here (``hpvit_d2.timm_models``)."""
     import timm
 
+    from .. import timm_models  # noqa: F401  (registers the hpvit_* models)
     from ..overrides import ConfigError
 
     if not timm.is_model(args.model):
@@ -291,8 +293,6 @@ def main(argv: Sequence[str]) -> int:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from tqdm import tqdm
-
-    import hpvit_d2  # noqa: F401  (registers the hpvit_* models)
 
     from ..checkpoint import HPViTCheckpointer, save_atomic
     from ..model_zoo import check_device

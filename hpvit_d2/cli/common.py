@@ -8,6 +8,10 @@ What every command shares: one error style and quiet start-up.
 - One command line: ``--config-file NAME`` (a path or a shipped config's name), positional
   ``KEY=VALUE`` overrides (``--opts KEY=VALUE ...`` as an alias, as detectron2's tools spell it),
   flags before or after the overrides, and ``usage:`` naming the program as it was called.
+- ``--help`` (and a usage error) answers before torch, timm or detectron2 is imported: a command
+  module imports only the standard library and this module at its top, builds its parser from
+  them, and imports the rest in the functions that run after parsing (``import hpvit_d2`` is
+  light too). tests/test_command_line.py checks that no console script's ``--help`` imports torch.
 """
 import argparse
 import os
@@ -73,7 +77,9 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)
-    except user_errors() as e:
+    except SystemExit:  # --help, a usage error: argparse's exit, before anything heavy is imported
+        raise
+    except user_errors() as e:  # (evaluated only for an exception: it imports the library)
         if "--debug" in argv:
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)

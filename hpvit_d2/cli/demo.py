@@ -35,8 +35,6 @@ import re
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-from tqdm import tqdm
-
 from .common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
@@ -140,11 +138,9 @@ def _load_config(args):
 
 
 def _build_predictor(args, cfg):
-    from ..cpu_memory import retain_freed_cpu_memory
     from ..predictor import LazyPredictor
 
-    if str(cfg.train.get("device", "cpu")).startswith("cpu"):
-        retain_freed_cpu_memory()  # before the model is built: large activations reuse memory
+    # On the CPU the predictor applies optimize_for_cpu_inference (freed memory kept for reuse).
     return LazyPredictor(cfg, strict=not args.allow_partial)
 
 
@@ -186,6 +182,7 @@ def to_coco_results(instances, file_name: str, metadata) -> List[Dict]:
 
 def _run_video(args, predictor) -> int:
     import cv2
+    from tqdm import tqdm
 
     capture = cv2.VideoCapture(args.video_input)
     if not capture.isOpened():
@@ -225,6 +222,7 @@ def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     _overrides_out_of_inputs(args)
     from PIL import Image
+    from tqdm import tqdm
 
     from ..data.images import BadImageError, read_image_checked
 

@@ -40,17 +40,24 @@ from .common import (
     user_errors,
 )
 
-__all__ = ["argument_parser", "main", "train_worker"]
+__all__ = ["argument_parser", "detectron2_defaults", "main", "train_worker"]
 
 logger = logging.getLogger("hpvit_d2")
 
 
-def argument_parser():
-    """detectron2's training flags (their defaults read off its ``default_argument_parser``), the
-    project's, and positional ``KEY=VALUE`` overrides that may come before or after any flag."""
-    from detectron2.engine import default_argument_parser
+def detectron2_defaults() -> dict:
+    """The defaults of detectron2's ``default_argument_parser`` for the flags shared with it,
+    written out, not read off it: building the parser (``--help``) imports neither detectron2 nor
+    torch. ``--dist-url``'s port is detectron2's per-user one (a test checks they agree)."""
+    port = 2**15 + 2**14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2**14
+    return {"num_gpus": 1, "num_machines": 1, "machine_rank": 0,
+            "dist_url": f"tcp://127.0.0.1:{port}"}
 
-    d2 = vars(default_argument_parser().parse_args([]))
+
+def argument_parser():
+    """detectron2's training flags (with its defaults: :func:`detectron2_defaults`), the
+    project's, and positional ``KEY=VALUE`` overrides that may come before or after any flag."""
+    d2 = detectron2_defaults()
     parser = argparse.ArgumentParser(prog=program_name("hpvit-train"), epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE",
