@@ -133,10 +133,11 @@ def test_the_readme_installs_as_this_file_does():
 
 
 def _fresh_venv(path: Path) -> Path:
-    """A venv at ``path`` that sees this venv's packages but not this checkout's hpvit_d2: per
-    site-packages folder here, a folder of symbolic links to its entries (the hpvit_d2 ones left
-    out: the editable install's metadata and finder), added by a .pth file as a site directory
-    (its own .pth files are processed, as in the original). Returns the venv's python."""
+    """A venv at ``path`` that sees this venv's packages but not this checkout's hpvit_d2, nor
+    the lab's ``transformers`` (the wheel must work without it): per site-packages folder here, a
+    folder of symbolic links to its entries (the hpvit_d2 ones left out: the editable install's
+    metadata and finder), added by a .pth file as a site directory (its own .pth files are
+    processed, as in the original). Returns the venv's python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -146,7 +147,8 @@ def _fresh_venv(path: Path) -> Path:
         shared = path.parent / f"shared-site-{k}"
         shared.mkdir()
         for entry in os.listdir(original):
-            if "hpvit_d2" not in entry.lower().replace("-", "_"):
+            name = entry.lower().replace("-", "_")
+            if "hpvit_d2" not in name and not name.startswith("transformers"):
                 os.symlink(os.path.join(original, entry), shared / entry)
         lines.append(f"import site; site.addsitedir({str(shared)!r})")
     Path(purelib, "_shared_site_packages.pth").write_text("\n".join(lines) + "\n")
@@ -172,6 +174,9 @@ def test_the_wheel_in_a_fresh_venv_converts_trains_draws_and_exports(wheel, tmp_
     env.update(HPVIT_DATA=str(tmp_path / "data"), OMP_NUM_THREADS="1")
     probe = _run([python, "-c", "import json, sys, hpvit_d2; print(hpvit_d2.__file__); "
                                 "print(json.dumps(sys.path))"], cwd=work, env=env)
+    lab_only = subprocess.run([python, "-c", "import transformers"], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert "No module named 'transformers'" in lab_only.stderr  # the commands run without it
     package, path = probe.stdout.splitlines()
     assert package.startswith(str(venv)), package  # the wheel's, not the checkout's
     assert not [p for p in json.loads(path) if p and Path(p).resolve().is_relative_to(ROOT)], path
