@@ -18,8 +18,10 @@ KNOWN_WARNINGS = (
     (UserWarning, r"torch\.meshgrid: in an upcoming release", "torch, in detectron2's anchors"),
     (UserWarning, r"TypedStorage is deprecated", "torch, in detectron2's checkpoint loading"),
 )
-# torch.fx logs this (logging, not warnings) whenever detectron2 asks whether it is traced.
-_NOISY_LOGGERS = ("torch.fx._symbolic_trace",)
+# Loggers (logging, not warnings) silenced below ERROR: torch.fx logs whenever detectron2 asks
+# whether it is traced; torch's cpp_extension logs "No CUDA runtime is found, using CUDA_HOME=..."
+# on detectron2's import on every machine with a CUDA toolkit and no GPU.
+_NOISY_LOGGERS = ("torch.fx._symbolic_trace", "torch.utils.cpp_extension")
 
 
 def silence_known_warnings() -> None:
