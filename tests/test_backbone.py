@@ -175,22 +175,35 @@ def test_gradients_reach_every_parameter():
 
 
 @pytest.mark.parametrize("stages", [True, (0, 1)], ids=["every-stage", "1/4-and-1/8"])
-def test_activation_checkpoint_same_gradients(stages):
-    """Every stage, or only the listed ones (the high-resolution stages), recomputed in backward:
-    the same gradients; the checkpointed blocks really are recomputed."""
-    ref = tiny_hpvit(rel_pos_zero_init=False).train()
-    ckpt = tiny_hpvit(rel_pos_zero_init=False, use_act_checkpoint=stages).train()
+@pytest.mark.parametrize("band_tokens", [4096, 64], ids=["whole-blocks", "bands-of-window-rows"])
+def test_activation_checkpoint_same_gradients(stages, band_tokens, monkeypatch):
+    """Every stage, or only the listed ones (the high-resolution stages), recomputed in backward,
+    window blocks whole or in bands of window rows (the 1/4 map is 18x16 tokens with windows of 4:
+    bands of 4 rows, the last one padded): the same outputs and gradients; the checkpointed
+    blocks really are recomputed."""
+    from hpvit_d2.modeling import hpvit
+
+    monkeypatch.setattr(hpvit, "CHECKPOINT_BAND_TOKENS", band_tokens)
+    ref = tiny_hpvit(rel_pos_zero_init=False, use_rel_pos=True).train()
+    ckpt = tiny_hpvit(rel_pos_zero_init=False, use_rel_pos=True, use_act_checkpoint=stages).train()
     ckpt.load_state_dict(ref.state_dict())
     calls = [0] * len(ckpt.blocks)
     for i, blk in enumerate(ckpt.blocks):
         blk.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-    x = torch.randn(1, 3, 64, 64)
-    for m in (ref, ckpt):
-        sum(v.sum() for v in m(x).values()).backward()
+    x = torch.randn(1, 3, 72, 64)
+    outputs = [m(x) for m in (ref, ckpt)]
+    for name in outputs[0]:
+        torch.testing.assert_close(outputs[1][name], outputs[0][name], atol=1e-5, rtol=1e-5)
+    for out in outputs:
+        sum(v.square().sum() for v in out.values()).backward()
     for (n, a), (_, b) in zip(ref.named_parameters(), ckpt.named_parameters()):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=n)
-    # one block per stage in tiny_hpvit: a recomputed block ran twice
-    assert calls == ([2, 2, 2, 2] if stages is True else [2, 2, 1, 1])
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=n)
+    # One block per stage; windows in blocks 0 and 1. A recomputed block runs twice per piece:
+    # with bands of <= 64 tokens, block 0 (18 x 16 at 1/4) in 5 bands of 4 rows, block 1 (9 x 8 at
+    # 1/8) in 2 bands of 8 rows.
+    once = 2 if band_tokens == 4096 else None
+    expected = [once or 10, once or 4] + ([2, 2] if stages is True else [1, 1])
+    assert calls == expected
     with pytest.raises(ValueError, match="stages are 0..3"):
         ckpt.use_act_checkpoint = (4,)
 

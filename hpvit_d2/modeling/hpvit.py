@@ -14,11 +14,16 @@ from .checkpoint_filter import resize_rel_pos
 from .pooling import POOL_TYPES, TokenPool
 from .position import resized_abs_pos
 
-__all__ = ["HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "find_vit_backbone"]
+__all__ = ["CHECKPOINT_BAND_TOKENS", "HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "checkpointed_block",
+           "find_vit_backbone"]
 
 # Global attention is quadratic in the number of tokens: it is only allowed on maps of at most
 # 64x64 tokens at `img_size` (ViTDet's largest global map, ViT-B at 1024/16).
 MAX_GLOBAL_ATTENTION_SIDE = 64
+
+# Tokens per band of a checkpointed window block (checkpointed_block): the activations backward
+# rebuilds at once.
+CHECKPOINT_BAND_TOKENS = 4096
 
 _VIT_ARGUMENTS = frozenset(inspect.signature(ViT.__init__).parameters) - {"self", "out_feature"}
 
@@ -227,13 +232,30 @@ class HPViT(ViT):
                 x = self.pools[stage - 1](x)
             checkpointed = recompute and stage in self._checkpointed_stages
             for blk in self.blocks[first : first + depth]:
-                x = checkpoint(blk, x, use_reentrant=False) if checkpointed else blk(x)
+                x = checkpointed_block(blk, x) if checkpointed else blk(x)
             first += depth
             if self.stage_names[stage] in self._out_features:
                 outputs[self.stage_names[stage]] = x.permute(0, 3, 1, 2)
             if stage == self._last_stage:
                 break
         return outputs
+
+
+def checkpointed_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """
+    ``blk(x)`` with its activations recomputed in backward (``torch.utils.checkpoint``). A window
+    block without a residual conv runs in bands of whole window rows (window attention never
+    crosses them, the MLP is per token), each band its own checkpoint: backward then rebuilds one
+    band's activations at a time (at most :data:`CHECKPOINT_BAND_TOKENS` tokens), not the whole
+    1/4 map's. The same output and gradients as ``blk(x)``. x: (B, H, W, C) -> (B, H, W, C).
+    """
+    ws = blk.window_size
+    B, H, W, _ = x.shape
+    rows = ws * max(1, CHECKPOINT_BAND_TOKENS // max(1, B * W * ws)) if ws else H
+    if ws == 0 or blk.use_residual_block or rows >= H:
+        return checkpoint(blk, x, use_reentrant=False)
+    return torch.cat([checkpoint(blk, x[:, r0:r0 + rows], use_reentrant=False)
+                      for r0 in range(0, H, rows)], dim=1)
 
 
 class RowMajorPatchEmbed(PatchEmbed):

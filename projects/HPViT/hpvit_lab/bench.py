@@ -11,8 +11,10 @@ FPN). Every model is built from the project's configs (configs/mask_rcnn_{vitdet
 weights are shared where models share parameters (blocks, patch embedding, heads).
 
 Parts (``--parts``): ``backbone`` (the ViT trunk alone, inference), ``maskrcnn`` (the whole
-detector, inference, 100 detections per image) and ``train`` (one training step of the trunk:
-forward and backward, with and without activation checkpointing; peak memory only). By default
+detector, inference, 100 detections per image) and ``train`` (training steps of the trunk:
+forward and backward, without activation checkpointing, with it in every stage, and for the
+hierarchies in the 1/4 and 1/8 stages only; each row in its own fresh process on the system
+allocator: the peak memory of the first step, then ``--train-runs`` timed steps). By default
 the backbone part has every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), so
 that the default run stays around 20 minutes on 2 cores.
 
@@ -48,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -80,7 +82,7 @@ class Row:
     part: str
     size: int
     model: str
-    checkpoint: bool = False
+    checkpoint: Union[bool, List[int]] = False  # activation checkpointing: all stages, or these
     compiled: bool = False
     params_m: Optional[float] = None
     gflops: Optional[float] = None
@@ -98,12 +100,13 @@ class Row:
         label = VARIANTS[self.model]["label"]
         if self.scale != "base":
             label = label.replace("ViT-B", f"ViT-{self.scale} trunk")
-        suffix = " + act ckpt" if self.checkpoint else ""
+        suffix = "" if not self.checkpoint else " + act ckpt" if self.checkpoint is True else \
+            " + act ckpt " + ", ".join(f"1/{4 * 2**k}" for k in self.checkpoint)
         return label + suffix + (" (compiled)" if self.compiled else "")
 
     @property
     def key(self) -> str:
-        return f"{self.part}/{self.size}/{self.model}/{int(self.checkpoint)}/{int(self.compiled)}"
+        return f"{self.part}/{self.size}/{self.model}/{self.checkpoint}/{int(self.compiled)}"
 
 
 def make_inputs(part: str, size: int, batch: int, device: str):
@@ -223,15 +226,19 @@ def measure_row(spec: dict) -> dict:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
         step()
         torch.cuda.synchronize()
+        first_s = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated()
         result.update(peak_mb=peak / 2**20, pass_peak_mb=(peak - base) / 2**20,
                       peak_method="torch.cuda.max_memory_allocated")
     else:
         reset = _reset_peak_rss()
         base_kb = _status_kb("VmRSS")
+        start = time.perf_counter()
         step()
+        first_s = time.perf_counter() - start
         if reset and base_kb is not None:
             peak_kb = _status_kb("VmHWM")
             result.update(peak_mb=peak_kb / 1024, pass_peak_mb=(peak_kb - base_kb) / 1024,
@@ -242,6 +249,14 @@ def measure_row(spec: dict) -> dict:
                           peak_method="ru_maxrss (process lifetime)")
     if spec["part"] != "train":
         result["gflops"] = _count_gflops(model, spec["part"], inputs) / 1e9
+    else:  # the step above was the first (its time includes the allocator's first touch)
+        result["first_pass_s"] = first_s
+        result["times"] = []
+        for _ in range(spec.get("train_runs", 1)):
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            result["times"].append(time.perf_counter() - start)
     return result
 
 
@@ -314,6 +329,8 @@ def plan_rows(args) -> List[Row]:
                     rows.append(row())
                     if VARIANTS[model]["kind"] != "vit":  # detectron2's needs fairscale
                         rows.append(row(checkpoint=True))
+                    if VARIANTS[model]["kind"] == "hpvit":  # the 1/4 and 1/8 stages only
+                        rows.append(row(checkpoint=[0, 1]))
                 else:
                     rows.append(row())
                     if part == "backbone" and model in args.compile:
@@ -337,7 +354,7 @@ def run(args, log=print) -> dict:
             continue
         spec = dict(model=row.model, part=row.part, size=row.size, checkpoint=row.checkpoint,
                     scale=args.scale, batch=args.batch, threads=args.threads, device=args.device,
-                    amp=args.amp)
+                    amp=args.amp, train_runs=args.train_runs)
         log(f"memory/params/FLOPs (subprocess): {row.part} {row.size} {row.name}")
         result = _measure_in_subprocess(spec)
         for k, v in result.items():
@@ -559,7 +576,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="square input sizes for the backbone and maskrcnn parts (default 512 1024; "
                         "with --curve, the curve's sizes)")
     p.add_argument("--train-sizes", type=int, nargs="+", default=[512],
-                   help="input sizes of the training-step memory rows")
+                   help="input sizes of the training-step rows")
+    p.add_argument("--train-runs", type=int, default=1,
+                   help="timed training steps per train row, after the first (whose memory is "
+                        "measured); in the row's own fresh process")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_BACKBONE_MODELS),
                    choices=list(VARIANTS), help="models of the backbone part")
     p.add_argument("--maskrcnn-models", nargs="+", default=list(DEFAULT_MASKRCNN_MODELS),

@@ -42,7 +42,7 @@ SCALES = {
 }
 
 
-def model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
+def model_config(variant: str, scale: str, size: int, checkpoint=False):
     """LazyConfig node of the whole Mask R-CNN for ``variant`` (see VARIANTS)."""
     from detectron2.config import LazyCall as L
     from detectron2.config import LazyConfig
@@ -68,8 +68,8 @@ def model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
             model.backbone.in_feature = "scale4"
         trunk = model.backbone.net
     trunk.update(SCALES[scale]["trunk"])
-    if checkpoint:
-        trunk.use_act_checkpoint = True
+    if checkpoint:  # True: every stage; a list: those stages (HPViT.use_act_checkpoint)
+        trunk.use_act_checkpoint = True if checkpoint is True else list(checkpoint)
     # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
     model.roi_heads.box_predictor.test_score_thresh = 0.0
     for dotted, value in SCALES[scale]["heads"].items():
@@ -82,7 +82,7 @@ def model_config(variant: str, scale: str, size: int, checkpoint: bool = False):
 
 
 def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
-                checkpoint: bool = False, seed: int = 0) -> torch.nn.Module:
+                checkpoint=False, seed: int = 0) -> torch.nn.Module:
     """
     The module for (variant, part): ``backbone`` or ``train`` the ViT trunk alone, ``pyramid`` the
     trunk with its feature pyramid (``model.backbone``), ``maskrcnn`` the whole detector.
