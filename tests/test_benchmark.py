@@ -48,6 +48,7 @@ def test_writes_json_markdown_and_png(bench_run):
         ("maskrcnn", "detectron2 ViT-tiny trunk (ViTDet)"), ("maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg"),
         ("train", "detectron2 ViT-tiny trunk (ViTDet)"), ("train", "HPViT-tiny trunk (1,1,9,1) avg"),
         ("train", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt"),
+        ("train", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt 1/4, 1/8"),
     }
     with Image.open(out / "benchmark.png") as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
@@ -74,7 +75,8 @@ def test_every_inference_row_has_every_number(bench_run):
         assert float(r[col["params (M)"]]) > 0
         assert float(r[col["peak mem (MB)"]]) > float(r[col["pass peak (MB)"]]) > 0
         assert r[col["mem vs d2"]].endswith("x")
-        if r[0] == "train":
+        if r[0] == "train":  # timed too, in the row's own process: one step after the measured one
+            assert float(r[col["median (s)"]]) > 0 and r[col["speed vs d2"]].endswith("x")
             continue
         for name in ("GFLOPs", "median (s)", "img/s", "GMAC/s"):
             assert float(r[col[name]]) > 0, (name, r)
@@ -90,7 +92,7 @@ def test_json_keeps_raw_measurements(bench_run):
     out, _ = bench_run
     results = json.loads((out / "benchmark.json").read_text())
     for row in results["rows"]:
-        assert len(row["times"]) == (0 if row["part"] == "train" else 2)
+        assert len(row["times"]) == (1 if row["part"] == "train" else 2)  # --train-runs, --runs
         assert row["peak_method"]
     gflops = {(r["part"], r["model"]): r["gflops"] for r in results["rows"]}
     # The whole detector does more work than its backbone.

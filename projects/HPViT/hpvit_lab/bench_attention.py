@@ -45,7 +45,7 @@ def measure(variant: str, side: int, heads: int, dim: int, runs: int, threads: i
     import torch
     import torch.nn.functional as F
 
-    from hpvit_d2.modeling.attention import _sdpa_with_rel_pos, decomposed_rel_pos_bias
+    from hpvit_d2.modeling.attention import sdpa_with_rel_pos, decomposed_rel_pos_bias
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def measure(variant: str, side: int, heads: int, dim: int, runs: int, threads: i
     scale = dim ** -0.5
 
     def chunked():
-        return _sdpa_with_rel_pos(q, k, v, table_h, table_w, (side, side), scale)
+        return sdpa_with_rel_pos(q, k, v, table_h, table_w, (side, side), scale)
 
     if variant == "sdpa-chunked":
         fn = chunked
