@@ -68,8 +68,9 @@ def model_config(variant: str, scale: str, size: int, checkpoint=False):
             model.backbone.in_feature = "scale4"
         trunk = model.backbone.net
     trunk.update(SCALES[scale]["trunk"])
-    if checkpoint:  # True: every stage; a list: those stages (HPViT.use_act_checkpoint)
-        trunk.use_act_checkpoint = True if checkpoint is True else list(checkpoint)
+    if spec["kind"] != "vit":  # False, True (every stage) or the stages (HPViT.use_act_checkpoint),
+        # whatever the config sets (the B config recomputes the 1/4 and 1/8 stages)
+        trunk.use_act_checkpoint = checkpoint if isinstance(checkpoint, bool) else list(checkpoint)
     # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
     model.roi_heads.box_predictor.test_score_thresh = 0.0
     for dotted, value in SCALES[scale]["heads"].items():
