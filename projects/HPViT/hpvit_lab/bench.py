@@ -650,7 +650,8 @@ def main(argv) -> int:
     print(table + "\n\n" + caption)
     print(f"wrote {Path(args.out) / (name + '.json')}, {name}.md, {name}.png")
     if args.readme:
-        block = "bench-curve" if args.curve else "bench-compile" if args.compile else "bench"
+        block = ("bench-curve" if args.curve else "bench-compile" if args.compile
+                 else "bench-train" if args.parts == ["train"] else "bench")
         update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
 
