@@ -5,9 +5,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PY := $(VENV)/bin/python
 # The lab (projects/HPViT/hpvit_lab): experiment harnesses beside the library, not in its wheel.
 LAB := PYTHONPATH=projects/HPViT $(PY)
-# Two pytest-xdist workers, one per core; a test file stays on one worker (module fixtures once).
+# Two pytest-xdist workers, one per core; a test file stays on one worker (module fixtures once),
+# and the files go out in collection order, longest first (tests/conftest.py: FILE_SECONDS).
 TEST_WORKERS ?= 2
-PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile
+PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 

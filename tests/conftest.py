@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,18 +22,43 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# About how long each file takes in `make test` (s, on one of two xdist workers on 2 cores; a file
+# whose tests run several processes at once takes longer there than alone). The Makefile hands the
+# files out in collection order (--dist loadfile --no-loadscope-reorder), and they are collected
+# longest first: the suite lasts as long as its busier worker, so neither should start a long file
+# while the other is nearly done. A file not listed counts as short. These numbers only order the
+# files; no result depends on them.
+FILE_SECONDS = {
+    "test_distributed.py": 145, "test_benchmark.py": 130, "test_operations.py": 130,
+    "test_reproduce.py": 120, "test_engine.py": 115, "test_bad_data.py": 80, "test_cli.py": 65,
+    "test_wheel.py": 60, "test_demo_classify.py": 55, "test_demo.py": 50,
+    "test_wrong_weights.py": 45, "test_semseg.py": 40, "test_small_vits.py": 35,
+    "test_hf_checkpoints.py": 28, "test_demo_semseg.py": 25, "test_fair_baselines.py": 22,
+    "test_checkpoint.py": 17, "test_attention.py": 16, "test_stock_tool.py": 15,
+    "test_inference.py": 14, "test_semseg_configs.py": 14, "test_cpu_memory.py": 11,
+    "test_datasets.py": 10, "test_classifier.py": 10, "test_amp.py": 9, "test_yacs.py": 8,
+    "test_backbone.py": 7, "test_shapes.py": 7, "test_command_line.py": 7, "test_configs.py": 6,
+    "test_runs.py": 5, "test_cityscapes_eval.py": 5,
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Files longest first (FILE_SECONDS), each file's tests in their order (a stable sort)."""
+    items.sort(key=lambda item: FILE_SECONDS.get(item.path.name, 0), reverse=True)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _logging_as_before():
-    """Loggers left as the test found them. A command run in-process (train, convert) attaches
+@contextlib.contextmanager
+def logging_as_before():
+    """Loggers left as they were found. A command run in-process (train, convert) attaches
     handlers bound to that test's captured stdout/stderr (detectron2's ``setup_logger``, cached,
     and ``log_to_stderr``); a later test in the same worker would then log into a closed stream
-    ("--- Logging error ---") or find the library's logger already configured."""
+    ("--- Logging error ---") or find the library's logger already configured. Around every
+    test (``_logging_as_before``), and around a module fixture that runs a command in-process."""
     import logging
 
     from detectron2.utils.logger import setup_logger
@@ -44,15 +70,23 @@ def _logging_as_before():
                 for logger in loggers}
 
     before = state()
-    yield
-    for name, (handlers, propagate, level) in state().items():
-        logger = logging.getLogger(name) if name != "root" else logging.getLogger()
-        old_handlers, old_propagate, old_level = before.get(name, ([], True, logging.NOTSET))
-        for handler in handlers:
-            if handler not in old_handlers:
-                logger.removeHandler(handler)
-        logger.propagate, logger.level = old_propagate, old_level
-    setup_logger.cache_clear()
+    try:
+        yield
+    finally:
+        for name, (handlers, propagate, level) in state().items():
+            logger = logging.getLogger(name) if name != "root" else logging.getLogger()
+            old_handlers, old_propagate, old_level = before.get(name, ([], True, logging.NOTSET))
+            for handler in handlers:
+                if handler not in old_handlers:
+                    logger.removeHandler(handler)
+            logger.propagate, logger.level = old_propagate, old_level
+        setup_logger.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    with logging_as_before():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,14 @@ def first_batch(records, mapper=None, num_workers=0):
     loader = build_detection_train_loader(dataset=records, mapper=mapper,
                                           total_batch_size=len(records), num_workers=num_workers,
                                           aspect_ratio_grouping=False)
-    batch = next(iter(loader))
+    iterator = iter(loader)
+    try:
+        batch = next(iterator)
+    finally:
+        # Workers stopped here, not when the garbage collector finds the iterator (a raised
+        # error's traceback keeps it alive): torch then waits out its 5 s join in a later test.
+        if hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
     return {os.path.basename(d["file_name"]): d for d in batch}
 
 

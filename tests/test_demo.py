@@ -1,23 +1,47 @@
 """`make demo` end to end on a micro budget: both tiny models train through the project's
-training entry (real subprocesses), are evaluated with COCOEvaluator, and every output is written."""
+training entry (real subprocesses), are evaluated with COCOEvaluator, and every output is written.
+The README's inference snippet then runs verbatim on what it wrote (output/demo/hpvit_tiny/
+model_final.pth, the step the README names), in a fresh process, and prints no third-party warning."""
+import contextlib
+import io
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import logging_as_before
 from hpvit_lab import demo_run
 from hpvit_d2.overrides import ConfigError
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def test_demo_runs_end_to_end_on_a_micro_budget(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
-    out = tmp_path / "demo"
-    rows = demo_run.run_demo([
-        "--iters", "2", "--output-dir", str(out),
-        "--train-dataset", "hpvit_shapes_train_mini", "--val-dataset", "hpvit_shapes_val_mini",
-        "--num-vis", "2", "--latency-images", "2",
-    ])
-    printed = capsys.readouterr().out
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``make demo`` (hpvit_lab.demo_run) at two iterations of the mini splits, writing where the
+    README says, ``output/demo`` under a fresh directory: (that directory, rows, what it printed)."""
+    cwd = tmp_path_factory.mktemp("user")
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, logging_as_before(), \
+            contextlib.redirect_stdout(printed):
+        monkeypatch.setenv("HPVIT_DATA", str(cwd / "data"))
+        rows = demo_run.run_demo([
+            "--iters", "2", "--output-dir", str(cwd / "output" / "demo"),
+            "--train-dataset", "hpvit_shapes_train_mini", "--val-dataset", "hpvit_shapes_val_mini",
+            "--num-vis", "2", "--latency-images", "2",
+        ])
+    return cwd, rows, printed.getvalue()
+
+
+def test_demo_runs_end_to_end_on_a_micro_budget(demo):
+    cwd, rows, printed = demo
+    out = cwd / "output" / "demo"
     assert "[demo" in printed and "HPViT-tiny" in printed  # progress and table are printed
 
     table = (out / "comparison.md").read_text()
@@ -50,6 +74,32 @@ def test_demo_runs_end_to_end_on_a_micro_budget(tmp_path, monkeypatch, capsys):
     for name in pngs:
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.width > 300 and img.height > 200
+
+
+def _section_code(title: str, language: str):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_inference_snippet_runs_verbatim_after_make_demo_and_is_quiet(demo):
+    (snippet,) = _section_code("Inference on your image", "python")
+    assert 'weights="output/demo/hpvit_tiny/model_final.pth"' in snippet and '"photo.jpg"' in snippet
+    # The step it names: make demo wrote output/demo/hpvit_tiny from the user's directory.
+    cwd, _, _ = demo
+    assert (cwd / "output/demo/hpvit_tiny/model_final.pth").is_file()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (180, 240, 3), dtype=np.uint8)).save(
+        cwd / "photo.jpg")
+    env = dict(os.environ, HPVIT_DATA=str(cwd / "data"), OMP_NUM_THREADS="1")
+    env.pop("PYTHONWARNINGS", None)  # as a user's shell has it
+
+    proc = subprocess.run([sys.executable, "-c", snippet + "\nprint('instances:', len(instances))"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^instances: \d+$", proc.stdout, re.M)
+    noise = [line for line in proc.stderr.splitlines()
+             if "Warning" in line or re.match(r"^[WE]\d{4} ", line)]
+    assert noise == [], "\n".join(noise)
 
 
 def test_bad_iteration_budget_is_named(monkeypatch, capsys):

@@ -55,10 +55,16 @@ def test_reproduce_pipeline_at_smoke_size(tmp_path, monkeypatch, capsys):
     with Image.open(out / "curves.png") as image:
         assert image.format == "PNG" and image.width > 500
 
-    # Run again: every fine-tune finished with the same command is reused, with the same numbers.
+    # Run again: every fine-tune finished with the same command is reused, with the same numbers,
+    # and what only they need (the pre-training, both conversions) is not run again.
+    steps = ("mae", "convert_hpvit", "convert_vitdet")
+    logs = {name: (out / f"{name}.log").stat().st_mtime_ns for name in steps}
     again = run_reproduce(argv)
     printed = capsys.readouterr().out
     assert printed.count(": reused (") == 8 and "training HPViT-tiny" not in printed
+    assert printed.count(": not run (only reused runs need it;") == 3
+    assert {name: (out / f"{name}.log").stat().st_mtime_ns for name in steps} == logs
+    assert "on one thread, reused)" in (out / "results.md").read_text()  # the MAE, as reused
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 

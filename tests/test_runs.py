@@ -1,5 +1,6 @@
 """The lanes of make demo / make reproduce: real subprocesses, dependencies between lanes, failures
 named, and no lane waiting forever."""
+import json
 import sys
 import time
 
@@ -61,3 +62,45 @@ def test_balanced_lanes_start_independent_work_beside_a_long_job(tmp_path):
     lanes = balanced_lanes(jobs, lambda job: cost[job.name])
     names = [[job.name for job in lane] for lane in lanes]
     assert names == [["mae", "convert", "a_mae"], ["a_scratch", "b_scratch", "b_mae"]]
+
+
+def test_a_rerun_leaves_out_the_steps_that_only_reused_runs_need(tmp_path, capsys):
+    """make reproduce run again: its fine-tunes are reused, so neither the pre-training nor the
+    conversions they need run again; a step whose outputs are gone, or that a job to run needs,
+    does."""
+    from hpvit_lab.runs import TrainRun
+
+    written = tmp_path / "step.out"
+    code = f"import pathlib; pathlib.Path({str(written)!r}).write_text('x'); print('ran')"
+
+    def step():
+        return CommandJob("step", [sys.executable, "-c", code], tmp_path / "step.log",
+                          outputs=(written,))
+
+    run_lanes([[step()]], tag="t")  # the first run of the step: its record is written
+    assert step().finished_record() is not None
+    # A finished run that needs it: the record run_lanes writes, and the final metrics.
+    run = TrainRun("run", "mask_rcnn_hpvit_tiny.py", tmp_path / "run", 1, needs=("step",))
+    run.output_dir.mkdir()
+    (run.output_dir / "metrics.json").write_text(json.dumps({"iteration": 0, "bbox/AP": 1.0}) + "\n")
+    run.done_file.write_text(json.dumps({"argv": run.command(), "threads": 1, "seconds": 5.0}))
+    ran = step().done_file.stat().st_mtime_ns
+    capsys.readouterr()
+
+    durations, not_run = {}, set()  # the step in the later lane: the first waits for it
+    run_lanes([[run], [step()]], tag="t", threads=1, reuse=True, durations=durations,
+              not_run=not_run)
+    printed = capsys.readouterr().out
+    assert "[t] run: reused" in printed and "[t] step: not run (only reused runs need it" in printed
+    assert not_run == {"step"} and set(durations) == {"step", "run"}
+    assert step().done_file.stat().st_mtime_ns == ran
+    # A job to run needs it, or its output is gone: it runs again.
+    other = CommandJob("other", [sys.executable, "-c", "pass"], tmp_path / "other.log",
+                       needs=("step",))
+    run_lanes([[step(), run], [other]], tag="t", threads=1, reuse=True)
+    assert "[t] step (1 thread(s))" in capsys.readouterr().out
+    written.unlink()
+    not_run = set()
+    run_lanes([[step(), run]], tag="t", threads=1, reuse=True, not_run=not_run)
+    assert not_run == set() and written.is_file()
+    assert "[t] step (1 thread(s))" in capsys.readouterr().out

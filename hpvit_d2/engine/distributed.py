@@ -4,7 +4,9 @@ that PyTorch's elastic launcher (``torchrun``) describes in the environment.
 """
 import datetime
 import logging
+import multiprocessing
 import os
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -44,6 +46,16 @@ def _join_torchrun(timeout: datetime.timedelta) -> None:
     comm.synchronize()
 
 
+def _with_forked_loader_workers(main_func: Callable, *args) -> None:
+    """``main_func(*args)`` in a process that detectron2's ``launch`` spawned, with DataLoader
+    workers started by fork on Linux, as in a single process and under torchrun. A spawned
+    process would otherwise spawn its loader workers too: each imports torch, detectron2 and the
+    model code again before its first sample (seconds of CPU per worker, every run)."""
+    if sys.platform.startswith("linux"):
+        multiprocessing.set_start_method("fork", force=True)
+    main_func(*args)
+
+
 def launch_job(main_func: Callable, args: Sequence, *, num_gpus: int, num_machines: int = 1,
                machine_rank: int = 0, dist_url: str = "auto",
                timeout: datetime.timedelta = datetime.timedelta(minutes=30)) -> None:
@@ -53,7 +65,8 @@ def launch_job(main_func: Callable, args: Sequence, *, num_gpus: int, num_machin
     Under ``torchrun`` (its variables in the environment) this process is one worker: it joins
     the group torchrun set up (``env://``) and runs ``main_func`` itself; ``--num-gpus`` and the
     machine flags are ignored. Otherwise detectron2's ``launch`` spawns ``num_gpus`` processes per
-    machine (GLOO on the CPU). ``timeout`` bounds how long a collective waits for a peer.
+    machine (GLOO on the CPU), whose DataLoader workers start by fork on Linux, as a single
+    process's and torchrun's do. ``timeout`` bounds how long a collective waits for a peer.
     """
     if started_by_torchrun():
         _join_torchrun(timeout)
@@ -62,5 +75,7 @@ def launch_job(main_func: Callable, args: Sequence, *, num_gpus: int, num_machin
         finally:
             dist.destroy_process_group()
         return
+    if num_gpus * num_machines > 1:  # launch spawns the processes
+        main_func, args = _with_forked_loader_workers, (main_func, *args)
     launch(main_func, num_gpus, num_machines=num_machines, machine_rank=machine_rank,
            dist_url=dist_url, args=tuple(args), timeout=timeout)

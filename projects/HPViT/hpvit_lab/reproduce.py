@@ -22,7 +22,8 @@ with three seeds so that a verdict can be believed.
 
 Every step is a subprocess in one of two lanes of one CPU thread each (``hpvit_lab.runs``),
 started once the steps it needs are done; a fine-tune whose directory holds a finished run of the
-same command is reused.
+same command is reused, and a rerun whose fine-tunes from the MAE are all reused neither
+pre-trains nor converts again.
 
 The claims checked: MAE pre-training helps HPViT (box AP, MAE minus scratch, >= +3), and HPViT from
 MAE beats ViTDet from the same MAE (> 0). A claim is "shown" only when the mean of the paired
@@ -152,11 +153,14 @@ def unlabelled_images(num_images: int) -> Path:
 def mae_job(mae_dir: Path, image_dir: Path, settings: MAESettings, log_file: Path) -> CommandJob:
     """The pre-training as a lane job named "mae": ``python -m hpvit_lab.pretrain_mae``
     (reuses ``mae_dir`` when it was pre-trained with the same settings)."""
+    from .mae import HISTORY_FILE
     from .pretrain_mae import settings_argv
 
     return CommandJob("mae", [sys.executable, "-m", "hpvit_lab.pretrain_mae", "--images",
                               str(image_dir), "--output", str(mae_dir), *settings_argv(settings)],
-                      log_file, cost=MAE_SECONDS_PER_STEP * settings.steps)
+                      log_file, cost=MAE_SECONDS_PER_STEP * settings.steps,
+                      outputs=(mae_dir / HISTORY_FILE, mae_dir / "config.json",
+                               mae_dir / "model.safetensors"))
 
 
 def _variants(args) -> List[Tuple[str, Optional[str]]]:
@@ -192,7 +196,7 @@ def plan(args, out: Path, image_dir: Path) -> Tuple[List[List], List[Dict]]:
         jobs.append(CommandJob(f"convert_{backbone}", [
             sys.executable, "-m", "hpvit_d2.convert", str(out / "mae"), str(inits[backbone]),
             "--config-file", config, "--strict"], out / f"convert_{backbone}.log", needs=("mae",),
-            cost=10.0))
+            cost=10.0, outputs=(inits[backbone],)))
     data = [f"dataloader.train.dataset.names={args.train_dataset}",
             f"dataloader.test.dataset.names={args.val_dataset}"]
     if args.batch_size:
@@ -438,9 +442,10 @@ def run_reproduce(argv: Sequence[str]) -> List[Dict]:
     image_dir = unlabelled_images(args.mae_images)
     lanes, records = plan(args, out, image_dir)
     durations: Dict[str, float] = {}
-    run_lanes(lanes, tag="reproduce", reuse=True, durations=durations)
+    not_run: set = set()  # a rerun whose fine-tunes are all reused neither pre-trains nor converts
+    run_lanes(lanes, tag="reproduce", reuse=True, durations=durations, not_run=not_run)
     mae = read_history(str(out / "mae"))
-    mae["cached"] = "[mae] reused" in (out / "mae.log").read_text()
+    mae["cached"] = "mae" in not_run or "[mae] reused" in (out / "mae.log").read_text()
     if mae["cached"]:
         durations["mae"] = mae["seconds"]
     records = finetune_records(records, lanes, durations)

@@ -67,16 +67,34 @@ class TrainRun:
 class CommandJob:
     """Any other step of a lane (pre-training, conversion): a command whose output goes to
     ``log_file``; its progress is the log's last line. ``cost``: its rough duration (s), for
-    whoever balances lanes."""
+    whoever balances lanes. ``outputs``: the files it writes; a step that declares them can be
+    left out of a rerun that reuses every run needing it (``run_lanes(reuse=True)``)."""
 
     name: str
     argv: List[str]
     log_file: Path
     needs: Tuple[str, ...] = ()
     cost: float = 0.0
+    outputs: Tuple[Path, ...] = ()
 
     def command(self) -> List[str]:
         return list(self.argv)
+
+    @property
+    def done_file(self) -> Path:
+        """Written when the step has finished: its command and duration."""
+        return self.log_file.with_name(self.log_file.stem + ".done.json")
+
+    def finished_record(self):
+        """The record of an earlier run of exactly this command that finished and whose
+        ``outputs`` (at least one) are all still there, or None."""
+        if not self.outputs or not all(Path(path).exists() for path in self.outputs):
+            return None
+        try:
+            record = json.loads(self.done_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if record.get("argv") == self.command() else None
 
     def prepare(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +151,8 @@ def _state(job: Job) -> str:
 
 def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: float = 15.0,
               threads: int = 0, reuse: bool = False,
-              durations: Optional[Dict[str, float]] = None) -> float:
+              durations: Optional[Dict[str, float]] = None,
+              not_run: Optional[set] = None) -> float:
     """
     Run the lanes side by side, the jobs of a lane one after the other, each process with
     ``threads`` torch threads (default: the CPUs shared evenly between the lanes). A job starts
@@ -141,8 +160,12 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     progress line every ``poll_seconds``. Returns the wall time (s).
 
     ``reuse``: a training run whose output directory holds a finished, evaluated run of the same
-    command and thread count is not run again. ``durations`` (if given) receives each job's
-    seconds by name (a reused run: the seconds it took then).
+    command and thread count is not run again; nor is a step (``CommandJob`` with ``outputs``)
+    that only such runs need, directly or through other such steps, when it finished the same
+    command before and its outputs are there (a rerun of a finished ``make reproduce`` neither
+    pre-trains nor converts). ``durations`` (if given) receives each job's seconds by name (a
+    reused run or a step not run: the seconds it took then); ``not_run`` (if given), the names
+    of the steps not run.
 
     Raises:
         ValueError: a job needs a name that no job has.
@@ -159,24 +182,45 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     running: Dict[int, tuple] = {}  # lane index -> (job, process, log, start)
     finished: set = set()
     durations = {} if durations is None else durations
+    unneeded = _steps_only_reused_runs_need([job for lane in lanes for job in lane],
+                                            threads) if reuse else set()
     start = last = time.time()
 
     def launch_ready():
-        for index, lane in enumerate(pending):
-            while lane and index not in running and set(lane[0].needs) <= finished:
-                job = lane.pop(0)
-                earlier = reuse and isinstance(job, TrainRun) and job.finished_record(threads)
-                if earlier:
-                    print(f"[{tag}] {job.name}: reused ({job.output_dir} finished the same command "
-                          f"in {earlier['seconds'] / 60:.1f} min)", flush=True)
-                    durations[job.name] = earlier["seconds"]
-                    finished.add(job.name)
-                    continue
-                job.prepare()
-                log = open(job.log_file, "w")
-                print(f"[{tag}] {job.describe(threads)}; log: {job.log_file}", flush=True)
-                proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[index] = (job, proc, log, time.time())
+        # Passes over the lanes until one changes nothing: a job reused or not run in a later lane
+        # may be what an earlier lane waits for.
+        progressed = True
+        while progressed:
+            progressed = False
+            for index, lane in enumerate(pending):
+                while lane and index not in running and set(lane[0].needs) <= finished:
+                    progressed = True
+                    launch_or_leave_out(index, lane.pop(0))
+
+    def launch_or_leave_out(index: int, job: Job):
+        earlier = reuse and isinstance(job, TrainRun) and job.finished_record(threads)
+        if earlier:
+            print(f"[{tag}] {job.name}: reused ({job.output_dir} finished the same command "
+                  f"in {earlier['seconds'] / 60:.1f} min)", flush=True)
+            durations[job.name] = earlier["seconds"]
+            finished.add(job.name)
+            return
+        if job.name in unneeded:
+            earlier = job.finished_record()
+            print(f"[{tag}] {job.name}: not run (only reused runs need it; it finished the "
+                  f"same command in {earlier['seconds']:.0f} s)", flush=True)
+            durations[job.name] = earlier["seconds"]
+            finished.add(job.name)
+            if not_run is not None:
+                not_run.add(job.name)
+            return
+        job.prepare()
+        if isinstance(job, CommandJob):
+            job.done_file.unlink(missing_ok=True)
+        log = open(job.log_file, "w")
+        print(f"[{tag}] {job.describe(threads)}; log: {job.log_file}", flush=True)
+        proc = subprocess.Popen(job.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
+        running[index] = (job, proc, log, time.time())
 
     launch_ready()
     while running or any(pending):
@@ -200,12 +244,33 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
             if isinstance(job, TrainRun):
                 job.done_file.write_text(json.dumps({"argv": job.command(), "threads": threads,
                                                      "seconds": durations[job.name]}))
+            else:
+                job.done_file.write_text(json.dumps({"argv": job.command(),
+                                                     "seconds": durations[job.name]}))
         launch_ready()
         if running and time.time() - last >= poll_seconds:
             line = " | ".join(_state(job) for job, *_ in running.values())
             print(f"[{tag} {time.time() - start:5.0f}s] {line}", flush=True)
             last = time.time()
     return time.time() - start
+
+
+def _steps_only_reused_runs_need(jobs: Sequence[Job], threads: int) -> set:
+    """Names of the steps (``CommandJob`` with ``outputs``) that finished the same command before
+    and that only reused training runs need, directly or through other such steps."""
+    reused = {job.name for job in jobs if isinstance(job, TrainRun) and job.finished_record(threads)}
+    dependents = {job.name: [other.name for other in jobs if job.name in other.needs] for job in jobs}
+    unneeded: set = set()
+    grew = True
+    while grew:
+        grew = False
+        for job in jobs:
+            if (isinstance(job, CommandJob) and job.name not in unneeded and dependents[job.name]
+                    and all(name in reused or name in unneeded for name in dependents[job.name])
+                    and job.finished_record() is not None):
+                unneeded.add(job.name)
+                grew = True
+    return unneeded
 
 
 def replay_wall(lanes: Sequence[Sequence[Job]], durations: Dict[str, float]) -> float:
