@@ -15,7 +15,12 @@ from hpvit_d2.overrides import ConfigError
 ARGS = ["--scale", "tiny", "--threads", "1", "--sizes", "64", "--train-sizes", "64",
         "--runs", "2", "--warmup", "1",
         "--models", "vit", "plain", "--maskrcnn-models", "vit", "hpvit-1191-avg",
-        "--train-models", "vit", "hpvit-1191-avg"]
+        # Training rows (each its own process: seconds of imports each): the trunk's baseline here,
+        # HPViT's trunk in the train curve's test, the plan of every variant in test_train_rows_*.
+        "--train-models", "vit", "--train-maskrcnn-models", "vit", "hpvit-1191-avg",
+        # the configs' mixed precision (train.amp.enabled: autocast bf16 on the CPU); fp32 rows
+        # run the same step with autocast off (the train curve's test)
+        "--train-precisions", "amp"]
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +51,10 @@ def test_writes_json_markdown_and_png(bench_run):
     assert planned == {
         ("backbone", "detectron2 ViT-tiny trunk (ViTDet)"), ("backbone", "HPViT-tiny trunk plain mode"),
         ("maskrcnn", "detectron2 ViT-tiny trunk (ViTDet)"), ("maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg"),
-        ("train", "detectron2 ViT-tiny trunk (ViTDet)"), ("train", "HPViT-tiny trunk (1,1,9,1) avg"),
-        ("train", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt"),
-        ("train", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt 1/4, 1/8"),
+        ("train", "detectron2 ViT-tiny trunk (ViTDet) + AMP bf16"),
+        # the whole detector, its trunk checkpointed as the config sets (HPViT-B's: 1/4 and 1/8)
+        ("train-maskrcnn", "detectron2 ViT-tiny trunk (ViTDet) + AMP bf16"),
+        ("train-maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt 1/4, 1/8 + AMP bf16"),
     }
     with Image.open(out / "benchmark.png") as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
@@ -60,11 +66,31 @@ def test_writes_json_markdown_and_png(bench_run):
     assert results["allocator"] == cpu_memory.retained() != "not requested"
     assert f"CPU memory: {results['allocator']} (train rows: system allocator" in md.splitlines()[0]
     for row in results["rows"]:  # inference rows keep freed memory, train rows do not (as training)
-        assert row["allocator"].startswith("system" if row["part"] == "train" else "glibc"), row
+        assert row["allocator"].startswith(
+            "system" if row["part"].startswith("train") else "glibc"), row
     # the second roofline: oneDNN's linear on the same product, and each row's share of it
     assert results["onednn_roofline_gmacs"] > 0
     assert f"oneDNN's linear on the same product {results['onednn_roofline_gmacs']:.1f} GMAC/s" \
         in md.splitlines()[0]
+
+
+def test_train_rows_are_planned_for_every_setting_and_precision():
+    """The trunk: without checkpointing, with it in every stage (not detectron2's: fairscale) and,
+    for the hierarchy, in the 1/4 and 1/8 stages; the detector as its config sets it (HPViT-B's
+    config: the 1/4 and 1/8 stages); each in fp32 and under the configs' mixed precision."""
+    args = benchmark._parser().parse_args(["--parts", "train", "train-maskrcnn"])
+    rows = benchmark.plan_rows(args)
+    planned = [(r.part, r.model, r.checkpoint, r.amp) for r in rows]
+    trunk = [("vit", False), ("plain", False), ("plain", True), ("hpvit-2262-conv", False),
+             ("hpvit-2262-conv", True), ("hpvit-2262-conv", [0, 1])]
+    detector = [("vit", False), ("hpvit-2262-conv", [0, 1])]
+    expected = [("train", model, checkpoint, amp) for model in ("vit", "plain", "hpvit-2262-conv")
+                for amp in (False, True) for m, checkpoint in trunk if m == model]
+    expected += [("train-maskrcnn", model, checkpoint, amp) for model, checkpoint in detector
+                 for amp in (False, True)]
+    assert planned == expected
+    assert {r.size for r in rows} == {512}
+    assert rows[-1].name == "HPViT-B (2,2,6,2) conv + act ckpt 1/4, 1/8 + AMP bf16"
 
 
 def test_every_inference_row_has_every_number(bench_run):
@@ -75,8 +101,15 @@ def test_every_inference_row_has_every_number(bench_run):
         assert float(r[col["params (M)"]]) > 0
         assert float(r[col["peak mem (MB)"]]) > float(r[col["pass peak (MB)"]]) > 0
         assert r[col["mem vs d2"]].endswith("x")
-        if r[0] == "train":  # timed too, in the row's own process: one step after the measured one
+        if r[0].startswith("train"):  # timed too, in the row's own process: one step after the
+            # measured one; the trunk's rows with its forward FLOPs (GMAC/s: 3x them per step)
             assert float(r[col["median (s)"]]) > 0 and r[col["speed vs d2"]].endswith("x")
+            if r[0] == "train":
+                assert float(r[col["GFLOPs"]]) > 0 and float(r[col["GMAC/s"]]) > 0
+                assert float(r[col["GMAC/s"]]) == pytest.approx(
+                    3 * float(r[col["GFLOPs"]]) / float(r[col["median (s)"]]), rel=0.05)
+            if r[2].startswith("detectron2"):
+                assert r[col["speed vs d2"]] == "1.00x" and r[col["mem vs d2"]] == "1.00x"
             continue
         for name in ("GFLOPs", "median (s)", "img/s", "GMAC/s"):
             assert float(r[col[name]]) > 0, (name, r)
@@ -92,7 +125,7 @@ def test_json_keeps_raw_measurements(bench_run):
     out, _ = bench_run
     results = json.loads((out / "benchmark.json").read_text())
     for row in results["rows"]:
-        assert len(row["times"]) == (1 if row["part"] == "train" else 2)  # --train-runs, --runs
+        assert len(row["times"]) == (1 if row["part"].startswith("train") else 2)  # --train-runs, --runs
         assert row["peak_method"]
     gflops = {(r["part"], r["model"]): r["gflops"] for r in results["rows"]}
     # The whole detector does more work than its backbone.
@@ -124,6 +157,27 @@ def test_cost_curve_plots_time_memory_and_flops(tmp_path):
     assert sizes == {(m, s) for m in ("vit", "hpvit-2262-conv", "hpvit-1191-conv") for s in (64,)}
     assert all(r["gflops"] > 0 and r["times"] for r in results["rows"])
     with Image.open(tmp_path / "curve.png") as image:
+        assert image.format == "PNG" and image.width > 1000
+
+
+def test_training_cost_curve_runs_each_trunk_as_its_config_sets_it(tmp_path):
+    """--curve --parts train: the training step of ViTDet's and HPViT's trunks at each size, HPViT
+    checkpointed as the B config sets it (1/4 and 1/8), timed, with memory and forward FLOPs."""
+    (tmp_path / "README.md").write_text("# t\n<!-- begin: bench-train-curve -->\nold\n"
+                                        "<!-- end: bench-train-curve -->\n")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert benchmark.main(["--curve", "--parts", "train", "--scale", "tiny", "--threads", "1",
+                               "--sizes", "64", "--train-precisions", "fp32",
+                               "--out", str(tmp_path), "--readme", str(tmp_path / "README.md")]) == 0
+    results = json.loads((tmp_path / "train-curve.json").read_text())
+    rows = {(r["model"], r["size"], str(r["checkpoint"]), r["amp"]) for r in results["rows"]}
+    assert rows == {("vit", 64, "False", False), ("hpvit-2262-conv", 64, "[0, 1]", False)}
+    assert all(r["part"] == "train" and r["gflops"] > 0 and r["times"] and r["pass_peak_mb"] > 0
+               for r in results["rows"])
+    readme = (tmp_path / "README.md").read_text()
+    assert "act ckpt 1/4, 1/8" in readme and "old" not in readme
+    with Image.open(tmp_path / "train-curve.png") as image:
         assert image.format == "PNG" and image.width > 1000
 
 

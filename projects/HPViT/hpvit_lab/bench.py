@@ -11,12 +11,16 @@ FPN). Every model is built from the project's configs (configs/mask_rcnn_{vitdet
 weights are shared where models share parameters (blocks, patch embedding, heads).
 
 Parts (``--parts``): ``backbone`` (the ViT trunk alone, inference), ``maskrcnn`` (the whole
-detector, inference, 100 detections per image) and ``train`` (training steps of the trunk:
-forward and backward, without activation checkpointing, with it in every stage, and for the
-hierarchies in the 1/4 and 1/8 stages only; each row in its own fresh process on the system
-allocator: the peak memory of the first step, then ``--train-runs`` timed steps). By default
-the backbone part has every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), so
-that the default run stays around 20 minutes on 2 cores.
+detector, inference, 100 detections per image), ``train`` (training steps of the trunk: forward
+and backward, without activation checkpointing, with it in every stage, and for the hierarchies
+in the 1/4 and 1/8 stages only) and ``train-maskrcnn`` (training steps of the whole detector on
+synthetic instances, the trunk checkpointed as its config sets). Each training row runs in its
+own fresh process on the system allocator: the peak memory of the first step, then
+``--train-runs`` timed steps; in fp32 and/or under the configs' mixed precision
+(``--train-precisions``: ``amp`` is what ``train.amp.enabled`` trains with, autocast bfloat16 on
+the CPU as :class:`hpvit_d2.engine.AutocastForward` runs it). By default the backbone part has
+every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), so that the default run
+stays around 25 minutes on 2 cores.
 
 How it measures:
 - latency: models of one (part, size) are timed in the same process, after ``--warmup`` passes
@@ -57,18 +61,23 @@ import torch
 from hpvit_d2 import cpu_memory
 from hpvit_d2.overrides import ConfigError
 from hpvit_d2.cli.common import command_line, run as run_command, update_readme_block
-from .variants import SCALES, VARIANTS, build_model, share_weights
+from .variants import SCALES, VARIANTS, build_model, config_act_checkpoint, share_weights
 
 __all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
 
 BASELINE = "vit"
 CURVE_SIZES = (256, 512, 768, 1024, 1280, 1536)
-PARTS = ("backbone", "maskrcnn", "train")
+PARTS = ("backbone", "maskrcnn", "train", "train-maskrcnn")
+TRAIN_PARTS = ("train", "train-maskrcnn")
+TRAIN_PRECISIONS = ("fp32", "amp")
 ROOFLINE_SHAPE = (4096, 768, 3072)  # (M, K, N): a ViT-B MLP matmul on 4096 tokens
 
 DEFAULT_BACKBONE_MODELS = ("vit", "plain", "hpvit-2262-conv", "hpvit-2262-avg", "hpvit-1191-conv")
 DEFAULT_MASKRCNN_MODELS = ("vit", "plain", "hpvit-2262-conv")
 DEFAULT_TRAIN_MODELS = ("vit", "plain", "hpvit-2262-conv")
+DEFAULT_TRAIN_MASKRCNN_MODELS = ("vit", "hpvit-2262-conv")
+# Synthetic instances per image of the train-maskrcnn rows (boxes and their masks).
+TRAIN_INSTANCES = 8
 COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)",
            "first pass (s)", "img/s",
            "speed vs d2", "GMAC/s", "% roofline", "% oneDNN roofline", "peak mem (MB)",
@@ -84,6 +93,7 @@ class Row:
     model: str
     checkpoint: Union[bool, List[int]] = False  # activation checkpointing: all stages, or these
     compiled: bool = False
+    amp: bool = False  # autocast (bfloat16) as train.amp.enabled runs it: train rows
     params_m: Optional[float] = None
     gflops: Optional[float] = None
     times: List[float] = field(default_factory=list)
@@ -102,20 +112,45 @@ class Row:
             label = label.replace("ViT-B", f"ViT-{self.scale} trunk")
         suffix = "" if not self.checkpoint else " + act ckpt" if self.checkpoint is True else \
             " + act ckpt " + ", ".join(f"1/{4 * 2**k}" for k in self.checkpoint)
-        return label + suffix + (" (compiled)" if self.compiled else "")
+        return (label + suffix + (" (compiled)" if self.compiled else "")
+                + (" + AMP bf16" if self.amp else ""))
 
     @property
     def key(self) -> str:
-        return f"{self.part}/{self.size}/{self.model}/{self.checkpoint}/{int(self.compiled)}"
+        return (f"{self.part}/{self.size}/{self.model}/{self.checkpoint}/{int(self.compiled)}"
+                f"/{int(self.amp)}")
 
 
 def make_inputs(part: str, size: int, batch: int, device: str):
-    """Random images: a (B, 3, size, size) tensor, or detectron2's list of dicts for Mask R-CNN."""
+    """Random images: a (B, 3, size, size) tensor, or detectron2's list of dicts for Mask R-CNN
+    (for ``train-maskrcnn`` with ``instances``: TRAIN_INSTANCES boxes of random place and size,
+    their masks the filled boxes)."""
     gen = torch.Generator().manual_seed(1)
     images = torch.rand(batch, 3, size, size, generator=gen) * 255
     if part == "maskrcnn":
         return [{"image": im.to(device), "height": size, "width": size} for im in images]
+    if part == "train-maskrcnn":
+        return [{"image": im.to(device), "height": size, "width": size,
+                 "instances": _synthetic_instances(size, gen).to(device)} for im in images]
     return ((images - 114.0) / 57.0).to(device)
+
+
+def _synthetic_instances(size: int, gen: torch.Generator):
+    """TRAIN_INSTANCES boxes (XYXY, sides 1/16 to 1/2 of the image), class 0..9, filled masks."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    n = TRAIN_INSTANCES
+    sides = (torch.rand(n, 2, generator=gen) * (0.5 - 1 / 16) + 1 / 16) * size
+    corners = torch.rand(n, 2, generator=gen) * (size - sides)
+    boxes = torch.cat([corners, corners + sides], dim=1).floor()
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.long().tolist()):
+        mask[y0:y1, x0:x1] = True
+    instances = Instances((size, size))
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.randint(0, 10, (n,), generator=gen)
+    instances.gt_masks = BitMasks(masks)
+    return instances
 
 
 def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
@@ -123,13 +158,20 @@ def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool)
     Inference on the CPU runs the model as the predictor does, after
     ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``)."""
 
-    if part == "train":
-        model.train()
+    if part in TRAIN_PARTS:
+        from detectron2.utils.events import EventStorage
 
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        model.train()
+        device_type = "cuda" if device.startswith("cuda") else "cpu"
+
+        def step():  # autocast around the forward and the loss only, as the trainer does
+            # (the detector's losses log into an EventStorage, as in the trainer)
+            with EventStorage(0), torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
                 out = model(inputs)
-                loss = sum(v.float().square().mean() for v in out.values())
+                if part == "train":  # the trunk's features: the mean of their squares
+                    loss = sum(v.float().square().mean() for v in out.values())
+                else:  # the detector's losses
+                    loss = sum(out.values())
             loss.backward()
             model.zero_grad(set_to_none=True)
     else:
@@ -217,6 +259,7 @@ def measure_row(spec: dict) -> dict:
     device = spec["device"]
     model = build_model(spec["model"], spec["part"], spec["scale"], spec["size"],
                         spec["checkpoint"]).to(device)
+    train = spec["part"] in TRAIN_PARTS
     inputs = make_inputs(spec["part"], spec["size"], spec["batch"], device)
     step = make_step(model, spec["part"], inputs, device, spec["amp"])
     result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -247,9 +290,7 @@ def measure_row(spec: dict) -> dict:
             peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             result.update(peak_mb=peak_kb / 1024, pass_peak_mb=None,
                           peak_method="ru_maxrss (process lifetime)")
-    if spec["part"] != "train":
-        result["gflops"] = _count_gflops(model, spec["part"], inputs) / 1e9
-    else:  # the step above was the first (its time includes the allocator's first touch)
+    if train:  # the step above was the first (its time includes the allocator's first touch)
         result["first_pass_s"] = first_s
         result["times"] = []
         for _ in range(spec.get("train_runs", 1)):
@@ -257,6 +298,8 @@ def measure_row(spec: dict) -> dict:
             step()
             _sync(device)
             result["times"].append(time.perf_counter() - start)
+    if not train or spec.get("count_flops"):  # last: it puts the model in eval mode
+        result["gflops"] = _count_gflops(model, spec["part"], inputs) / 1e9
     return result
 
 
@@ -271,14 +314,15 @@ def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
 
 def _measure_in_subprocess(spec: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
-    if spec["part"] == "train":  # training (hpvit_d2.cli.train) runs on the system allocator
+    if spec["part"] in TRAIN_PARTS:  # training (hpvit_d2.cli.train) runs on the system allocator
         env[cpu_memory.ENV_VAR] = "0"
     cmd = [sys.executable, "-m", "hpvit_lab.bench", "--measure-row", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
+        killed = " (killed: out of memory?)" if proc.returncode == -9 else ""
         raise RuntimeError(
             f"measuring {spec['part']}/{spec['size']}/{spec['model']} in a subprocess failed "
-            f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+            f"(exit {proc.returncode}{killed}):\n{proc.stderr[-3000:]}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -319,18 +363,24 @@ def plan_rows(args) -> List[Row]:
     """Every (part, size, model) the arguments ask for, in measuring order."""
     rows = []
     for part in args.parts:
-        sizes = args.train_sizes if part == "train" else args.sizes
+        sizes = args.train_sizes if part in TRAIN_PARTS else args.sizes
         models = {"backbone": args.models, "maskrcnn": args.maskrcnn_models,
-                  "train": args.train_models}[part]
+                  "train": args.train_models, "train-maskrcnn": args.train_maskrcnn_models}[part]
         for size in sizes:
             for model in models:
                 row = partial(Row, part, size, model, scale=args.scale)
-                if part == "train":
-                    rows.append(row())
+                if part == "train-maskrcnn" or (part == "train" and args.curve):
+                    # the trunk checkpointed as the model's config sets it
+                    settings = [config_act_checkpoint(model)]
+                elif part == "train":
+                    settings = [False]
                     if VARIANTS[model]["kind"] != "vit":  # detectron2's needs fairscale
-                        rows.append(row(checkpoint=True))
+                        settings.append(True)
                     if VARIANTS[model]["kind"] == "hpvit":  # the 1/4 and 1/8 stages only
-                        rows.append(row(checkpoint=[0, 1]))
+                        settings.append([0, 1])
+                if part in TRAIN_PARTS:
+                    rows += [row(checkpoint=checkpoint, amp=precision == "amp")
+                             for precision in args.train_precisions for checkpoint in settings]
                 else:
                     rows.append(row())
                     if part == "backbone" and model in args.compile:
@@ -348,23 +398,37 @@ def run(args, log=print) -> dict:
         f"amp bf16: {args.amp}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
     measured: Dict[tuple, Row] = {}
     for row in rows:
+        twin = measured.get((row.part, row.size, row.model))
         if row.compiled:  # same module as the row before it: params and FLOPs carry over
-            twin = measured[(row.part, row.size, row.model)]
             row.params_m, row.gflops = twin.params_m, twin.gflops
             continue
+        train = row.part in TRAIN_PARTS
         spec = dict(model=row.model, part=row.part, size=row.size, checkpoint=row.checkpoint,
                     scale=args.scale, batch=args.batch, threads=args.threads, device=args.device,
-                    amp=args.amp, train_runs=args.train_runs)
+                    amp=row.amp if train else args.amp, train_runs=args.train_runs,
+                    # the trunk's forward FLOPs, once per (size, model) of the train part
+                    count_flops=row.part == "train" and twin is None)
         log(f"memory/params/FLOPs (subprocess): {row.part} {row.size} {row.name}")
-        result = _measure_in_subprocess(spec)
+        try:
+            result = _measure_in_subprocess(spec)
+        except RuntimeError as e:
+            if not train:
+                raise
+            # A training row that does not fit (the kernel's OOM killer: exit -9) or fails is
+            # reported in the table, and the other rows are still measured.
+            row.error = str(e).splitlines()[0]
+            log(f"  {row.name}: {row.error}")
+            continue
         for k, v in result.items():
             setattr(row, k, v)
-        measured[(row.part, row.size, row.model)] = row
+        if twin is not None and row.gflops is None:
+            row.gflops = twin.gflops
+        measured.setdefault((row.part, row.size, row.model), row)
 
     rooflines: List[tuple] = []
     groups: Dict[tuple, List[Row]] = {}
     for row in rows:
-        if row.part != "train":
+        if row.part not in TRAIN_PARTS:
             groups.setdefault((row.part, row.size), []).append(row)
     for (part, size), group in groups.items():
         log(f"timing {part} at {size}x{size}")
@@ -440,13 +504,16 @@ def table_rows(results: dict) -> List[List[str]]:
     rows = [Row(**{k: v for k, v in r.items() if k != "name"}) for r in results["rows"]]
     roofline = results["roofline_gmacs"]
     onednn = results.get("onednn_roofline_gmacs")
-    base = {(r.part, r.size): r for r in rows if r.model == BASELINE and not r.compiled}
+    base = {(r.part, r.size, r.amp): r for r in rows if r.model == BASELINE and not r.compiled}
     out = []
     for r in rows:
         median = statistics.median(r.times) if r.times else None
-        b = base.get((r.part, r.size))
+        b = base.get((r.part, r.size, r.amp))
         b_median = statistics.median(b.times) if b and b.times else None
-        gmacs = r.gflops / median if (r.gflops and median) else None
+        # a training step: forward and backward, 3x the forward's multiply-adds (recomputed
+        # forwards of checkpointed stages not counted)
+        work = r.gflops * (3 if r.part in TRAIN_PARTS else 1) if r.gflops else None
+        gmacs = work / median if (work and median) else None
         speed = b_median / median if (b_median and median) else None
         mem_ratio = (r.pass_peak_mb / b.pass_peak_mb
                      if b and r.pass_peak_mb and b.pass_peak_mb else None)
@@ -476,7 +543,7 @@ def _allocator_note(results: dict) -> str:
     """Says so when the train rows' memory was measured on the system allocator (as training
     runs) while the run kept freed memory: read off the policy each row recorded."""
     kept = not results.get("allocator", "system").startswith("system")
-    train_system = any(r["part"] == "train" and r.get("allocator", "").startswith("system")
+    train_system = any(r["part"] in TRAIN_PARTS and r.get("allocator", "").startswith("system")
                        for r in results["rows"])
     return " (train rows: system allocator, as training runs)" if kept and train_system else ""
 
@@ -541,15 +608,17 @@ def plot_curve(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["rows"] if r["part"] == "backbone"]
+    part = results["rows"][0]["part"]
+    rows = [r for r in results["rows"] if r["part"] == part]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = (("median latency (s)", lambda r: statistics.median(r["times"]) if r["times"] else None),
+    panels = (("median latency (s)" if part not in TRAIN_PARTS else "step time (s)", lambda r: statistics.median(r["times"]) if r["times"] else None),
               ("pass peak memory (MB)", lambda r: r["pass_peak_mb"]),
               ("GFLOPs (fvcore)", lambda r: r["gflops"]))
     for ax, (title, value) in zip(axes, panels):
-        for model in dict.fromkeys(r["model"] for r in rows):
-            points = [(r["size"], value(r)) for r in rows if r["model"] == model and value(r) is not None]
-            ax.plot(*zip(*points), marker="o", label=VARIANTS[model]["label"])
+        for name in dict.fromkeys(r["name"] for r in rows):
+            points = [(r["size"], value(r)) for r in rows if r["name"] == name and value(r) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
         ax.set(title=title, xlabel="input size (square)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -587,6 +656,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-models", nargs="+", default=list(DEFAULT_TRAIN_MODELS),
                    choices=list(VARIANTS),
                    help="models of the train part (HPViT ones also with activation checkpointing)")
+    p.add_argument("--train-maskrcnn-models", nargs="+", default=list(DEFAULT_TRAIN_MASKRCNN_MODELS),
+                   choices=list(VARIANTS),
+                   help="models of the train-maskrcnn part (the trunk checkpointed as the config sets)")
+    p.add_argument("--train-precisions", nargs="+", default=list(TRAIN_PRECISIONS),
+                   choices=TRAIN_PRECISIONS,
+                   help="training rows in fp32 and/or under the configs' mixed precision (amp: "
+                        "train.amp.enabled, autocast bfloat16 on the CPU)")
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     p.add_argument("--runs", type=int, default=3, help="timed passes per model")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes per model first")
@@ -594,7 +670,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--amp", action="store_true",
-                   help="bf16 autocast (CUDA only; the default is fp32)")
+                   help="inference rows under bf16 autocast (CUDA only; the default is fp32; "
+                        "training rows: --train-precisions)")
     p.add_argument("--compile", nargs="*", default=[], choices=list(VARIANTS), metavar="MODEL",
                    help="also time torch.compile of these backbones (compiling takes minutes)")
     p.add_argument("--scale", default="base", choices=list(SCALES),
@@ -603,13 +680,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", action="store_true",
                    help="the cost curve instead: backbones vit, hpvit-2262-conv and hpvit-1191-conv "
                         f"at {' '.join(map(str, CURVE_SIZES))} (time, peak memory, FLOPs; one run "
-                        "each), written to curve.{json,md,png}")
+                        "each), written to curve.{json,md,png}; with --parts train, training steps "
+                        "of the trunks vit and hpvit-2262-conv as their configs set them "
+                        "(train-curve.{json,md,png})")
     p.add_argument("--profile", choices=list(VARIANTS), metavar="MODEL",
                    help="instead: torch.profiler over one backbone pass of MODEL at the first "
                         "--sizes, the ops that take the time (README block 'bench-profile')")
     p.add_argument("--readme", help="write the table into this README's 'bench' block ('bench-curve' "
                                     "with --curve, 'bench-compile' with --compile, 'bench-profile' "
-                                    "with --profile)")
+                                    "with --profile, 'bench-train' with only training parts, "
+                                    "'bench-train-curve' with both)")
     p.add_argument("--system-allocator", action="store_true",
                    help="leave glibc's allocator as it is (by default freed CPU memory is kept for "
                         "reuse, hpvit_d2.cpu_memory: large tensors then cost no page faults)")
@@ -633,14 +713,19 @@ def main(argv) -> int:
                           "need runs >= 1 and warmup >= 0")
     if args.profile:
         return _profile(args, argv)
-    if args.curve:
+    train_only = set(args.parts) <= set(TRAIN_PARTS)
+    if args.curve and train_only:
+        args.parts = ["train"]
+        args.train_sizes = args.sizes or list(CURVE_SIZES)
+        args.train_models = ["vit", "hpvit-2262-conv"]
+    elif args.curve:
         args.parts, args.runs = ["backbone"], 1
         args.sizes = args.sizes or list(CURVE_SIZES)
         args.models = ["vit", "hpvit-2262-conv", "hpvit-1191-conv"]
     args.sizes = args.sizes or [512, 1024]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results = run(args, log)
-    name = "curve" if args.curve else "benchmark"
+    name = ("train-curve" if train_only else "curve") if args.curve else "benchmark"
     table = write_outputs(results, Path(args.out), name, curve=args.curve)
     command = command_line("hpvit_lab.bench", argv)
     caption = (f"`{command.strip()}`, {results['date']}, {results['machine']}, torch "
@@ -650,8 +735,8 @@ def main(argv) -> int:
     print(table + "\n\n" + caption)
     print(f"wrote {Path(args.out) / (name + '.json')}, {name}.md, {name}.png")
     if args.readme:
-        block = ("bench-curve" if args.curve else "bench-compile" if args.compile
-                 else "bench-train" if args.parts == ["train"] else "bench")
+        block = (("bench-train-curve" if train_only else "bench-curve") if args.curve
+                 else "bench-compile" if args.compile else "bench-train" if train_only else "bench")
         update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
 

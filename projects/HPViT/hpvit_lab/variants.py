@@ -13,7 +13,8 @@ import torch
 
 from hpvit_d2.model_zoo import CONFIG_ROOT
 
-__all__ = ["SCALES", "VARIANTS", "build_model", "model_config", "share_weights"]
+__all__ = ["SCALES", "VARIANTS", "build_model", "config_act_checkpoint", "model_config",
+           "share_weights"]
 
 # name -> (label, how the trunk differs from the configs' defaults)
 VARIANTS: Dict[str, dict] = {
@@ -68,8 +69,9 @@ def model_config(variant: str, scale: str, size: int, checkpoint=False):
             model.backbone.in_feature = "scale4"
         trunk = model.backbone.net
     trunk.update(SCALES[scale]["trunk"])
-    if spec["kind"] != "vit":  # False, True (every stage) or the stages (HPViT.use_act_checkpoint),
-        # whatever the config sets (the B config recomputes the 1/4 and 1/8 stages)
+    if spec["kind"] != "vit" and checkpoint is not None:  # False, True (every stage) or the
+        # stages (HPViT.use_act_checkpoint), whatever the config sets (the B config recomputes the
+        # 1/4 and 1/8 stages); None: as the config sets it
         trunk.use_act_checkpoint = checkpoint if isinstance(checkpoint, bool) else list(checkpoint)
     # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
     model.roi_heads.box_predictor.test_score_thresh = 0.0
@@ -82,11 +84,21 @@ def model_config(variant: str, scale: str, size: int, checkpoint=False):
     return model
 
 
+def config_act_checkpoint(variant: str):
+    """The trunk's ``use_act_checkpoint`` as ``variant``'s config sets it: False, True or a list
+    of stages (the B config: ``[0, 1]``, the 1/4 and 1/8 stages)."""
+    node = model_config(variant, "base", 512, checkpoint=None).backbone
+    trunk = node.bottom_up if VARIANTS[variant]["kind"] == "hpvit" else node.net
+    value = trunk.get("use_act_checkpoint", False)
+    return value if isinstance(value, bool) else list(value)
+
+
 def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
                 checkpoint=False, seed: int = 0) -> torch.nn.Module:
     """
     The module for (variant, part): ``backbone`` or ``train`` the ViT trunk alone, ``pyramid`` the
-    trunk with its feature pyramid (``model.backbone``), ``maskrcnn`` the whole detector.
+    trunk with its feature pyramid (``model.backbone``), ``maskrcnn`` or ``train-maskrcnn`` the
+    whole detector. ``checkpoint``: the trunk's activation checkpointing (None: the config's).
     """
     from detectron2.config import instantiate
 
@@ -94,7 +106,7 @@ def build_model(variant: str, part: str, scale: str = "base", size: int = 512,
     model = instantiate(model_config(variant, scale, size, checkpoint))
     from hpvit_d2.modeling import find_vit_backbone
 
-    if part == "maskrcnn":
+    if part in ("maskrcnn", "train-maskrcnn"):
         return model
     return model.backbone if part == "pyramid" else find_vit_backbone(model)[1]
 
