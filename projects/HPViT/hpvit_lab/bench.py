@@ -154,7 +154,8 @@ def _synthetic_instances(size: int, gen: torch.Generator):
 
 
 def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
-    """A function running one pass: inference (backbone, maskrcnn) or a training step (train).
+    """A function running one pass: inference (backbone, maskrcnn) or a training step (train,
+    train-maskrcnn; ``amp``: autocast bfloat16 around the forward and the loss).
     Inference on the CPU runs the model as the predictor does, after
     ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``)."""
 
@@ -292,7 +293,9 @@ def measure_row(spec: dict) -> dict:
                           peak_method="ru_maxrss (process lifetime)")
     if train:  # the step above was the first (its time includes the allocator's first touch)
         result["first_pass_s"] = first_s
-        result["times"] = []
+        # --train-runs 0: the measured step is the timed one (on the system allocator every
+        # step maps its large tensors anew, the first one too)
+        result["times"] = [] if spec.get("train_runs", 1) else [first_s]
         for _ in range(spec.get("train_runs", 1)):
             start = time.perf_counter()
             step()
@@ -395,7 +398,7 @@ def run(args, log=print) -> dict:
         raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
     rows = plan_rows(args)
     log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
-        f"amp bf16: {args.amp}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
+        f"inference amp bf16: {args.amp}, train precisions: {' '.join(args.train_precisions)}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
     measured: Dict[tuple, Row] = {}
     for row in rows:
         twin = measured.get((row.part, row.size, row.model))
@@ -648,7 +651,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="input sizes of the training-step rows")
     p.add_argument("--train-runs", type=int, default=1,
                    help="timed training steps per train row, after the first (whose memory is "
-                        "measured); in the row's own fresh process")
+                        "measured); in the row's own fresh process; 0: the first step's time")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_BACKBONE_MODELS),
                    choices=list(VARIANTS), help="models of the backbone part")
     p.add_argument("--maskrcnn-models", nargs="+", default=list(DEFAULT_MASKRCNN_MODELS),
