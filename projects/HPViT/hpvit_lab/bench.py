@@ -365,6 +365,7 @@ def _time_rows(rows: List[Row], models: Dict[str, Callable], args, log) -> List[
 def plan_rows(args) -> List[Row]:
     """Every (part, size, model) the arguments ask for, in measuring order."""
     rows = []
+    as_configured: Dict[str, object] = {}  # model -> its config's checkpointing, read once
     for part in args.parts:
         sizes = args.train_sizes if part in TRAIN_PARTS else args.sizes
         models = {"backbone": args.models, "maskrcnn": args.maskrcnn_models,
@@ -374,7 +375,9 @@ def plan_rows(args) -> List[Row]:
                 row = partial(Row, part, size, model, scale=args.scale)
                 if part == "train-maskrcnn" or (part == "train" and args.curve):
                     # the trunk checkpointed as the model's config sets it
-                    settings = [config_act_checkpoint(model)]
+                    if model not in as_configured:
+                        as_configured[model] = config_act_checkpoint(model)
+                    settings = [as_configured[model]]
                 elif part == "train":
                     settings = [False]
                     if VARIANTS[model]["kind"] != "vit":  # detectron2's needs fairscale
@@ -398,7 +401,8 @@ def run(args, log=print) -> dict:
         raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
     rows = plan_rows(args)
     log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
-        f"inference amp bf16: {args.amp}, train precisions: {' '.join(args.train_precisions)}, runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
+        f"inference amp bf16: {args.amp}, train precisions: {' '.join(args.train_precisions)}, "
+        f"runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
     measured: Dict[tuple, Row] = {}
     for row in rows:
         twin = measured.get((row.part, row.size, row.model))
@@ -614,7 +618,8 @@ def plot_curve(results: dict, path: Path) -> None:
     part = results["rows"][0]["part"]
     rows = [r for r in results["rows"] if r["part"] == part]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = (("median latency (s)" if part not in TRAIN_PARTS else "step time (s)", lambda r: statistics.median(r["times"]) if r["times"] else None),
+    time_title = "step time (s)" if part in TRAIN_PARTS else "median latency (s)"
+    panels = ((time_title, lambda r: statistics.median(r["times"]) if r["times"] else None),
               ("pass peak memory (MB)", lambda r: r["pass_peak_mb"]),
               ("GFLOPs (fvcore)", lambda r: r["gflops"]))
     for ax, (title, value) in zip(axes, panels):
