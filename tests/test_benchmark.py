@@ -52,9 +52,9 @@ def test_writes_json_markdown_and_png(bench_run):
         ("backbone", "detectron2 ViT-tiny trunk (ViTDet)"), ("backbone", "HPViT-tiny trunk plain mode"),
         ("maskrcnn", "detectron2 ViT-tiny trunk (ViTDet)"), ("maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg"),
         ("train", "detectron2 ViT-tiny trunk (ViTDet) + AMP bf16"),
-        # the whole detector, its trunk checkpointed as the config sets (HPViT-B's: 1/4 and 1/8)
+        # the whole detector, its trunk checkpointed as the config sets (HPViT-B's: every stage)
         ("train-maskrcnn", "detectron2 ViT-tiny trunk (ViTDet) + AMP bf16"),
-        ("train-maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt 1/4, 1/8 + AMP bf16"),
+        ("train-maskrcnn", "HPViT-tiny trunk (1,1,9,1) avg + act ckpt + AMP bf16"),
     }
     with Image.open(out / "benchmark.png") as im:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
@@ -77,20 +77,20 @@ def test_writes_json_markdown_and_png(bench_run):
 def test_train_rows_are_planned_for_every_setting_and_precision():
     """The trunk: without checkpointing, with it in every stage (not detectron2's: fairscale) and,
     for the hierarchy, in the 1/4 and 1/8 stages; the detector as its config sets it (HPViT-B's
-    config: the 1/4 and 1/8 stages); each in fp32 and under the configs' mixed precision."""
+    config: every stage); each in fp32 and under the configs' mixed precision."""
     args = benchmark._parser().parse_args(["--parts", "train", "train-maskrcnn"])
     rows = benchmark.plan_rows(args)
     planned = [(r.part, r.model, r.checkpoint, r.amp) for r in rows]
     trunk = [("vit", False), ("plain", False), ("plain", True), ("hpvit-2262-conv", False),
              ("hpvit-2262-conv", True), ("hpvit-2262-conv", [0, 1])]
-    detector = [("vit", False), ("hpvit-2262-conv", [0, 1])]
+    detector = [("vit", False), ("hpvit-2262-conv", True)]
     expected = [("train", model, checkpoint, amp) for model in ("vit", "plain", "hpvit-2262-conv")
                 for amp in (False, True) for m, checkpoint in trunk if m == model]
     expected += [("train-maskrcnn", model, checkpoint, amp) for model, checkpoint in detector
                  for amp in (False, True)]
     assert planned == expected
     assert {r.size for r in rows} == {512}
-    assert rows[-1].name == "HPViT-B (2,2,6,2) conv + act ckpt 1/4, 1/8 + AMP bf16"
+    assert rows[-1].name == "HPViT-B (2,2,6,2) conv + act ckpt + AMP bf16"
 
 
 def test_every_inference_row_has_every_number(bench_run):
@@ -162,7 +162,7 @@ def test_cost_curve_plots_time_memory_and_flops(tmp_path):
 
 def test_training_cost_curve_runs_each_trunk_as_its_config_sets_it(tmp_path):
     """--curve --parts train: the training step of ViTDet's and HPViT's trunks at each size, HPViT
-    checkpointed as the B config sets it (1/4 and 1/8), timed, with memory and forward FLOPs."""
+    checkpointed as the B config sets it (every stage), timed, with memory and forward FLOPs."""
     (tmp_path / "README.md").write_text("# t\n<!-- begin: bench-train-curve -->\nold\n"
                                         "<!-- end: bench-train-curve -->\n")
     printed = io.StringIO()
@@ -172,11 +172,11 @@ def test_training_cost_curve_runs_each_trunk_as_its_config_sets_it(tmp_path):
                                "--out", str(tmp_path), "--readme", str(tmp_path / "README.md")]) == 0
     results = json.loads((tmp_path / "train-curve.json").read_text())
     rows = {(r["model"], r["size"], str(r["checkpoint"]), r["amp"]) for r in results["rows"]}
-    assert rows == {("vit", 64, "False", False), ("hpvit-2262-conv", 64, "[0, 1]", False)}
+    assert rows == {("vit", 64, "False", False), ("hpvit-2262-conv", 64, "True", False)}
     assert all(r["part"] == "train" and r["gflops"] > 0 and r["times"] and r["pass_peak_mb"] > 0
                for r in results["rows"])
     readme = (tmp_path / "README.md").read_text()
-    assert "act ckpt 1/4, 1/8" in readme and "old" not in readme
+    assert "conv + act ckpt |" in readme and "old" not in readme
     with Image.open(tmp_path / "train-curve.png") as image:
         assert image.format == "PNG" and image.width > 1000
 

@@ -59,8 +59,8 @@ def test_bad_input_is_one_line_and_exit_2(command, argv, expected, capsys, tmp_p
 def test_new_keys_need_a_plus_and_constructor_arguments_are_checked(tmp_path):
     from hpvit_d2.model_zoo import ConfigError, get_config
 
-    cfg = get_config(TINY, ["+train.my_note=hello", "model.backbone.bottom_up.use_act_checkpoint=True"])
-    assert cfg.train.my_note == "hello" and cfg.model.backbone.bottom_up.use_act_checkpoint is True
+    cfg = get_config(TINY, ["+train.my_note=hello", "model.backbone.bottom_up.use_act_checkpoint=False"])
+    assert cfg.train.my_note == "hello" and cfg.model.backbone.bottom_up.use_act_checkpoint is False
     with pytest.raises(ConfigError, match=r"takes no argument 'stage_depth'; did you mean "
                                           r"model.backbone.bottom_up.stage_depths\?"):
         get_config(TINY, ["model.backbone.bottom_up.stage_depth=[4]"])

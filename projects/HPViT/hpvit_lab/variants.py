@@ -70,8 +70,8 @@ def model_config(variant: str, scale: str, size: int, checkpoint=False):
         trunk = model.backbone.net
     trunk.update(SCALES[scale]["trunk"])
     if spec["kind"] != "vit" and checkpoint is not None:  # False, True (every stage) or the
-        # stages (HPViT.use_act_checkpoint), whatever the config sets (the B config recomputes the
-        # 1/4 and 1/8 stages); None: as the config sets it
+        # stages (HPViT.use_act_checkpoint), whatever the config sets (the B config recomputes
+        # every stage); None: as the config sets it
         trunk.use_act_checkpoint = checkpoint if isinstance(checkpoint, bool) else list(checkpoint)
     # Score threshold 0: always 100 detections, so the mask head's work does not depend on weights.
     model.roi_heads.box_predictor.test_score_thresh = 0.0
@@ -86,7 +86,7 @@ def model_config(variant: str, scale: str, size: int, checkpoint=False):
 
 def config_act_checkpoint(variant: str):
     """The trunk's ``use_act_checkpoint`` as ``variant``'s config sets it: False, True or a list
-    of stages (the B config: ``[0, 1]``, the 1/4 and 1/8 stages)."""
+    of stages (the B config: True, every stage)."""
     node = model_config(variant, "base", 512, checkpoint=None).backbone
     trunk = node.bottom_up if VARIANTS[variant]["kind"] == "hpvit" else node.net
     value = trunk.get("use_act_checkpoint", False)
