@@ -97,9 +97,9 @@ class LazyPredictor:
             amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
             optimize (bool): on the CPU, apply ``hpvit_d2.modeling.optimize_for_cpu_inference``
-                to the model (in place; banded blocks, oneDNN projections, freed memory kept
-                for reuse). The same predictions to float rounding; a model trained afterwards
-                trains as before.
+                to the model (in place; banded blocks, the faster projection kernel, freed
+                memory kept for reuse). The same predictions to float rounding; a model trained
+                afterwards trains as before.
         """
         self.cfg = cfg
         self.augmentations = T.AugmentationList(  # resizes keep >= 1 px: data.transforms

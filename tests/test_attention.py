@@ -1,5 +1,7 @@
 """HPViT's attention and block (detectron2's modules, the kernel chosen by ``fused_attn``) and the
 opt-in CPU inference step: same parameters, same outputs and gradients as detectron2's."""
+import re
+
 import pytest
 import torch
 from conftest import CUDA_ONLY, DEVICES
@@ -200,8 +202,9 @@ def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, wind
     model = HPViT(img_size=128, embed_dim=48, depth=4, num_heads=3, window_size=4,
                   window_block_indexes=window_blocks, use_rel_pos=True, rel_pos_zero_init=False,
                   residual_block_indexes=(2,), stage_depths=(1, 1, 1, 1)).to(device).eval()
-    fast = optimize_for_cpu_inference(copy.deepcopy(model), retain_freed_memory=False)
-    assert optimize_for_cpu_inference(fast, retain_freed_memory=False) is fast
+    fast = optimize_for_cpu_inference(copy.deepcopy(model), retain_freed_memory=False,
+                                      linear="onednn")
+    assert optimize_for_cpu_inference(fast, retain_freed_memory=False, linear="onednn") is fast
     assert all(isinstance(b, cpu_inference.BandedBlock) and b.inplace for b in fast.blocks)
     assert isinstance(fast.blocks[0].mlp.fc1, OneDNNLinear)
     assert list(fast.state_dict()) == list(model.state_dict())
@@ -219,3 +222,45 @@ def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, wind
         torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
     for (name, p), q in zip(fast.named_parameters(), model.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=0, rtol=0, msg=name)
+
+
+def test_cpu_linear_kernel_is_timed_on_the_machine_or_fixed_by_the_user(monkeypatch):
+    """The projections' kernel at CPU inference: "auto" times both on the model's own shapes
+    (the reason gives the ratio), HPVIT_CPU_LINEAR or linear= fix it (the argument first), a
+    wrong name is one ConfigError naming where it came from; both kernels give the same outputs
+    and cpu_inference_kernels says which one each projection runs."""
+    import copy
+
+    from hpvit_d2.modeling import HPViT, cpu_inference_kernels, optimize_for_cpu_inference
+    from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, choose_cpu_linear
+    from hpvit_d2.overrides import ConfigError
+
+    monkeypatch.delenv(CPU_LINEAR_ENV, raising=False)
+    auto = choose_cpu_linear([(48, 144), (48, 48), (48, 192), (192, 48)])
+    assert auto.kernel in ("onednn", "mkl") and auto.reason.startswith("auto: oneDNN's linear ")
+    assert re.search(r"\d+\.\d\dx F.linear's speed", auto.reason), auto.reason
+    monkeypatch.setenv(CPU_LINEAR_ENV, "MKL")
+    assert choose_cpu_linear([(48, 48)]) == ("mkl", f"{CPU_LINEAR_ENV}=mkl")
+    assert choose_cpu_linear([(48, 48)], "onednn") == ("onednn", "linear argument=onednn")
+    monkeypatch.setenv(CPU_LINEAR_ENV, "fast")
+    with pytest.raises(ConfigError, match=f"^{CPU_LINEAR_ENV}='fast' is not a CPU linear kernel: "
+                                          "use one of auto, onednn, mkl"):
+        choose_cpu_linear([(48, 48)])
+
+    torch.manual_seed(0)
+    model = HPViT(img_size=64, embed_dim=48, depth=2, num_heads=3, window_size=4,
+                  window_block_indexes=(0,), use_rel_pos=True, rel_pos_zero_init=False,
+                  stage_depths=(1, 1)).eval()
+    onednn = optimize_for_cpu_inference(copy.deepcopy(model), False, linear="onednn")
+    mkl = optimize_for_cpu_inference(copy.deepcopy(model), False, linear="mkl")
+    assert cpu_inference_kernels(onednn) == {"onednn": 8, "mkl": 0}
+    assert cpu_inference_kernels(mkl) == {"onednn": 0, "mkl": 8}
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        a, b = onednn(x), mkl(x)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5)
+    # applied again with the other kernel: the projections follow
+    assert cpu_inference_kernels(optimize_for_cpu_inference(onednn, False, linear="mkl")) == \
+        {"onednn": 0, "mkl": 8}
+

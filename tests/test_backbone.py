@@ -251,7 +251,7 @@ def test_hierarchy_equals_its_unoptimised_forward(grad):
 
     torch.manual_seed(0)
     fast = tiny_hpvit(use_rel_pos=True, rel_pos_zero_init=False, window_block_indexes=(0, 1, 2))
-    optimize_for_cpu_inference(fast, retain_freed_memory=False)
+    optimize_for_cpu_inference(fast, retain_freed_memory=False, linear="onednn")
     reference = tiny_hpvit(use_rel_pos=True, rel_pos_zero_init=False,
                            window_block_indexes=(0, 1, 2), fused_attn=False)
     reference.load_state_dict(fast.state_dict())

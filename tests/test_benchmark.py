@@ -72,6 +72,11 @@ def test_writes_json_markdown_and_png(bench_run):
     assert results["onednn_roofline_gmacs"] > 0
     assert f"oneDNN's linear on the same product {results['onednn_roofline_gmacs']:.1f} GMAC/s" \
         in md.splitlines()[0]
+    # the kernel HPViT's projections ran on at inference, chosen on this machine, and why
+    linear = results["cpu_linear"]
+    assert linear["kernel"] in ("onednn", "mkl") and linear["reason"].startswith("auto: ")
+    kernel = "oneDNN's linear" if linear["kernel"] == "onednn" else "F.linear (MKL)"
+    assert f"HPViT's projections at inference: {kernel} ({linear['reason']})" in md.splitlines()[0]
 
 
 def test_train_rows_are_planned_for_every_setting_and_precision():

@@ -9,7 +9,7 @@ from .checkpoint_filter import (
     convert_plain_vit,
 )
 from .classifier import checkpoint_filter_fn
-from .cpu_inference import optimize_for_cpu_inference
+from .cpu_inference import cpu_inference_kernels, optimize_for_cpu_inference
 from .hpvit import HPViT, find_vit_backbone
 from .pooling import TokenPool
 from .segmentor import semantic_segmentor
@@ -27,6 +27,7 @@ __all__ = [
     "build_hpvit_fpn_backbone",
     "checkpoint_filter_fn",
     "convert_plain_vit",
+    "cpu_inference_kernels",
     "find_vit_backbone",
     "optimize_for_cpu_inference",
     "semantic_segmentor",

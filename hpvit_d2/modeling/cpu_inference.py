@@ -12,8 +12,11 @@ outputs equal to float rounding, tested):
   activations of the whole 1/4 map are never in memory at once, and each block writes its result
   into its input (HPViT's forward owns every map it passes to a block);
 - the blocks' projections (``qkv``, ``proj``, ``fc1``, ``fc2``) become
-  :class:`~hpvit_d2.modeling.projection.OneDNNLinear` (oneDNN's linear instead of MKL's sgemm:
-  faster on some processors, not all; ``make bench`` prints both rooflines);
+  :class:`~hpvit_d2.modeling.projection.OneDNNLinear` (oneDNN's linear instead of MKL's sgemm)
+  where that is faster on this machine: faster on some processors, not all, so both are timed on
+  the model's own shapes once per process
+  (:func:`~hpvit_d2.modeling.projection.choose_cpu_linear`; ``HPVIT_CPU_LINEAR=onednn|mkl`` or
+  ``linear=`` fixes it; :func:`cpu_inference_kernels` says which one a model runs);
 - the process keeps freed memory for reuse (:func:`hpvit_d2.cpu_memory.retain_freed_cpu_memory`,
   glibc only, process-wide; ``retain_freed_memory=False`` or ``HPVIT_RETAIN_FREED_MEMORY=0``
   leaves the allocator alone).
@@ -21,14 +24,19 @@ outputs equal to float rounding, tested):
 The predictor, ``hpvit-demo`` and the bench call it; a model used for training or export should
 not be given it (it would take the parents' forwards there anyway).
 """
+import logging
+from typing import Dict, Optional
+
 import torch
 import torch.nn as nn
 
 from .attention import Block
 from .hpvit import HPViT
-from .projection import OneDNNLinear
+from .projection import OneDNNLinear, choose_cpu_linear
 
-__all__ = ["BAND_TOKENS", "BandedBlock", "optimize_for_cpu_inference"]
+__all__ = ["BAND_TOKENS", "BandedBlock", "cpu_inference_kernels", "optimize_for_cpu_inference"]
+
+logger = logging.getLogger(__name__)
 
 # Tokens per band: the (tokens, 3C) qkv and (tokens, 4C) MLP activations exist for one band at a
 # time, not for the whole 1/4 map.
@@ -78,27 +86,53 @@ def _adopt(module: nn.Module, cls: type) -> None:
         module.__class__ = cls
 
 
-def optimize_for_cpu_inference(model: nn.Module, retain_freed_memory: bool = True) -> nn.Module:
+def _projections(block: nn.Module):
+    return (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2)
+
+
+def optimize_for_cpu_inference(model: nn.Module, retain_freed_memory: bool = True,
+                               linear: Optional[str] = None) -> nn.Module:
     """
     Apply the CPU inference step (module docstring) to every HPViT in ``model``, in place.
 
     Args:
         model (nn.Module): a built model (a detector, a classifier or an HPViT).
         retain_freed_memory (bool): also make the process keep freed memory for reuse.
+        linear (str or None): the projections' kernel: "onednn", "mkl" (``F.linear``) or "auto"
+            (the faster on this machine, timed once per process); None reads
+            ``HPVIT_CPU_LINEAR``, else "auto". The choice is logged.
     Returns:
-        ``model``, for chaining. Calling it twice changes nothing more.
+        ``model``, for chaining. Calling it again applies the kernel chosen then.
     """
-    for backbone in model.modules():
-        if not isinstance(backbone, HPViT):
-            continue
+    backbones = [m for m in model.modules() if isinstance(m, HPViT)]
+    shapes = {(p.in_features, p.out_features) for b in backbones for block in b.blocks
+              for p in _projections(block) if type(p) in (nn.Linear, OneDNNLinear)}
+    choice = choose_cpu_linear(sorted(shapes), linear) if shapes else None
+    for backbone in backbones:
         for block in backbone.blocks:
             _adopt(block, BandedBlock)
             block.inplace = True  # HPViT.forward owns every map it passes to a block
-            for linear in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
-                if type(linear) is nn.Linear:
-                    linear.__class__ = OneDNNLinear
+            for projection in _projections(block):
+                if type(projection) in (nn.Linear, OneDNNLinear):
+                    projection.__class__ = OneDNNLinear if choice.kernel == "onednn" else nn.Linear
+    if choice is not None:
+        logger.info("HPViT CPU inference: projections through %s (%s)",
+                    "oneDNN's linear" if choice.kernel == "onednn" else "F.linear (MKL)",
+                    choice.reason)
     if retain_freed_memory:
         from ..cpu_memory import retain_freed_cpu_memory
 
         retain_freed_cpu_memory()
     return model
+
+
+def cpu_inference_kernels(model: nn.Module) -> Dict[str, int]:
+    """How many of the HPViT blocks' projections in ``model`` run on each kernel at CPU
+    inference: {"onednn": n, "mkl": m} (``F.linear``: MKL's sgemm)."""
+    counts = {"onednn": 0, "mkl": 0}
+    for backbone in model.modules():
+        if isinstance(backbone, HPViT):
+            for block in backbone.blocks:
+                for projection in _projections(block):
+                    counts["onednn" if isinstance(projection, OneDNNLinear) else "mkl"] += 1
+    return counts

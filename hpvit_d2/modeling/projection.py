@@ -4,17 +4,36 @@ CPU inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead o
 
 PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output; this path
 runs the same products through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
-kernel inductor calls for CPU linears). Which is faster depends on the processor: ``make bench``
-prints both rooflines and the README's speed section says where it was measured.
+kernel inductor calls for CPU linears). Which is faster depends on the processor (10-25% faster
+on the AMD EPYC the README's speed table was measured on, not on every Intel Xeon), so it is
+decided on the machine: :func:`choose_cpu_linear` times both kernels on the model's own
+projection shapes, once per process, and ``HPVIT_CPU_LINEAR=onednn|mkl`` (or the ``linear``
+argument of ``optimize_for_cpu_inference``) fixes the choice. ``make bench`` prints the kernel
+its rows used and both rooflines.
 
 :func:`hpvit_d2.modeling.optimize_for_cpu_inference` makes a built model's projections
-:class:`OneDNNLinear`. Only inference takes this path (no autograd, fp32 on the CPU, no autocast, not traced, compiled or
-exported): training, exported graphs, ``torch.compile`` and other devices keep ``F.linear``.
+:class:`OneDNNLinear` when oneDNN is chosen. Only inference takes this path (no autograd, fp32 on
+the CPU, no autocast, not traced, compiled or exported): training, exported graphs,
+``torch.compile`` and other devices keep ``F.linear``.
 """
+import functools
+import os
+import time
+from typing import NamedTuple, Optional, Sequence, Tuple
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-__all__ = ["OneDNNLinear", "onednn_applies", "token_linear"]
+__all__ = ["CPU_LINEAR_ENV", "CPU_LINEARS", "CpuLinearChoice", "OneDNNLinear", "choose_cpu_linear",
+           "onednn_applies", "token_linear"]
+
+# The environment variable that fixes the CPU inference projections' kernel, and its values.
+CPU_LINEAR_ENV = "HPVIT_CPU_LINEAR"
+CPU_LINEARS = ("auto", "onednn", "mkl")
+# Rows of the product each kernel is timed on in "auto": a band's worth of tokens would be 8192;
+# half of it ranks the kernels the same at half the cost (about 1 s for ViT-B's four shapes).
+_TIMED_TOKENS = 2048
 
 
 def _onednn_linear_available() -> bool:
@@ -63,3 +82,87 @@ class OneDNNLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return token_linear(self, x)
+
+
+class CpuLinearChoice(NamedTuple):
+    """The CPU inference projections' kernel: ``kernel`` "onednn" or "mkl" (``F.linear``), and
+    ``reason``, one line saying how it was decided (e.g. the measured ratio)."""
+
+    kernel: str
+    reason: str
+
+
+def _requested(linear: Optional[str]) -> Tuple[str, str]:
+    """The requested kernel and where the request came from (argument, environment, default)."""
+    if linear is not None:
+        source, value = "linear argument", linear
+    elif os.environ.get(CPU_LINEAR_ENV):
+        source, value = CPU_LINEAR_ENV, os.environ[CPU_LINEAR_ENV].strip().lower()
+    else:
+        return "auto", "default"
+    if value not in CPU_LINEARS:
+        from ..overrides import ConfigError  # a ValueError: one line at the command line
+
+        raise ConfigError(f"{source}={value!r} is not a CPU linear kernel: use one of "
+                         f"{', '.join(CPU_LINEARS)} (auto times both on this machine)")
+    return value, source
+
+
+def _seconds(product, rounds: int = 3) -> float:
+    """The fastest of ``rounds`` calls of ``product``, after one call to warm it up."""
+    product()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        product()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_speedup(shapes: Tuple[Tuple[int, int], ...], threads: int) -> float:
+    """MKL's time over oneDNN's for the (C_in, C_out) projections ``shapes`` at
+    :data:`_TIMED_TOKENS` fp32 tokens, summed over the shapes (>1: oneDNN is faster); once per
+    process and thread count."""
+    del threads  # part of the cache key: the ranking can change with the thread count
+    generator = torch.Generator().manual_seed(0)
+    totals = {"mkl": 0.0, "onednn": 0.0}
+    with torch.no_grad():
+        for c_in, c_out in shapes:
+            x = torch.randn(_TIMED_TOKENS, c_in, generator=generator)
+            weight = torch.randn(c_out, c_in, generator=generator) * c_in ** -0.5
+            bias = torch.zeros(c_out)
+            kernels = {
+                "mkl": lambda: F.linear(x, weight, bias),
+                "onednn": lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""),
+            }
+            for name, product in kernels.items():
+                totals[name] += _seconds(product)
+    return totals["mkl"] / totals["onednn"]
+
+
+def choose_cpu_linear(shapes: Sequence[Tuple[int, int]], linear: Optional[str] = None
+                      ) -> CpuLinearChoice:
+    """
+    The kernel of the CPU inference projections: the ``linear`` argument, else
+    ``HPVIT_CPU_LINEAR``, else "auto": both kernels timed on ``shapes`` on this machine (once
+    per process; the faster one wins).
+
+    Args:
+        shapes: the (C_in, C_out) of the projections, e.g. ViT-B's (768, 2304), (768, 768),
+            (768, 3072), (3072, 768).
+        linear (str or None): "auto", "onednn" or "mkl"; None reads the environment.
+    Returns:
+        :class:`CpuLinearChoice`. "mkl" wherever oneDNN's linear does not exist in this build.
+    Raises:
+        ConfigError: an unknown kernel name (the line names the argument or variable).
+    """
+    value, source = _requested(linear)
+    if not (_ONEDNN_LINEAR and torch.backends.mkldnn.enabled):
+        return CpuLinearChoice("mkl", "oneDNN's linear is not available in this PyTorch build")
+    if value != "auto":
+        return CpuLinearChoice(value, f"{source}={value}")
+    ratio = _measured_speedup(tuple(sorted(set(shapes))), torch.get_num_threads())
+    kernel = "onednn" if ratio > 1.0 else "mkl"
+    return CpuLinearChoice(kernel, f"auto: oneDNN's linear {ratio:.2f}x F.linear's speed on the "
+                                   f"blocks' projections, {torch.get_num_threads()} threads")

@@ -61,7 +61,9 @@ import torch
 from hpvit_d2 import cpu_memory
 from hpvit_d2.overrides import ConfigError
 from hpvit_d2.cli.common import command_line, run as run_command, update_readme_block
-from .variants import SCALES, VARIANTS, build_model, config_act_checkpoint, share_weights
+from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, CPU_LINEARS, choose_cpu_linear
+from .variants import (SCALES, VARIANTS, build_model, config_act_checkpoint, projection_shapes,
+                       share_weights)
 
 __all__ = ["Row", "main", "matmul_roofline", "measure_row", "run"]
 
@@ -153,11 +155,13 @@ def _synthetic_instances(size: int, gen: torch.Generator):
     return instances
 
 
-def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool) -> Callable:
+def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool,
+              linear: Optional[str] = None) -> Callable:
     """A function running one pass: inference (backbone, maskrcnn) or a training step (train,
     train-maskrcnn; ``amp``: autocast bfloat16 around the forward and the loss).
     Inference on the CPU runs the model as the predictor does, after
-    ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``)."""
+    ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``;
+    ``linear``: the projections' kernel, "onednn" or "mkl", None: as the predictor decides)."""
 
     if part in TRAIN_PARTS:
         from detectron2.utils.events import EventStorage
@@ -180,7 +184,7 @@ def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool)
         if not device.startswith("cuda"):
             from hpvit_d2.modeling import optimize_for_cpu_inference
 
-            optimize_for_cpu_inference(model, retain_freed_memory=False)
+            optimize_for_cpu_inference(model, retain_freed_memory=False, linear=linear)
 
         def step():
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -262,7 +266,7 @@ def measure_row(spec: dict) -> dict:
                         spec["checkpoint"]).to(device)
     train = spec["part"] in TRAIN_PARTS
     inputs = make_inputs(spec["part"], spec["size"], spec["batch"], device)
-    step = make_step(model, spec["part"], inputs, device, spec["amp"])
+    step = make_step(model, spec["part"], inputs, device, spec["amp"], spec.get("linear"))
     result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
               "allocator": cpu_memory.retained()}
     gc.collect()
@@ -400,6 +404,12 @@ def run(args, log=print) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu")
     rows = plan_rows(args)
+    # One kernel for every inference row and its subprocess: decided here, once (the
+    # predictor's own choice: --cpu-linear, else HPVIT_CPU_LINEAR, else timed on this machine).
+    linear = None
+    if not args.device.startswith("cuda") and any(r.part not in TRAIN_PARTS for r in rows):
+        linear = choose_cpu_linear(projection_shapes(args.scale), args.cpu_linear)
+        log(f"HPViT's projections at CPU inference: {_kernel_name(linear.kernel)} ({linear.reason})")
     log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
         f"inference amp bf16: {args.amp}, train precisions: {' '.join(args.train_precisions)}, "
         f"runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
@@ -413,6 +423,7 @@ def run(args, log=print) -> dict:
         spec = dict(model=row.model, part=row.part, size=row.size, checkpoint=row.checkpoint,
                     scale=args.scale, batch=args.batch, threads=args.threads, device=args.device,
                     amp=row.amp if train else args.amp, train_runs=args.train_runs,
+                    linear=linear and linear.kernel,
                     # the trunk's forward FLOPs, once per (size, model) of the train part
                     count_flops=row.part == "train" and twin is None)
         log(f"memory/params/FLOPs (subprocess): {row.part} {row.size} {row.name}")
@@ -450,7 +461,8 @@ def run(args, log=print) -> dict:
             model = built[row.model]
             if row.compiled:
                 model = torch.compile(copy.deepcopy(model))
-            steps[row.key] = make_step(model, part, inputs, args.device, args.amp)
+            steps[row.key] = make_step(model, part, inputs, args.device, args.amp,
+                                       linear and linear.kernel)
         rooflines += _time_rows(group, steps, args, log)
         del built, steps
         gc.collect()
@@ -472,6 +484,7 @@ def run(args, log=print) -> dict:
         "onednn_roofline_gmacs": _median_or_none([r[1] for r in rooflines] if rooflines else
                                                  [matmul_roofline(args.device, kernel="onednn")]),
         "allocator": cpu_memory.retained(),
+        "cpu_linear": linear and linear._asdict(),
         "rows": [dict(asdict(r), name=r.name) for r in rows],
     }
 
@@ -546,6 +559,17 @@ def _onednn_note(results: dict) -> str:
     return "" if rate is None else f", oneDNN's linear on the same product {rate:.1f} GMAC/s"
 
 
+def _kernel_name(kernel: str) -> str:
+    return "oneDNN's linear" if kernel == "onednn" else "F.linear (MKL)"
+
+
+def _linear_note(results: dict) -> str:
+    """The kernel HPViT's projections ran on in the inference rows, and how it was chosen."""
+    linear = results.get("cpu_linear")
+    return "" if not linear else (f"; HPViT's projections at inference: "
+                                  f"{_kernel_name(linear['kernel'])} ({linear['reason']})")
+
+
 def _allocator_note(results: dict) -> str:
     """Says so when the train rows' memory was measured on the system allocator (as training
     runs) while the run kept freed memory: read off the policy each row recorded."""
@@ -563,7 +587,7 @@ def markdown_table(results: dict) -> str:
             f"{results['runs']} runs after {results['warmup']} warm-up; matmul roofline "
             f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
             f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}, torch.mm)"
-            f"{_onednn_note(results)}; CPU memory: "
+            f"{_onednn_note(results)}{_linear_note(results)}; CPU memory: "
             f"{results.get('allocator', 'system allocator')}{_allocator_note(results)}.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
@@ -701,6 +725,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--system-allocator", action="store_true",
                    help="leave glibc's allocator as it is (by default freed CPU memory is kept for "
                         "reuse, hpvit_d2.cpu_memory: large tensors then cost no page faults)")
+    p.add_argument("--cpu-linear", choices=CPU_LINEARS, default=None,
+                   help="the kernel of HPViT's projections in the CPU inference rows: onednn, mkl "
+                        "(F.linear) or auto (both timed on the blocks' shapes, the faster wins); "
+                        f"default: {CPU_LINEAR_ENV}, else auto. The header says which ran")
     p.add_argument("--measure-row", help=argparse.SUPPRESS)
     return p
 

@@ -14,7 +14,7 @@ import torch
 from hpvit_d2.model_zoo import CONFIG_ROOT
 
 __all__ = ["SCALES", "VARIANTS", "build_model", "config_act_checkpoint", "model_config",
-           "share_weights"]
+           "projection_shapes", "share_weights"]
 
 # name -> (label, how the trunk differs from the configs' defaults)
 VARIANTS: Dict[str, dict] = {
@@ -41,6 +41,13 @@ SCALES = {
                "roi_heads.mask_head.conv_dims": [32] * 5},
     ),
 }
+
+
+def projection_shapes(scale: str):
+    """The (C_in, C_out) of a block's qkv, proj, fc1 and fc2 at ``scale`` (the B configs'
+    768 wide, MLP ratio 4; the trunks of every variant share them)."""
+    dim = SCALES[scale]["trunk"].get("embed_dim", 768)
+    return [(dim, 3 * dim), (dim, dim), (dim, 4 * dim), (4 * dim, dim)]
 
 
 def model_config(variant: str, scale: str, size: int, checkpoint=False):
