@@ -5,8 +5,8 @@ CPU inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead o
 PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output; this path
 runs the same products through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
 kernel inductor calls for CPU linears). Which is faster depends on the processor (10-25% faster
-on the AMD EPYC the README's speed table was measured on, not on every Intel Xeon), so it is
-decided on the machine: :func:`choose_cpu_linear` times both kernels on the model's own
+on an AMD EPYC, 3-12% slower on the Intel Xeon of docs/benchmarks.md), so it is decided on the
+machine: :func:`choose_cpu_linear` times both kernels on the model's own
 projection shapes, once per process, and ``HPVIT_CPU_LINEAR=onednn|mkl`` (or the ``linear``
 argument of ``optimize_for_cpu_inference``) fixes the choice. ``make bench`` prints the kernel
 its rows used and both rooflines.
@@ -32,7 +32,7 @@ __all__ = ["CPU_LINEAR_ENV", "CPU_LINEARS", "CpuLinearChoice", "OneDNNLinear", "
 CPU_LINEAR_ENV = "HPVIT_CPU_LINEAR"
 CPU_LINEARS = ("auto", "onednn", "mkl")
 # Rows of the product each kernel is timed on in "auto": a band's worth of tokens would be 8192;
-# half of it ranks the kernels the same at half the cost (about 1 s for ViT-B's four shapes).
+# a quarter of it ranks the kernels at a quarter of the cost (1.7 s for ViT-B's four shapes).
 _TIMED_TOKENS = 2048
 
 
@@ -61,6 +61,12 @@ def onednn_applies(x: torch.Tensor) -> bool:
     )
 
 
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x (..., C_in) @ weight (C_out, C_in).T + bias through oneDNN's linear, no fused op."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def token_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """
     ``linear(x)``, through oneDNN where :func:`onednn_applies`.
@@ -73,7 +79,7 @@ def token_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """
     # Another subclass of nn.Linear may compute something else: it is called as it is.
     if type(linear) in (nn.Linear, OneDNNLinear) and onednn_applies(x) and linear.weight.dtype == x.dtype:
-        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "none", [], "")
+        return _onednn_linear(x, linear.weight, linear.bias)
     return nn.Linear.forward(linear, x) if type(linear) is OneDNNLinear else linear(x)
 
 
@@ -134,7 +140,7 @@ def _measured_speedup(shapes: Tuple[Tuple[int, int], ...], threads: int) -> floa
             bias = torch.zeros(c_out)
             kernels = {
                 "mkl": lambda: F.linear(x, weight, bias),
-                "onednn": lambda: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""),
+                "onednn": lambda: _onednn_linear(x, weight, bias),
             }
             for name, product in kernels.items():
                 totals[name] += _seconds(product)

@@ -409,7 +409,8 @@ def run(args, log=print) -> dict:
     linear = None
     if not args.device.startswith("cuda") and any(r.part not in TRAIN_PARTS for r in rows):
         linear = choose_cpu_linear(projection_shapes(args.scale), args.cpu_linear)
-        log(f"HPViT's projections at CPU inference: {_kernel_name(linear.kernel)} ({linear.reason})")
+        log(f"HPViT's projections at CPU inference: {_kernel_name(linear.kernel)} "
+            f"({linear.reason})")
     log(f"threads: {torch.get_num_threads()} (torch.set_num_threads), device: {args.device}, "
         f"inference amp bf16: {args.amp}, train precisions: {' '.join(args.train_precisions)}, "
         f"runs: {args.runs}, warm-up: {args.warmup}, batch: {args.batch}")
