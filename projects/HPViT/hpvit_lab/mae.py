@@ -8,8 +8,10 @@ format users hold, which ``hpvit_d2.convert`` and every loading path of this pro
 match is reused (:func:`pretrain_mae` returns at once).
 
 Recipe (MAE, He et al. 2022, scaled down): random resized crops (scale 0.2-1) and flips, 75%
-masking, normalised-pixel loss, AdamW (betas 0.9/0.95, wd 0.05), linear warm-up then cosine decay.
-Images are normalised with the ImageNet mean and std, as the detectors' ``pixel_mean/std`` do.
+masking, normalised-pixel loss, AdamW (betas 0.9/0.95, wd 0.05 on weight matrices only: MAE's
+parameter groups leave biases, norms, the class and mask tokens and position tables undecayed),
+linear warm-up then cosine decay. Images are normalised with the ImageNet mean and std, as the
+detectors' ``pixel_mean/std`` do.
 """
 import json
 import math
@@ -23,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MAESettings", "ensure_sincos_positions", "load_images", "pretrain_mae", "read_history"]
+__all__ = ["MAESettings", "ensure_sincos_positions", "load_images", "mae_param_groups", "pretrain_mae",
+           "read_history"]
 
 HISTORY_FILE = "mae_pretrain.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,6 +54,7 @@ class MAESettings:
     batch_size: int = 32
     lr: float = 1.5e-3
     weight_decay: float = 0.05
+    decay_only_matrices: bool = True  # MAE's groups; False decays every parameter
     warmup_fraction: float = 0.05
     min_crop_scale: float = 0.2
     max_crop_scale: float = 1.0
@@ -72,11 +76,13 @@ def load_images(files: Sequence[str]) -> np.ndarray:
 
 
 def _batch(images: torch.Tensor, settings: MAESettings, generator: torch.Generator) -> torch.Tensor:
-    """(B, 3, S, S) normalised random resized crops with flips of random images (uint8 NHWC in)."""
-    from torchvision.transforms.v2 import functional as TF
+    """(B, 3, S, S) normalised random resized crops with flips of random images (uint8 NHWC in).
+    The crops are resampled together by ``torchvision.ops.roi_align`` (bilinear, averaging
+    ``ceil(crop / S)`` samples per output pixel and axis, so a shrunk crop is not aliased)."""
+    from torchvision.ops import roi_align
 
     n, height, width, _ = images.shape
-    out = []
+    picks, boxes, flips = [], [], []
     for i in torch.randint(n, (settings.batch_size,), generator=generator).tolist():
         low, high = settings.min_crop_scale, settings.max_crop_scale
         scale = low + (high - low) * torch.rand(1, generator=generator).item()
@@ -85,12 +91,13 @@ def _batch(images: torch.Tensor, settings: MAESettings, generator: torch.Generat
         h = min(height, round(math.sqrt(scale / ratio) * height))
         top = torch.randint(height - h + 1, (1,), generator=generator).item()
         left = torch.randint(width - w + 1, (1,), generator=generator).item()
-        crop = images[i, top:top + h, left:left + w].permute(2, 0, 1)
-        crop = TF.resize(crop, [settings.image_size] * 2, antialias=True)
-        if torch.rand(1, generator=generator).item() < 0.5:
-            crop = crop.flip(-1)
-        out.append(crop)
-    x = torch.stack(out).float() / 255
+        picks.append(i)
+        boxes.append([len(boxes), left, top, left + w, top + h])
+        flips.append(torch.rand(1, generator=generator).item() < 0.5)
+    x = images[picks].permute(0, 3, 1, 2).float() / 255  # (B, 3, H, W)
+    x = roi_align(x, torch.tensor(boxes, dtype=torch.float32), settings.image_size,
+                  sampling_ratio=0, aligned=True)
+    x[flips] = x[flips].flip(-1)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -124,6 +131,22 @@ def ensure_sincos_positions(model) -> None:
 
         raise RuntimeError(f"transformers {transformers.__version__}: ViTMAEForPreTraining's "
                            "sin-cos position embeddings could not be initialised")
+
+
+# MAE's no-decay set beyond biases and norms (timm's 1-D rule): the tokens and position tables.
+_NO_WEIGHT_DECAY = ("*cls_token", "*mask_token", "*position_embeddings", "*decoder_pos_embed")
+
+
+def mae_param_groups(model, weight_decay: float, decay_only_matrices: bool = True) -> list:
+    """AdamW parameter groups as MAE's pre-training makes them (timm's
+    ``param_groups_weight_decay``): weight decay on weight matrices and kernels only; with
+    ``decay_only_matrices=False``, one group that decays every trainable parameter."""
+    from timm.optim import param_groups_weight_decay
+
+    if not decay_only_matrices:
+        return [{"params": [p for p in model.parameters() if p.requires_grad],
+                 "weight_decay": weight_decay}]
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=_NO_WEIGHT_DECAY)
 
 
 def _lr(settings: MAESettings, step: int) -> float:
@@ -181,8 +204,9 @@ def pretrain_mae(
     )
     model = ViTMAEForPreTraining(config).train()
     ensure_sincos_positions(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(0.9, 0.95),
-                                  weight_decay=settings.weight_decay)
+    groups = mae_param_groups(model, settings.weight_decay, settings.decay_only_matrices)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr,
+                                  betas=(0.9, 0.95))
     data = torch.from_numpy(images)
     generator = torch.Generator().manual_seed(settings.seed)
     losses: List[float] = []
