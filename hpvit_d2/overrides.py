@@ -1,13 +1,17 @@
 """
 Command-line overrides of a LazyConfig, checked before any work: ``KEY=VALUE`` must name a key
-that exists (or an argument that the LazyCall target at that place accepts); ``+KEY=VALUE`` adds a
-new key on purpose. A misspelt key is a :class:`ConfigError` naming the closest existing one. A
+that exists (or an argument that the LazyCall target at that place accepts, at any depth: for a
+function that passes ``**kwargs`` on, such as detectron2's train loader to torch's ``DataLoader``,
+an argument its callees take); ``+KEY=VALUE`` adds a new key on purpose. A misspelt key is a :class:`ConfigError` naming the closest existing one. A
 value that replaces a number or a boolean must be one too (an integer may replace a float), so
 ``train.max_iter=abc`` fails here, not deep in the trainer.
 """
+import ast
+import builtins
 import difflib
 import inspect
-from typing import Iterable, List, Sequence
+import textwrap
+from typing import List, Optional, Sequence, Set
 
 from detectron2.config import LazyConfig
 from detectron2.utils.registry import locate
@@ -20,9 +24,10 @@ class ConfigError(ValueError):
     """A config, key, override or device that is wrong; the message names it and the fix."""
 
 
-def _accepted_arguments(target) -> Iterable[str]:
+def _accepted_arguments(target, _seen: tuple = ()) -> Optional[Set[str]]:
     """Keyword arguments ``target`` accepts; for a class whose ``__init__`` forwards ``**kwargs``,
-    those of its parents too. None when it accepts anything."""
+    those of its parents too; for a function that passes its ``**kwargs`` on, those its callees
+    take (:func:`_passed_on`). None when it accepts anything."""
     if isinstance(target, str):
         target = locate(target)
     functions = [c.__init__ for c in inspect.getmro(target) if "__init__" in vars(c)] \
@@ -34,9 +39,58 @@ def _accepted_arguments(target) -> Iterable[str]:
         except (TypeError, ValueError):
             return None
         names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
+        var_keyword = next((p.name for p in params if p.kind == p.VAR_KEYWORD), None)
+        if var_keyword is None:
             return names - {"self"}
+        if not inspect.isclass(target):
+            passed = _passed_on(function, var_keyword, _seen)
+            return None if passed is None else names | passed
     return None
+
+
+def _resolve(node: ast.expr, namespace: dict):
+    """The object an ``ast.Name`` or ``ast.Attribute`` chain names in ``namespace``, or None."""
+    if isinstance(node, ast.Name):
+        return namespace.get(node.id, getattr(builtins, node.id, None))
+    if isinstance(node, ast.Attribute):
+        owner = _resolve(node.value, namespace)
+        return getattr(owner, node.attr, None) if owner is not None else None
+    return None
+
+
+def _passed_on(function, var_keyword: str, seen: tuple) -> Optional[Set[str]]:
+    """
+    The keyword arguments that ``function``'s ``**var_keyword`` can carry: read from its source,
+    every call that passes ``**var_keyword`` on (detectron2's ``build_detection_train_loader`` ->
+    ``build_batch_data_loader`` -> ``torch.utils.data.DataLoader``), the arguments its callee
+    takes that the call does not set itself, common to all such calls. None when that cannot be
+    told (no source, a callee that cannot be resolved or takes anything, or no such call).
+    """
+    function = inspect.unwrap(function)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    accepted = None
+    for call in ast.walk(tree):
+        if not (isinstance(call, ast.Call) and any(
+                k.arg is None and isinstance(k.value, ast.Name) and k.value.id == var_keyword
+                for k in call.keywords)):
+            continue
+        callee = _resolve(call.func, function.__globals__)
+        if callee is None or callee in seen or not callable(callee):
+            return None
+        takes = _accepted_arguments(callee, seen + (function,))
+        if takes is None:
+            return None
+        try:
+            params = list(inspect.signature(callee).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        positional = {p.name for p in params[:len(call.args)]}
+        takes = takes - positional - {k.arg for k in call.keywords if k.arg}
+        accepted = takes if accepted is None else accepted & takes
+    return accepted
 
 
 def _target_name(target) -> str:

@@ -48,6 +48,12 @@ def error_line(capsys) -> str:
     (demo, ["--config-file", TINY, "--input", ROOT, "--output", "/tmp/x", "--opts",
             "modle.roi_heads.num_classes=3"], "did you mean model.roi_heads.num_classes?"),
     (browse, ["--config-file", "nope.py", "--output-dir", "/tmp/x"], "no such file"),
+    # an argument of a function that passes **kwargs on (detectron2's train loader -> DataLoader)
+    (train, ["--config-file", TINY, "dataloader.train.total_batchsize=2"],
+     "build_detection_train_loader takes no argument 'total_batchsize'; did you mean "
+     "dataloader.train.total_batch_size?"),
+    (browse, ["--config-file", TINY, "--output-dir", "/tmp/x", "dataloader.train.total_batchsize=2"],
+     "did you mean dataloader.train.total_batch_size?"),
 ])
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the device case expects no CUDA")
 def test_bad_input_is_one_line_and_exit_2(command, argv, expected, capsys, tmp_path, monkeypatch):
@@ -64,6 +70,13 @@ def test_new_keys_need_a_plus_and_constructor_arguments_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"takes no argument 'stage_depth'; did you mean "
                                           r"model.backbone.bottom_up.stage_depths\?"):
         get_config(TINY, ["model.backbone.bottom_up.stage_depth=[4]"])
+    # What detectron2's train loader passes on to torch's DataLoader is an argument too; what it
+    # sets itself (batch_size, from total_batch_size) is not.
+    cfg = get_config(TINY, ["dataloader.train.pin_memory=True", "dataloader.train.persistent_workers=True"])
+    assert cfg.dataloader.train.pin_memory is True
+    with pytest.raises(ConfigError, match=r"takes no argument 'batch_size'; did you mean "
+                                          r"dataloader.train.total_batch_size\?"):
+        get_config(TINY, ["dataloader.train.batch_size=2"])
 
 
 def test_errors_in_a_fresh_process_have_no_traceback_and_no_warnings():
