@@ -1,6 +1,7 @@
 """hpvit_d2.cpu_memory: glibc keeps freed memory, so a fresh large tensor costs no page faults."""
 import json
 import os
+import resource
 import subprocess
 import sys
 
@@ -8,12 +9,15 @@ import pytest
 
 from hpvit_d2 import cpu_memory
 
-CHILD = """
+PAGES = 64 * 2**20 // resource.getpagesize()  # the pages of a 64 MB tensor
+REPEATS = 9
+CHILD = f"""
+REPEATS = {REPEATS}
 import json, sys
 from hpvit_d2 import cpu_memory
 if sys.argv[1] == "retain":
     cpu_memory.retain_freed_cpu_memory()
-print(json.dumps(cpu_memory.probe(megabytes=64, repeats=3)))
+print(json.dumps(cpu_memory.probe(megabytes=64, repeats=REPEATS)))
 """
 
 
@@ -26,15 +30,18 @@ def _probe(mode: str, env_value: str = "1") -> dict:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_retained_memory_makes_fresh_large_tensors_fault_free():
+    """What it means: under the system allocator every fresh 64 MB tensor is new memory, faulted
+    in page by page; with freed memory kept, fresh tensors reuse it and cost no page fault. The
+    count is the probe process's own page faults (getrusage), which other processes do not change.
+    The heap may need a few calls to hold the tensor (a small allocation made in between, such as
+    a thread pool starting, splits the freed block and the heap grows once more; under load that
+    happens more often): the median over 9 calls is what the policy gives once it has."""
     system = _probe("system")
     retained = _probe("retain")
     assert system["policy"] == "not requested"
     assert retained["policy"].startswith("glibc keeps freed memory"), retained
-    # 64 MB is 16384 pages of 4 KB: the system allocator maps (and faults in) each fresh tensor.
-    # Kept memory is reused: on a quiet machine no page faults at all; under the parallel test
-    # suite some kept pages were faulted in again (2/3 of them once), so the bar is relative.
-    assert system["faults_per_fresh_gelu"] > 1000, system
-    assert retained["faults_per_fresh_gelu"] <= 0.8 * system["faults_per_fresh_gelu"], (retained, system)
+    assert min(system["faults_of_each_gelu"]) >= PAGES, system
+    assert retained["faults_per_fresh_gelu"] == 0, retained
 
 
 def test_the_environment_variable_turns_it_off():
