@@ -282,3 +282,20 @@ def test_own_config_outside_the_repository(tmp_path):
     assert set(cfg) == {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
     assert cfg.train.max_iter == 7
     assert instantiate(cfg.model).roi_heads.box_predictor.cls_score.out_features == 4
+
+
+@pytest.mark.parametrize("absent", ["onnxruntime", "onnx"])
+def test_an_onnx_export_without_the_extra_names_it_and_exits_3(tmp_path, weights, absent, capsys,
+                                                               monkeypatch):
+    """Python's own way to make a module absent (None in sys.modules: its import fails); the wheel
+    without the extra, for real: tests/test_wheel.py."""
+    monkeypatch.setitem(sys.modules, absent, None)
+    out = tmp_path / "out"
+    assert run(export.main, ["--config-file", TINY, "--weights", weights, "--format", "onnx",
+                             "--sample-image", str(tmp_path / "any.png"), "--output", str(out)]) == 3
+    line = error_line(capsys)
+    assert line == (f"error: --format onnx needs {absent}, not installed: pip install "
+                    "'hpvit_d2[onnx]' (make setup installs it in a checkout)")
+    assert not out.exists()  # refused before any work
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert '"onnx": ["onnx>=' in setup and '"onnxruntime>=' in setup  # the extra it names

@@ -134,7 +134,7 @@ def test_the_readme_installs_as_this_file_does():
 
 def _fresh_venv(path: Path) -> Path:
     """A venv at ``path`` that sees this venv's packages but not this checkout's hpvit_d2, nor
-    the lab's ``transformers`` (the wheel must work without it): per site-packages folder here, a
+    the lab's ``transformers`` nor the ``onnx`` extra (the wheel must work without them): per site-packages folder here, a
     folder of symbolic links to its entries (the hpvit_d2 ones left out: the editable install's
     metadata and finder), added by a .pth file as a site directory (its own .pth files are
     processed, as in the original). Returns the venv's python."""
@@ -148,7 +148,7 @@ def _fresh_venv(path: Path) -> Path:
         shared.mkdir()
         for entry in os.listdir(original):
             name = entry.lower().replace("-", "_")
-            if "hpvit_d2" not in name and not name.startswith("transformers"):
+            if "hpvit_d2" not in name and not name.startswith(("transformers", "onnx")):
                 os.symlink(os.path.join(original, entry), shared / entry)
         lines.append(f"import site; site.addsitedir({str(shared)!r})")
     Path(purelib, "_shared_site_packages.pth").write_text("\n".join(lines) + "\n")
@@ -215,3 +215,13 @@ def test_the_wheel_in_a_fresh_venv_converts_trains_draws_and_exports(wheel, tmp_
           "--sample-image", "photo.png", "--output", "exported"], cwd=work, env=env)
     report = json.loads((work / "exported" / "export_report.json").read_text())
     assert report["passed"] and (work / "exported" / "model.ts").is_file()
+    # Without the onnx extra, an ONNX export is one line naming it, exit 3, before any work.
+    onnx = subprocess.run([bin_dir / "hpvit-export", "--config-file", TINY, "--weights",
+                           "run/model_final.pth", "--sample-image", "photo.png", "--format", "onnx",
+                           "--output", "exported_onnx"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert onnx.returncode == 3, onnx.stderr[-3000:]
+    assert onnx.stderr.strip().splitlines() == [
+        "error: --format onnx needs onnx and onnxruntime, not installed: pip install "
+        "'hpvit_d2[onnx]' (make setup installs it in a checkout)"]
+    assert not (work / "exported_onnx").exists()

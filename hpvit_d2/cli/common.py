@@ -5,6 +5,8 @@ What every command shares: one error style and quiet start-up.
   line on stderr, ``error: <what> ...: <fix>``, and exit code 2; ``--debug`` shows the traceback.
 - Known third-party start-up warnings (torch.jit, pkg_resources, timm's moved modules, meshgrid)
   are silenced here, at the entry points, not in the library.
+- An optional dependency that is not installed (``onnx``/``onnxruntime`` for an ONNX export) is
+  one line naming the wheel's extra to install, ``pip install 'hpvit_d2[onnx]'``, and exit code 3.
 - One command line: ``--config-file NAME`` (a path or a shipped config's name), positional
   ``KEY=VALUE`` overrides (``--opts KEY=VALUE ...`` as an alias, as detectron2's tools spell it),
   flags before or after the overrides, and ``usage:`` naming the program as it was called.
@@ -19,13 +21,15 @@ import sys
 import warnings
 from typing import Callable, Sequence, Tuple, Type
 
-__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "add_debug_flag", "add_overrides",
-           "add_register_coco_flag", "log_to_stderr", "parse_command", "program_name", "quiet_warnings",
-           "register_datasets", "run", "update_readme_block", "user_errors"]
+__all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "EXIT_MISSING_EXTRA", "MissingExtraError",
+           "add_debug_flag", "add_overrides", "add_register_coco_flag", "log_to_stderr",
+           "parse_command", "program_name", "quiet_warnings", "register_datasets", "require_extra",
+           "run", "update_readme_block", "user_errors"]
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
 EXIT_USAGE = 2  # bad config, override, weights, device, dataset: nothing was done
+EXIT_MISSING_EXTRA = 3  # an optional dependency is not installed: nothing was done
 
 # Beyond the library's known third-party warnings (hpvit_d2.known_warnings): a command's output is
 # its own, so every future / deprecation notice of its dependencies is silenced too.
@@ -58,6 +62,32 @@ def user_errors() -> Tuple[Type[BaseException], ...]:
             BadAnnotationError, FloatingPointError)
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the wheel's extra."""
+
+
+def require_extra(extra: str, modules: Sequence[str], needed_by: str) -> None:
+    """
+    Import ``modules`` (setup.py's ``extras_require[extra]``), or raise MissingExtraError naming
+    those missing and ``pip install 'hpvit_d2[extra]'``. ``needed_by``: what needs them, as the
+    user asked for it (``--format onnx``).
+    """
+    import importlib
+
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module and not (e.name or "").startswith(module + "."):
+                raise  # the module is there but one of its own dependencies is not
+            missing.append(module)
+    if missing:
+        raise MissingExtraError(
+            f"{needed_by} needs {' and '.join(missing)}, not installed: pip install "
+            f"'hpvit_d2[{extra}]' (make setup installs it in a checkout)")
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message")
@@ -79,6 +109,11 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
         return main(argv)
     except SystemExit:  # --help, a usage error: argparse's exit, before anything heavy is imported
         raise
+    except MissingExtraError as e:
+        if "--debug" in argv:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     except user_errors() as e:  # (evaluated only for an exception: it imports the library)
         if "--debug" in argv:
             raise

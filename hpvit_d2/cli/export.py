@@ -19,7 +19,8 @@ Export a trained model for deployment, with detectron2's tools/deploy/export_mod
 Traced graphs are specialised to the sample image's size: export with an image of the size you
 will run. Every export prints and writes (``export_report.json``) the differences it measured.
 Exit codes: 0 exported and checked, 1 exported but the check failed (difference above
-``--tolerance``), 2 bad config, weights, image or device.
+``--tolerance``), 2 bad config, weights, image or device, 3 ``--format onnx`` without the
+``onnx`` extra (``pip install 'hpvit_d2[onnx]'``: onnx and onnxruntime).
 """
 import argparse
 import json
@@ -27,7 +28,8 @@ import os
 import sys
 from typing import Dict, Sequence
 
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_overrides, parse_command, program_name, run
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_overrides, parse_command,
+                     program_name, require_extra, run)
 
 __all__ = ["export_onnx_backbone", "export_torchscript", "main"]
 
@@ -135,6 +137,8 @@ def export_onnx_backbone(model, image, path: str) -> Dict[str, float]:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_command(_parser(), argv)
+    if args.format == "onnx":  # before any work: the export needs onnx, its check onnxruntime
+        require_extra("onnx", ("onnx", "onnxruntime"), "--format onnx")
     import warnings
 
     import torch
