@@ -47,12 +47,12 @@ def error_line(capsys) -> str:
             "train.device=cuda"], "device 'cuda': CUDA is not available"),
     (demo, ["--config-file", TINY, "--input", ROOT, "--output", "/tmp/x", "--opts",
             "modle.roi_heads.num_classes=3"], "did you mean model.roi_heads.num_classes?"),
-    (browse, ["--config-file", "nope.py", "--output-dir", "/tmp/x"], "no such file"),
+    (browse, ["--config-file", "nope.py", "--output", "/tmp/x"], "no such file"),
     # an argument of a function that passes **kwargs on (detectron2's train loader -> DataLoader)
     (train, ["--config-file", TINY, "dataloader.train.total_batchsize=2"],
      "build_detection_train_loader takes no argument 'total_batchsize'; did you mean "
      "dataloader.train.total_batch_size?"),
-    (browse, ["--config-file", TINY, "--output-dir", "/tmp/x", "dataloader.train.total_batchsize=2"],
+    (browse, ["--config-file", TINY, "--output", "/tmp/x", "dataloader.train.total_batchsize=2"],
      "did you mean dataloader.train.total_batch_size?"),
 ])
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the device case expects no CUDA")
@@ -199,12 +199,14 @@ def test_demo_video_input(tmp_path, weights):
     assert isinstance(json.loads(open(out[:-4] + ".json").read()), list)
 
 
-@pytest.mark.parametrize("source", ["dataloader", "annotation"])
-def test_browse_draws_the_training_data(tmp_path, monkeypatch, source):
+@pytest.mark.parametrize("source, output", [("dataloader", "--output"), ("annotation", "--output-dir")])
+def test_browse_draws_the_training_data(tmp_path, monkeypatch, source, output, capsys):
     monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
     out = tmp_path / "browse"
-    assert run(browse.main, ["--config-file", TINY, "--output-dir", str(out), "--source", source,
+    assert run(browse.main, ["--config-file", TINY, output, str(out), "--source", source,
                              "--num-images", "3", *MINI]) == 0
+    deprecated = "note: --output-dir is deprecated; it is --output on every command"
+    assert (deprecated in capsys.readouterr().err) == (output == "--output-dir")
     pngs = sorted(os.listdir(out))
     assert len(pngs) == 3
     with Image.open(out / pngs[0]) as image:

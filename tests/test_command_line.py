@@ -5,12 +5,13 @@ nothing is built."""
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from hpvit_d2.cli import browse, common, convert, demo, export, train
+from hpvit_d2.cli import browse, classify, common, convert, demo, export, train
 from hpvit_d2.model_zoo import ConfigNotFoundError, get_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +27,7 @@ BASE = {
     "hpvit-demo": ["--config-file", "mask_rcnn_hpvit_tiny.py", "--input", "a.png", "--output", "out/"],
     "hpvit-export": ["--config-file", "mask_rcnn_hpvit_tiny.py", "--weights", "w.pth",
                      "--sample-image", "a.png", "--output", "out/"],
-    "hpvit-browse": ["--config-file", "mask_rcnn_hpvit_tiny.py", "--output-dir", "b/"],
+    "hpvit-browse": ["--config-file", "mask_rcnn_hpvit_tiny.py", "--output", "b/"],
 }
 
 
@@ -52,8 +53,92 @@ def test_a_flag_after_the_overrides_is_a_flag():
     args = common.parse_command(train.argument_parser(),
                                 ["--config-file", "x.py", "train.max_iter=2", "--eval-only"])
     assert args.eval_only and args.opts == ["train.max_iter=2"]
-    args = common.parse_command(browse._parser(), ["--config-file", "x.py", "a.b=1", "--output-dir", "b/"])
-    assert args.output_dir == "b/" and args.opts == ["a.b=1"]
+    args = common.parse_command(browse._parser(), ["--config-file", "x.py", "a.b=1", "--output", "b/"])
+    assert args.output == "b/" and args.opts == ["a.b=1"]
+
+
+# Every user command: its parser, and the flags of the one convention it has. hpvit-convert's
+# output is its second argument (one file); hpvit-browse runs no model (no --device), nor does
+# hpvit-convert (it loads on the CPU); hpvit-classify is timm's training script: its settings are
+# flags and its model's arguments --model-kwargs KEY=VALUE, no LazyConfig (the README says so).
+COMMANDS = {
+    "hpvit-train": (train.argument_parser, {"--config-file", "--output", "--device", "opts"}),
+    "hpvit-demo": (demo.argument_parser, {"--config-file", "--output", "--device", "opts"}),
+    "hpvit-export": (export._parser, {"--config-file", "--output", "--device", "opts"}),
+    "hpvit-browse": (browse._parser, {"--config-file", "--output", "opts"}),
+    "hpvit-convert": (convert.argument_parser, {"--config-file", "opts"}),
+    "hpvit-classify": (classify.argument_parser, {"--output", "--device"}),
+}
+CONVENTION = {"--config-file", "--output", "--device", "opts"}
+
+
+@pytest.mark.parametrize("console", sorted(COMMANDS))
+def test_one_convention_on_every_command(console):
+    parser, has = COMMANDS[console]
+    spellings = {s for action in parser()._actions for s in action.option_strings or [action.dest]}
+    assert spellings & CONVENTION == has
+
+
+def test_device_and_output_flags_are_the_overrides_they_stand_for():
+    from hpvit_d2.model_zoo import get_config
+
+    args = common.parse_command(train.argument_parser(), [
+        "--config-file", "mask_rcnn_hpvit_b.py", "train.max_iter=2", "--device", "cpu",
+        "--output", "out/run, 2=[b]"])
+    assert args.opts[0] == "train.max_iter=2"
+    cfg = get_config(args.config_file, args.opts)
+    assert (cfg.train.device, cfg.train.output_dir, cfg.train.max_iter) == ("cpu", "out/run, 2=[b]", 2)
+    demo_args = ["--config-file", "x.py", "--input", "a.png", "--output", "o", "--device", "cuda:1"]
+    export_args = ["--config-file", "x.py", "--weights", "w.pth", "--sample-image", "a.png",
+                   "--output", "o", "--device", "cuda:1"]
+    for parser, argv in ((demo.argument_parser, demo_args), (export._parser, export_args)):
+        assert common.parse_command(parser(), argv).opts == ["train.device='cuda:1'"]
+    args = common.parse_command(browse._parser(), ["--config-file", "x.py", "--output-dir", "b/"])
+    assert args.output == "b/"  # the former spelling still works
+    # a yacs config: the same flags, as its keys
+    args = common.parse_command(train.argument_parser(), [
+        "--config-file", "configs/yacs/mask_rcnn_hpvit_b.yaml", "SOLVER.MAX_ITER", "2",
+        "--device", "cpu", "--output", "out/y"])
+    assert train._yacs_opts(args) == ["SOLVER.MAX_ITER", "2", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", "out/y"]
+
+
+def _help_examples(text: str):
+    """The example command lines of a --help text, continuation lines joined."""
+    examples, current = [], None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if current is not None:
+            current += " " + stripped.rstrip("\\").strip()
+            if not stripped.endswith("\\"):
+                examples.append(current)
+                current = None
+        elif stripped.startswith(("python projects/HPViT/", "python -m hpvit_d2", "hpvit-")):
+            if stripped.endswith("\\"):
+                current = stripped.rstrip("\\").strip()
+            else:
+                examples.append(stripped)
+    return examples
+
+
+@pytest.mark.parametrize("console", sorted(COMMANDS))
+def test_the_examples_in_help_are_valid_command_lines(console, monkeypatch):
+    """Each example in a command's --help is laid out as a user types it (a backslash ends a line
+    that continues; a lost one runs the lines together) and parses with the command's flags."""
+    monkeypatch.setattr(sys, "argv", [console])
+    parser = COMMANDS[console][0]()
+    text = parser.format_help()
+    examples = _help_examples(text)
+    assert examples, text[:500]
+    for example in examples:
+        assert not re.search(r"\S {3,}-", example), example  # two lines run together
+        argv = shlex.split(example)
+        argv = argv[2:] if argv[0] == "python" and argv[1].endswith(".py") else \
+            argv[3:] if argv[0] == "python" else argv[1:]
+        argv = [a for a in argv if a != "..."]
+        if console == "hpvit-classify":
+            parser.parse_args(argv)
+        else:
+            common.parse_command(parser, argv)
 
 
 def test_demo_takes_an_override_written_after_its_inputs(tmp_path):

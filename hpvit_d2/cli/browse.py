@@ -2,13 +2,15 @@
 Look at a config's training data as the model sees it, like detectron2's tools/visualize_data.py
 (which cannot read these LazyConfigs): ``python -m hpvit_d2.cli.browse``, ``hpvit-browse``.
 
-    python -m hpvit_d2.cli.browse --config-file mask_rcnn_hpvit_tiny.py --output-dir browse/
-    python -m hpvit_d2.cli.browse --config-file mask_rcnn_hpvit_b.py --source annotation --num-images 20
+    python -m hpvit_d2.cli.browse --config-file mask_rcnn_hpvit_tiny.py --output browse/
+    python -m hpvit_d2.cli.browse --config-file mask_rcnn_hpvit_b.py --source annotation \\
+        --num-images 20 --output browse_b/
 
 --source dataloader (default) draws the ground truth after the train-time augmentation (the
 config's training loader, its mapper and augmentations); --source annotation draws the dataset
-dicts as loaded and checked. One PNG per image in --output-dir. --register-coco and KEY=VALUE
-overrides as for training. Exit codes: 0, 2 on a bad config, override or dataset.
+dicts as loaded and checked. One PNG per image in the --output directory (--output-dir, its
+former spelling, still works). --register-coco and KEY=VALUE overrides as for training. It runs no
+model, so it takes no --device. Exit codes: 0, 2 on a bad config, override or dataset.
 """
 import argparse
 import os
@@ -26,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="config path or shipped name")
     parser.add_argument("--source", choices=("dataloader", "annotation"), default="dataloader")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output", "--output-dir", dest="output", required=True, metavar="DIR",
+                        help="directory for the drawn images (--output-dir: deprecated spelling)")
     parser.add_argument("--num-images", type=int, default=8)
     add_register_coco_flag(parser)
     add_debug_flag(parser)
@@ -36,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_command(_parser(), argv)
+    if any(a == "--output-dir" or a.startswith("--output-dir=") for a in argv):
+        print("note: --output-dir is deprecated; it is --output on every command", file=sys.stderr)
     import numpy as np
     from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog
@@ -52,7 +57,7 @@ def main(argv: Sequence[str]) -> int:
     cfg = get_config(args.config_file, args.opts)
     names = cfg.dataloader.train.dataset.names
     metadata = MetadataCatalog.get(names if isinstance(names, str) else names[0])
-    os.makedirs(args.output_dir, exist_ok=True)
+    os.makedirs(args.output, exist_ok=True)
     written = 0
     progress = tqdm(total=args.num_images, desc="browse", unit="img", file=sys.stderr)
     if args.source == "annotation":
@@ -60,7 +65,7 @@ def main(argv: Sequence[str]) -> int:
             image = read_image_checked(record["file_name"], format="RGB")
             drawn = Visualizer(image, metadata).draw_dataset_dict(record).get_image()
             name = os.path.splitext(os.path.basename(record["file_name"]))[0]
-            Image.fromarray(drawn).save(os.path.join(args.output_dir, f"{name}.png"))
+            Image.fromarray(drawn).save(os.path.join(args.output, f"{name}.png"))
             written += 1
             progress.update()
     else:
@@ -78,13 +83,13 @@ def main(argv: Sequence[str]) -> int:
                     labels=labels, boxes=fields.get("gt_boxes"), masks=fields.get("gt_masks"),
                     keypoints=fields.get("gt_keypoints")).get_image()
                 name = os.path.splitext(os.path.basename(sample["file_name"]))[0]
-                Image.fromarray(drawn).save(os.path.join(args.output_dir, f"{written:04d}_{name}.png"))
+                Image.fromarray(drawn).save(os.path.join(args.output, f"{written:04d}_{name}.png"))
                 written += 1
                 progress.update()
             if written >= args.num_images:
                 break
     progress.close()
-    print(f"wrote {written} image(s) to {args.output_dir}", file=sys.stderr)
+    print(f"wrote {written} image(s) to {args.output}", file=sys.stderr)
     return EXIT_OK
 
 

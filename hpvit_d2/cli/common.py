@@ -9,7 +9,9 @@ What every command shares: one error style and quiet start-up.
   one line naming the wheel's extra to install, ``pip install 'hpvit_d2[onnx]'``, and exit code 3.
 - One command line: ``--config-file NAME`` (a path or a shipped config's name), positional
   ``KEY=VALUE`` overrides (``--opts KEY=VALUE ...`` as an alias, as detectron2's tools spell it),
-  flags before or after the overrides, and ``usage:`` naming the program as it was called.
+  flags before or after the overrides, and ``usage:`` naming the program as it was called. A flag
+  that stands for an override (``--device D``: ``train.device=D``; hpvit-train's ``--output DIR``:
+  ``train.output_dir=DIR``) is added to the overrides, after those written out.
 - ``--help`` (and a usage error) answers before torch, timm or detectron2 is imported: a command
   module imports only the standard library and this module at its top, builds its parser from
   them, and imports the rest in the functions that run after parsing (``import hpvit_d2`` is
@@ -22,7 +24,8 @@ import warnings
 from typing import Callable, Sequence, Tuple, Type
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "EXIT_MISSING_EXTRA", "MissingExtraError",
-           "add_debug_flag", "add_overrides", "add_register_coco_flag", "log_to_stderr",
+           "add_debug_flag", "add_device_flag", "add_override_flag", "add_overrides",
+           "add_register_coco_flag", "log_to_stderr",
            "parse_command", "program_name", "quiet_warnings", "register_datasets", "require_extra",
            "run", "update_readme_block", "user_errors"]
 
@@ -182,11 +185,35 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
                         help="the same overrides, as detectron2's tools take them")
 
 
+def add_override_flag(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> None:
+    """``flag VALUE`` as a short spelling of the config override ``key=VALUE`` (parse_command
+    adds it to the overrides)."""
+    action = parser.add_argument(flag, default=None, **kwargs)
+    parser.set_defaults(_override_flags={**(parser.get_default("_override_flags") or {}),
+                                         action.dest: key})
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--device``, the same on every command that runs a model: ``train.device=`` here."""
+    add_override_flag(parser, "--device", "train.device", metavar="DEVICE",
+                      help="cpu, cuda, cuda:1 ... (the override train.device=DEVICE; default: "
+                           "the config's)")
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted string of the override grammar (paths with , = [ ] or spaces)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """``argv`` parsed with flags accepted before or after the overrides (argparse's intermixed
-    parsing); ``--opts`` values are appended to the positional ones in ``args.opts``."""
+    parsing); ``--opts`` values are appended to the positional ones in ``args.opts``, then the
+    overrides that flags stand for (:func:`add_override_flag`; also in ``args.flag_overrides``)."""
     args = parser.parse_intermixed_args(argv)
-    args.opts = [*args.opts, *args.more_opts]
+    args.flag_overrides = [f"{key}={_quoted(getattr(args, dest))}"
+                           for dest, key in (getattr(args, "_override_flags", None) or {}).items()
+                           if getattr(args, dest) is not None]
+    args.opts = [*args.opts, *args.more_opts, *args.flag_overrides]
     return args
 
 

@@ -3,10 +3,10 @@ Draw the predictions of an HPViT (or ViTDet) Mask R-CNN, or of a semantic segmen
 (UperNet configs), on images or a video, as detectron2's demo/demo.py: ``projects/HPViT/demo.py``,
 ``hpvit-demo``.
 
-    python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py \
+    python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py \\
         --input photos/ 'more/*.jpg' extra.jpg --output vis/ --weights output/demo/hpvit_tiny/model_final.pth
-    python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py --video-input clip.mp4 \
-        --output clip_vis.mp4 --weights ...
+    python projects/HPViT/demo.py --config-file mask_rcnn_hpvit_tiny.py --video-input clip.mp4 \\
+        --output clip_vis.mp4 --weights output/demo/hpvit_tiny/model_final.pth
 
 --input takes image files, directories (their images, not recursive) and glob patterns (quoted,
 expanded here). One PNG per readable input is written to the --output directory, named after the
@@ -22,8 +22,8 @@ above the pixel cap refused). An input that cannot be read or predicted is skipp
 naming it, the batch goes on, and predictions.json holds the others. Weights load strictly: a
 checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
 Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
-Config overrides are KEY=VALUE arguments (e.g. train.device=cuda; --opts KEY=VALUE ... too),
-before or after the flags. Exit code: 0 if every input was drawn, 1 if some failed (named at the
+Config overrides are KEY=VALUE arguments (e.g. model.roi_heads.box_predictor.test_nms_thresh=0.4;
+--opts KEY=VALUE ... too), before or after the flags; --device D is train.device=D. Exit code: 0 if every input was drawn, 1 if some failed (named at the
 end), 2 if none could be drawn (when no header reads, before the model is built) or on a bad
 config, override, device, dataset or weights.
 """
@@ -40,6 +40,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     add_debug_flag,
+    add_device_flag,
     add_overrides,
     add_register_coco_flag,
     parse_command,
@@ -71,6 +72,7 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="minimum score of the drawn instances (default: 0.5)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="load weights that do not fill the model (the rest stays random)")
+    add_device_flag(parser)
     add_register_coco_flag(parser)
     add_debug_flag(parser)
     add_overrides(parser)

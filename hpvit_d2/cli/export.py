@@ -17,7 +17,8 @@ Export a trained model for deployment, with detectron2's tools/deploy/export_mod
   exported with torch.onnx's tracing exporter and checked with onnxruntime against eager.
   The detection heads stay in PyTorch (their NMS and RoIAlign have no portable ONNX export).
 Traced graphs are specialised to the sample image's size: export with an image of the size you
-will run. Every export prints and writes (``export_report.json``) the differences it measured.
+will run. The model runs on the config's ``train.device`` (``--device D``: ``train.device=D``;
+the B configs say cuda, so ``--device cpu`` exports them on a machine without a GPU). Every export prints and writes (``export_report.json``) the differences it measured.
 Exit codes: 0 exported and checked, 1 exported but the check failed (difference above
 ``--tolerance``), 2 bad config, weights, image or device, 3 ``--format onnx`` without the
 ``onnx`` extra (``pip install 'hpvit_d2[onnx]'``: onnx and onnxruntime).
@@ -28,8 +29,8 @@ import os
 import sys
 from typing import Dict, Sequence
 
-from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_overrides, parse_command,
-                     program_name, require_extra, run)
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_device_flag, add_overrides,
+                     parse_command, program_name, require_extra, run)
 
 __all__ = ["export_onnx_backbone", "export_torchscript", "main"]
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest accepted difference to eager (default 1e-3)")
+    add_device_flag(parser)
     add_debug_flag(parser)
     add_overrides(parser)
     return parser
@@ -129,10 +131,11 @@ def export_onnx_backbone(model, image, path: str) -> Dict[str, float]:
     torch.onnx.export(Outputs(backbone).eval(), (x,), path, input_names=["image"],
                       output_names=names, dynamo=False, opset_version=17)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": x.numpy()})
+    got = session.run(None, {"image": x.cpu().numpy()})
     return {"outputs": names, "file_mb": os.path.getsize(path) / 2**20,
             "params_mb": sum(p.numel() * p.element_size() for p in backbone.parameters()) / 2**20,
-            "max_abs_diff": max(float(np.abs(g - expected[k].numpy()).max()) for g, k in zip(got, names))}
+            "max_abs_diff": max(float(np.abs(g - expected[k].cpu().numpy()).max())
+                                for g, k in zip(got, names))}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -150,7 +153,8 @@ def main(argv: Sequence[str]) -> int:
 
     cfg = get_config(args.config_file, args.opts)
     image = _sample_input(cfg, args.sample_image)
-    model = build_model(cfg, args.weights, device="cpu", strict=True, verbose=False)
+    model = build_model(cfg, args.weights, device=cfg.train.get("device", "cpu"), strict=True,
+                        verbose=False)
     os.makedirs(args.output, exist_ok=True)
     if args.format == "torchscript":
         path = os.path.join(args.output, "model.ts")

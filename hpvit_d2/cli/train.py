@@ -2,9 +2,17 @@
 Train or evaluate a LazyConfig (.py) or yacs (.yaml) model: ``projects/HPViT/train_net.py``,
 ``hpvit-train``.
 
+    hpvit-train --config-file mask_rcnn_hpvit_tiny.py --output output/hpvit_tiny
+    hpvit-train --config-file mask_rcnn_hpvit_b.py --num-gpus 8 --output output/hpvit_b
+    hpvit-train --config-file mask_rcnn_hpvit_b.py --eval-only --device cpu \\
+        train.init_checkpoint=output/hpvit_b/model_final.pth
+
 Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-file``, ``--resume``,
 ``--eval-only``, ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``,
 ``KEY=VALUE`` overrides), plus:
+
+  --device D        where to train: the override train.device=D (cpu, cuda)
+  --output DIR      where to write: the override train.output_dir=DIR
 
   --strict          the init checkpoint must provide every pre-trained backbone weight
                     (also ``train.strict_init_checkpoint=True``)
@@ -31,6 +39,8 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     add_debug_flag,
+    add_device_flag,
+    add_override_flag,
     add_overrides,
     add_register_coco_flag,
     parse_command,
@@ -72,6 +82,9 @@ def argument_parser():
     parser.add_argument("--dist-url", default=d2["dist_url"],
                         help="initialisation URL of the process group (tcp://HOST:PORT)")
     add_overrides(parser)
+    add_device_flag(parser)
+    add_override_flag(parser, "--output", "train.output_dir", metavar="DIR",
+                      help="checkpoints, logs and metrics (the override train.output_dir=DIR)")
     parser.add_argument("--strict", action="store_true",
                         help="fail if the init checkpoint misses a pre-trained backbone weight")
     parser.add_argument("--allow-partial", action="store_true",
@@ -95,6 +108,18 @@ def _is_yacs(config_file: str) -> bool:
     return config_file.endswith((".yaml", ".yml"))
 
 
+# --device and --output for a yacs config: its keys, as detectron2's ``KEY VALUE`` pairs.
+_YACS_KEYS = {"device": "MODEL.DEVICE", "output": "OUTPUT_DIR"}
+
+
+def _yacs_opts(args) -> list:
+    opts = [o for o in args.opts if o not in args.flag_overrides]
+    for dest, key in _YACS_KEYS.items():
+        if getattr(args, dest) is not None:
+            opts += [key, getattr(args, dest)]
+    return opts
+
+
 def train_worker(args) -> None:
     """What every training process runs (after detectron2's launch or torchrun set it up)."""
     from detectron2.engine import default_setup
@@ -111,7 +136,7 @@ def train_worker(args) -> None:
     if _is_yacs(args.config_file):
         from ..engine import yacs_train
 
-        cfg = yacs_train.setup(get_config_file(args.config_file), args.opts, args)
+        cfg = yacs_train.setup(get_config_file(args.config_file), _yacs_opts(args), args)
         require = _require(args, False, args.eval_only)
         if args.eval_only:
             return yacs_train.evaluate(cfg, require=require)
