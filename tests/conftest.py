@@ -38,7 +38,7 @@ FILE_SECONDS = {
     "test_inference.py": 14, "test_semseg_configs.py": 14, "test_cpu_memory.py": 11,
     "test_datasets.py": 10, "test_classifier.py": 10, "test_amp.py": 9, "test_yacs.py": 8,
     "test_backbone.py": 7, "test_shapes.py": 7, "test_command_line.py": 7, "test_configs.py": 6,
-    "test_runs.py": 5, "test_cityscapes_eval.py": 5,
+    "test_runs.py": 5, "test_cityscapes_eval.py": 5, "test_readme_snippets.py": 25,
 }
 
 
