@@ -1,4 +1,5 @@
-# HPViT-D2: make setup | make test | make demo | make demo-semseg | make demo-classify | make reproduce | make bench
+# HPViT-D2: make setup | make test | make demo | make pretrain | make reproduce | make reproduce-full |
+#           make demo-semseg | make demo-classify | make bench
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
@@ -12,7 +13,7 @@ PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
 
-.PHONY: setup test demo demo-semseg demo-classify reproduce bench clean
+.PHONY: setup test demo pretrain demo-semseg demo-classify reproduce reproduce-full bench clean
 
 setup:
 	@PYTHON="$(PYTHON)" VENV="$(VENV)" TORCH_SPEC="$(TORCH_SPEC)" bash scripts/setup_env.sh
@@ -23,14 +24,20 @@ test: setup
 demo: setup
 	$(LAB) -m hpvit_lab.demo_run
 
+pretrain: setup
+	$(LAB) -m hpvit_lab.pretrain
+
 demo-semseg: setup
-	$(LAB) -m hpvit_lab.demo_semseg
+	$(LAB) -m hpvit_lab.study semseg
 
 demo-classify: setup
-	$(LAB) -m hpvit_lab.demo_classify
+	$(LAB) -m hpvit_lab.study classify
 
 reproduce: setup
-	$(LAB) -m hpvit_lab.reproduce
+	$(LAB) -m hpvit_lab.study detection
+
+reproduce-full: setup
+	$(LAB) -m hpvit_lab.study detection --full
 
 bench: setup
 	$(LAB) -m hpvit_lab.bench

@@ -21,7 +21,7 @@ setup(
     # detectron2 is not on PyPI and cannot be declared here: see README ("Installation"). Its
     # own dependencies are, with the pins of requirements.txt (its runtime section).
     install_requires=["torch>=2.0", "torchvision>=0.15", *RUNTIME_REQUIREMENTS],
-    extras_require={"lab": ["transformers>=4.40"], "onnx": ["onnx>=1.15", "onnxruntime>=1.17"]},
+    extras_require={"lab": ["transformers>=4.40", "scipy>=1.10"], "onnx": ["onnx>=1.15", "onnxruntime>=1.17"]},
     entry_points={
         "console_scripts": [
             "hpvit-train=hpvit_d2.cli.train:entry",

@@ -49,7 +49,7 @@ from typing import Dict, Sequence, Tuple
 from .common import EXIT_OK, add_debug_flag, log_to_stderr, program_name, run
 
 __all__ = ["argument_parser", "build_model", "evaluate", "main", "pillow_safe_rand_augment",
-           "resolve_data_dirs"]
+           "resolve_data_dirs", "resolve_test_dir"]
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -114,6 +114,9 @@ def argument_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--output", default="output/classify", metavar="DIR")
     runtime.add_argument("--resume", action="store_true", help="continue from {output}/last.pth")
     runtime.add_argument("--eval-only", action="store_true")
+    runtime.add_argument("--test", action="store_true",
+                         help="after training, evaluate the last epoch's weights once on the "
+                              "held-out DIR/test/ (summary.json 'test'); nothing is chosen on it")
     runtime.add_argument("--device", default="cpu")
     runtime.add_argument("--amp", action="store_true", help="bfloat16 autocast on CUDA")
     runtime.add_argument("--seed", type=int, default=0)
@@ -205,28 +208,60 @@ def pillow_safe_rand_augment(policy: str) -> str:
         return policy + "-mmax9"
 
 
-def _loaders(args, model, train_dir: str, val_dir: str):
-    import torch
-    from timm.data import create_dataset, create_loader, resolve_data_config
+def _data_config(args, model) -> Dict:
+    from timm.data import resolve_data_config
 
-    config = resolve_data_config(
+    return resolve_data_config(
         {"input_size": (3, args.img_size, args.img_size) if args.img_size else None,
          "crop_pct": args.crop_pct, "interpolation": args.interpolation}, model=model)
+
+
+def _loader_kwargs(args, config: Dict) -> Dict:
+    import torch
+
+    return dict(input_size=config["input_size"], interpolation=config["interpolation"],
+                mean=config["mean"], std=config["std"], num_workers=args.workers,
+                use_prefetcher=False, device=torch.device(args.device), persistent_workers=False)
+
+
+def eval_loader(args, config: Dict, directory: str):
+    """timm's evaluation loader (resize + centre crop) of an ImageFolder ``directory``."""
+    from timm.data import create_dataset, create_loader
+
+    return create_loader(create_dataset("", root=directory, is_training=False),
+                         batch_size=args.batch_size, is_training=False,
+                         crop_pct=config["crop_pct"], **_loader_kwargs(args, config))
+
+
+def _loaders(args, model, train_dir: str, val_dir: str):
+    from timm.data import create_dataset, create_loader
+
+    config = _data_config(args, model)
     train_set = create_dataset("", root=train_dir, is_training=True)
-    val_set = create_dataset("", root=val_dir, is_training=False)
-    common = dict(input_size=config["input_size"], interpolation=config["interpolation"],
-                  mean=config["mean"], std=config["std"], num_workers=args.workers,
-                  use_prefetcher=False, device=torch.device(args.device),
-                  persistent_workers=False)
     train_loader = create_loader(
         train_set, batch_size=args.batch_size, is_training=True, scale=tuple(args.scale),
         ratio=tuple(args.ratio), re_prob=args.reprob,
         re_mode=args.remode, color_jitter=args.color_jitter,
         auto_augment=pillow_safe_rand_augment(args.aa) if args.aa else None,
-        **common) if not args.eval_only else None
-    val_loader = create_loader(val_set, batch_size=args.batch_size, is_training=False,
-                               crop_pct=config["crop_pct"], **common)
-    return train_set, train_loader, val_loader, config
+        **_loader_kwargs(args, config)) if not args.eval_only else None
+    return train_set, train_loader, eval_loader(args, config, val_dir), config
+
+
+def resolve_test_dir(train_dir: str) -> str:
+    """DIR/test/ beside ``train_dir``, with the train split's class folders, or
+    DatasetNotFoundError saying why."""
+    from ..data.datasets import DatasetNotFoundError
+
+    test_dir = os.path.join(os.path.dirname(train_dir), "test")
+    if not os.path.isdir(test_dir):
+        raise DatasetNotFoundError(f"--test: no {test_dir}/; the tree needs a held-out "
+                                   "test/<class>/ split beside train/ and val/")
+    classes = sorted(e.name for e in os.scandir(test_dir) if e.is_dir())
+    expected = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+    if classes != expected:
+        raise DatasetNotFoundError(f"--test: {test_dir}/ has class folders {classes[:5]}, "
+                                   f"train/ has {expected[:5]}: they must be the same")
+    return test_dir
 
 
 def evaluate(model, loader, device, amp: bool = False) -> Dict[str, float]:
@@ -308,6 +343,7 @@ def main(argv: Sequence[str]) -> int:
         checkpointer.load(args.pretrained)  # logs the load report (stderr)
     model.to(device)
     train_set, train_loader, val_loader, data_config = _loaders(args, model, train_dir, val_dir)
+    test_dir = resolve_test_dir(train_dir) if args.test else None
     os.makedirs(args.output, exist_ok=True)
 
     if args.eval_only:
@@ -369,6 +405,12 @@ def main(argv: Sequence[str]) -> int:
               f"({metrics['seconds']:.0f}s)", file=sys.stderr)
     summary = {"last": metrics, "best_top1": best_top1, "model": args.model,
                "epochs": args.epochs, "output": os.path.abspath(args.output)}
+    if test_dir is not None:
+        loader = eval_loader(args, data_config, test_dir)
+        summary["test"] = {**evaluate(model, loader, device, args.amp),
+                           "num_images": len(loader.dataset), "weights": last}
+        print(f"test ({test_dir}): top-1 {summary['test']['top1']:.2f} on "
+              f"{summary['test']['num_images']} images", file=sys.stderr)
     with open(os.path.join(args.output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary))

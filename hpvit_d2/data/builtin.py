@@ -4,10 +4,11 @@ Registration of this project's datasets in detectron2's catalogs, as
 once when ``hpvit_d2.data`` is imported, and calling it again changes nothing.
 
 Registered (see ``hpvit_d2.data.shapes.SHAPES_SPLITS``): ``hpvit_shapes_train``,
-``hpvit_shapes_val``, ``hpvit_shapes_train_mini``, ``hpvit_shapes_val_mini``, COCO-format
+``hpvit_shapes_val``, ``hpvit_shapes_test`` (held out), ``hpvit_shapes_train_mini``,
+``hpvit_shapes_val_mini``, COCO-format
 instance segmentation with 4 classes (circle, rectangle, triangle, star) and
 ``evaluator_type="coco"``; and their semantic versions (``hpvit_d2.data.shapes_semseg``)
-``hpvit_shapes_sem_seg_{train,val,train_mini,val_mini}``: the same images with label maps of 5
+``hpvit_shapes_sem_seg_{train,val,test,train_mini,val_mini}``: the same images with label maps of 5
 classes (background, then the 4 shapes), ignore value 255, ``evaluator_type="sem_seg"``. Their
 files are generated on first use under ``$HPVIT_DATA``.
 """

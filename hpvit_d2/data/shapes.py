@@ -12,6 +12,7 @@ module itself registers nothing):
     name                      images  seed
     hpvit_shapes_train           600     0
     hpvit_shapes_val             100     1
+    hpvit_shapes_test            500     2   (held out: only the lab's verdicts read it)
     hpvit_shapes_train_mini       16     0   (for tests and smoke runs)
     hpvit_shapes_val_mini          4     1
 
@@ -75,6 +76,9 @@ class ShapesSplit:
 SHAPES_SPLITS: Dict[str, ShapesSplit] = {
     "hpvit_shapes_train": ShapesSplit("train", 600, seed=0),
     "hpvit_shapes_val": ShapesSplit("val", 100, seed=1),
+    # The held-out test split: its own generator seed; no recipe, pooling or checkpoint is
+    # chosen on it (the lab's verdicts only).
+    "hpvit_shapes_test": ShapesSplit("test", 500, seed=2),
     "hpvit_shapes_train_mini": ShapesSplit("train", 16, seed=0),
     "hpvit_shapes_val_mini": ShapesSplit("val", 4, seed=1),
 }

@@ -6,9 +6,10 @@ One shape per image (circle, rectangle, triangle, star: the class is the folder)
 detection dataset's code (``hpvit_d2.data.shapes``: its textures, polygons and rasteriser) on a
 textured background, 20..45% of the image in area, randomly rotated, placed and coloured::
 
-    {root}/shapes-v{SHAPES_VERSION}/classification-v{CLASSIFICATION_VERSION}-{n_train}-{n_val}-s{size}-seed{seed}/
+    {root}/shapes-v{SHAPES_VERSION}/classification-v{CLASSIFICATION_VERSION}-{n_train}-{n_val}[-{n_test}]-s{size}-seed{seed}/
         train/{circle,rectangle,triangle,star}/*.png
         val/{circle,rectangle,triangle,star}/*.png
+        test/{circle,rectangle,triangle,star}/*.png    (with test_per_class > 0: held out)
 
 Deterministic (image ``i`` of split ``s`` is drawn from ``default_rng([seed, s, i])``), written
 once into ``$HPVIT_DATA`` (default ``~/.cache/hpvit_d2``) with a manifest, by a private temporary
@@ -40,7 +41,7 @@ __all__ = ["CLASSIFICATION_VERSION", "ensure_shapes_classification",
            "generate_shapes_classification"]
 
 CLASSIFICATION_VERSION = 1
-_SPLITS = ("train", "val")
+_SPLITS = ("train", "val", "test")
 _AREA_FRACTION = (0.2, 0.45)
 
 
@@ -83,22 +84,25 @@ def _write(out_dir: str, counts: Dict[str, int], size: int, seed: int) -> Dict[s
 
 def generate_shapes_classification(root: str, train_per_class: int = 100,
                                    val_per_class: int = 25, image_size: int = 64,
-                                   seed: int = 0) -> str:
+                                   seed: int = 0, test_per_class: int = 0) -> str:
     """
     Write (unless already complete) the ImageFolder tree under ``root`` and return its directory
-    (holding ``train/`` and ``val/``). The same arguments give byte-equal files.
+    (holding ``train/``, ``val/`` and, with ``test_per_class``, ``test/``). The same arguments give
+    byte-equal files; adding a test split leaves the train and val images as they were.
     """
     if min(train_per_class, val_per_class) < 1 or image_size < 16:
         raise ValueError("generate_shapes_classification: at least one image per class and split, "
                          f"and image_size >= 16 (got {train_per_class}, {val_per_class}, "
                          f"{image_size})")
-    name = (f"classification-v{CLASSIFICATION_VERSION}-{train_per_class}-{val_per_class}"
+    test = f"-{test_per_class}" if test_per_class else ""
+    name = (f"classification-v{CLASSIFICATION_VERSION}-{train_per_class}-{val_per_class}{test}"
             f"-s{image_size}-seed{seed}")
     final = os.path.join(root, f"shapes-v{SHAPES_VERSION}", name)
     header = {"classification_version": CLASSIFICATION_VERSION, "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "image_size": image_size, "seed": seed,
+              "val_per_class": val_per_class, "test_per_class": test_per_class,
+              "image_size": image_size, "seed": seed,
               "classes": list(SHAPE_CLASSES)}
-    num_files = (train_per_class + val_per_class) * len(SHAPE_CLASSES)
+    num_files = (train_per_class + val_per_class + test_per_class) * len(SHAPE_CLASSES)
     if _is_complete(final, header, num_files=num_files):
         return final
     parent = os.path.dirname(final)
@@ -107,7 +111,8 @@ def generate_shapes_classification(root: str, train_per_class: int = 100,
     try:
         out = os.path.join(tmp, "tree")
         os.makedirs(out)
-        files = _write(out, {"train": train_per_class, "val": val_per_class}, image_size, seed)
+        counts = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+        files = _write(out, counts, image_size, seed)
         with open(os.path.join(out, MANIFEST), "w") as f:
             json.dump(dict(header, files=files), f)
         _move_into_place(out, final, header, parent, num_files=num_files)

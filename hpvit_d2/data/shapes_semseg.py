@@ -16,7 +16,7 @@ from. The instance split's files are not touched: adding the labels changed no b
 detection data and did not bump ``SHAPES_VERSION``.
 
 Splits (``SHAPES_SEM_SEG_SPLITS``, registered by ``hpvit_d2.data.builtin``): the images of
-``hpvit_shapes_{train,val,train_mini,val_mini}`` as ``hpvit_shapes_sem_seg_{...}``.
+``hpvit_shapes_{train,val,test,train_mini,val_mini}`` as ``hpvit_shapes_sem_seg_{...}``.
 """
 import hashlib
 import json
@@ -61,7 +61,7 @@ SEM_SEG_IGNORE_VALUE = 255
 
 SHAPES_SEM_SEG_SPLITS: Dict[str, str] = {
     f"hpvit_shapes_sem_seg_{part}": f"hpvit_shapes_{part}"
-    for part in ("train", "val", "train_mini", "val_mini")
+    for part in ("train", "val", "test", "train_mini", "val_mini")
 }
 """Semantic split name -> the instance split whose images (and polygons) it uses."""
 

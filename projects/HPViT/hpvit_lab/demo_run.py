@@ -1,19 +1,21 @@
 """
-``make demo``: train the tiny HPViT Mask R-CNN and the equal-size ViTDet baseline on the embedded
-shapes dataset with the same budget, evaluate both with COCOEvaluator, and compare them.
+``make demo``: the project's use in one command. The lab's shipped MAE (an off-the-shelf plain
+ViT checkpoint, sha256-checked) is converted with the public converter into the tiny HPViT Mask
+R-CNN and the equal-size ViTDet baseline, both are fine-tuned on the embedded shapes data with
+their tuned recipes (``hpvit_lab/recipes.json``), evaluated with COCOEvaluator on the val split,
+and compared. One seed: a demo, not a verdict (``make reproduce`` gives the verdicts).
 
-    python -m hpvit_lab.demo_run                 # DEMO_ITERS iterations per model (default 240)
-    DEMO_ITERS=400 python -m hpvit_lab.demo_run  # more time, higher AP
+    python -m hpvit_lab.demo_run                 # DEMO_ITERS iterations per model (default 480)
+    DEMO_ITERS=240 python -m hpvit_lab.demo_run  # the short mode: about half the time, lower AP
     python -m hpvit_lab.demo_run --iters 2 --train-dataset hpvit_shapes_train_mini \\
         --val-dataset hpvit_shapes_val_mini --output-dir /tmp/demo   # a smoke run
 
-Both models train through the project's training entry (``python -m hpvit_d2.cli.train``,
-the code behind projects/HPViT/train_net.py), as two processes running side by side with an even
-share of the CPU threads (``--sequential`` runs one after the other with all of them). Writes to
-``--output-dir`` (default ``output/demo``):
+Both models train through the project's training entry (``python -m hpvit_d2.cli.train``),
+as two processes side by side with an even share of the CPU threads (``--sequential`` runs one
+after the other with all of them). Writes to ``--output-dir`` (default ``output/demo``):
 
 - ``hpvit_tiny.json``, ``vitdet_tiny.json``: metrics per model (COCO box and mask AP, params,
-  GFLOPs, latency, s/iteration);
+  backbone GFLOPs, latency, s/iteration, recipe);
 - ``comparison.md``: the comparison table (also printed);
 - ``training_curves.png``: losses against iteration, from each run's ``metrics.json``;
 - ``predictions_{k}.png``: ground truth and both models' predictions on val images (Visualizer);
@@ -32,23 +34,21 @@ from typing import Dict, List, Optional, Sequence
 from hpvit_d2.engine.metrics import read_metrics
 from hpvit_d2.overrides import ConfigError
 from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command
-from .runs import TrainRun, argv_with, format_table, publish, run_lanes, run_metrics
+from .runs import TrainRun, argv_with, cpu_name, format_table, publish, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]
 
-DEFAULT_ITERS = 240
+DEFAULT_ITERS = 480
 
 
-MODELS = (
-    ("HPViT-tiny", "mask_rcnn_hpvit_tiny.py", "hpvit_tiny"),
-    ("ViTDet-tiny", "mask_rcnn_vitdet_tiny.py", "vitdet_tiny"),
-)
+# (arm of the detection task, output directory name)
+MODELS = (("hpvit/mae", "hpvit_tiny"), ("vitdet/mae", "vitdet_tiny"))
 
 # (column title, key in the per-model metrics, format)
 COLUMNS = (
     ("model", "model", "{}"),
     ("params (M)", "params_m", "{:.2f}"),
-    ("GFLOPs", "gflops", "{:.2f}"),
+    ("backbone GFLOPs", "gflops", "{:.2f}"),
     ("latency (ms/img)", "latency_ms", "{:.0f}"),
     ("s/iter (train)", "s_per_iter", "{:.2f}"),
     ("box AP", "bbox/AP", "{:.1f}"),
@@ -72,6 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--val-dataset", default="hpvit_shapes_val")
     p.add_argument("--num-vis", type=int, default=4, help="val images drawn with predictions")
     p.add_argument("--latency-images", type=int, default=10, help="val images timed per model")
+    p.add_argument("--checkpoint", default=None,
+                   help="the MAE both models start from (default: the lab's shipped one)")
     p.add_argument("--readme", help="write the table into this README's 'demo' block")
     p.add_argument("--sequential", action="store_true",
                    help="train one model after the other, each with all CPU threads")
@@ -119,17 +121,13 @@ def _model_inputs(dataset_dicts: Sequence[dict]) -> List[dict]:
     return inputs
 
 
-def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
-    """Parameters (M), GFLOPs of one inference (first input), median latency (ms) over inputs,
-    the model run as the predictor runs it on the CPU (``optimize_for_cpu_inference``)."""
+def measure_latency(model, inputs: Sequence[dict]) -> Dict[str, float]:
+    """Median latency (ms) over ``inputs``, batch 1, the model run as the predictor runs it on
+    the CPU (``optimize_for_cpu_inference``)."""
     import torch
-    from hpvit_d2.flops import count_detector_flops
     from hpvit_d2.modeling import optimize_for_cpu_inference
 
-    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # tracing chatter
-    params = sum(p.numel() for p in model.parameters()) / 1e6
     with torch.no_grad():
-        gflops = count_detector_flops(model, [inputs[0]]).total() / 1e9
         optimize_for_cpu_inference(model, retain_freed_memory=False)
         model([inputs[0]])  # warm-up
         times = []
@@ -137,7 +135,7 @@ def measure_model(model, inputs: Sequence[dict]) -> Dict[str, float]:
             t = time.perf_counter()
             model([x])
             times.append(time.perf_counter() - t)
-    return {"params_m": params, "gflops": gflops, "latency_ms": 1000 * statistics.median(times),
+    return {"latency_ms": 1000 * statistics.median(times),
             "latency_threads": torch.get_num_threads()}
 
 
@@ -218,6 +216,11 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
 
     from hpvit_d2.data.shapes import SHAPES_SPLITS, ensure_shapes_split
 
+    from .shipped import SHIPPED_MAE, verify_checkpoint
+    from .study import build_job, conversion_jobs, model_costs, recipe_for
+    from .tasks import TASKS
+
+    task = TASKS["detection"]
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in (args.train_dataset, args.val_dataset):
@@ -225,12 +228,19 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
             raise ConfigError(f"{name!r} is not a shapes dataset; choose from "
                               f"{sorted(SHAPES_SPLITS)}")
         ensure_shapes_split(name)  # generate once here, not in both training processes
-    data = [f"dataloader.train.dataset.names={args.train_dataset}",
-            f"dataloader.test.dataset.names={args.val_dataset}"]
-    runs = [TrainRun(name, cfg, out / slug, args.iters, data) for name, cfg, slug in MODELS]
+    checkpoint = Path(args.checkpoint or SHIPPED_MAE).resolve()
+    sums = verify_checkpoint(checkpoint)
+    recipes = {arm: recipe_for(task, arm) for arm, _ in MODELS}
+    runs = [build_job(task, arm, 0, "val", recipes[arm][0], out / slug, checkpoint, sums, out,
+                      name=task.models[arm.split("/")[0]].label, iters=args.iters,
+                      datasets=(args.train_dataset, args.val_dataset))
+            for arm, slug in MODELS]
+    conversions = conversion_jobs(task, [arm.split("/")[0] for arm, _ in MODELS], checkpoint,
+                                  out, sums)
 
     start = time.time()
-    lanes = [runs] if args.sequential else [[run] for run in runs]
+    lanes = ([conversions + runs] if args.sequential
+             else [[conversion, run] for conversion, run in zip(conversions, runs)])
     train_wall = run_lanes(lanes, tag="demo")
 
     # One thread: comparable latencies, and no OpenMP oversubscription on a busy machine.
@@ -238,16 +248,20 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
     val_dicts = DatasetCatalog.get(args.val_dataset)
     timed = val_dicts[: max(1, args.latency_images)]
     inputs = _model_inputs(timed)
+    costs = model_costs(task, [arm.split("/")[0] for arm, _ in MODELS], smoke=False)
     models, rows = [], []
-    for run in runs:
+    for (arm, _), run in zip(MODELS, runs):
         cfg, model = _load_model(run)
         models.append(model)
-        row = {"model": run.name, "config": f"configs/{run.config}", "iterations": args.iters,
-               "train_dataset": args.train_dataset, "val_dataset": args.val_dataset,
-               "batch_size": cfg.dataloader.train.total_batch_size,
-               "train_wall_seconds_both": train_wall}
+        recipe, how = recipes[arm]
+        row = {"model": run.name, "arm": arm, "config": f"configs/{run.config}",
+               "iterations": run.iters, "train_dataset": args.train_dataset,
+               "val_dataset": args.val_dataset, "checkpoint": str(checkpoint),
+               "checkpoint_sha256": sums["model.safetensors"], "recipe": recipe,
+               "recipe_source": how, "batch_size": cfg.dataloader.train.total_batch_size,
+               "train_wall_seconds_both": train_wall, **costs[arm.split("/")[0]]}
         row.update(_read_metrics(run))
-        row.update(measure_model(model, inputs))
+        row.update(measure_latency(model, inputs))
         (out / f"{run.output_dir.name}.json").write_text(json.dumps(row, indent=2))
         rows.append(row)
 
@@ -255,12 +269,18 @@ def run_demo(argv: Sequence[str]) -> List[Dict[str, float]]:
     import datetime
 
     command = command_line("hpvit_lab.demo_run", argv_with(argv, "--iters", args.iters))
+    recipe_text = "; ".join(
+        f"{row['model']} lr {row['recipe']['lr']:g}, layer decay {row['recipe']['layer_decay']:g}, "
+        f"drop path {row['recipe']['drop_path']:g} ({row['recipe_source']})" for row in rows)
     caption = (f"`make demo` (`{command}`), "
-               f"{datetime.date.today().isoformat()}, CPU, {os.cpu_count()} cores: "
-               f"{args.iters} iterations per model, batch {rows[0]['batch_size']}, "
-               f"{args.train_dataset} -> {args.val_dataset}, both trained side by side in "
+               f"{datetime.date.today().isoformat()}, CPU ({cpu_name()}, {os.cpu_count()} cores): "
+               f"both fine-tuned from the lab's shipped MAE (`{os.path.relpath(checkpoint)}`, "
+               f"sha256 {sums['model.safetensors'][:12]}...) for {args.iters} iterations of batch "
+               f"{rows[0]['batch_size']}, seed 0, {args.train_dataset} -> {args.val_dataset}; "
+               f"{recipe_text}; conversion and training side by side in "
                f"{train_wall / 60:.1f} min; latency: batch 1, {rows[0]['latency_threads']} "
-               f"thread(s), median of {len(inputs)} images; GFLOPs: one 256x256 inference (fvcore).")
+               f"thread(s), median of {len(inputs)} images; backbone GFLOPs: one 256x256 input "
+               f"(fvcore). One seed: a demo, not a verdict (`make reproduce`).")
     plot_curves(runs, out / "training_curves.png")
     shown = val_dicts[: args.num_vis]
     vis = draw_predictions(runs, models, shown, _model_inputs(shown),

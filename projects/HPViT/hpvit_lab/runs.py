@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from hpvit_d2.cli.common import update_readme_block
 from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
-__all__ = ["CommandJob", "TrainRun", "argv_with", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
+__all__ = ["CommandJob", "TrainRun", "argv_with", "cpu_name", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
            "run_metrics", "train_command"]
 
 
@@ -105,6 +105,20 @@ class CommandJob:
 
 
 Job = Union[TrainRun, CommandJob]
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), or the machine type: every measured block
+    says which processor it comes from."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def argv_with(argv: Sequence[str], flag: str, value) -> List[str]:
