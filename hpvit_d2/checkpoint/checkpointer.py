@@ -22,7 +22,6 @@ checkpointables, ``?matching_heuristics=True``), with these additions:
   files the permissions of the umask, as detectron2's own writes do; a failed write (full disk)
   is a CheckpointError naming the cause.
 """
-import contextlib
 import logging
 import os
 from typing import Dict, List, Optional
@@ -32,7 +31,6 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint import detection_checkpoint as d2_detection_checkpoint
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
-from detectron2.utils.file_io import PathManager
 
 from ..modeling.checkpoint_filter import (
     IncompatibleCheckpointError,
@@ -43,11 +41,12 @@ from ..modeling.checkpoint_filter import (
     vit_geometry,
 )
 from .io import (
+    AtomicPathManager,
     CheckpointError,
     NonFiniteWeightsError,
-    current_umask,
     fetch_weights,
     non_finite_tensors,
+    os_error_behind,
     read_weights,
     safe_pickle_load,
 )
@@ -65,52 +64,6 @@ _PLAIN_EXTRAS = ("cls_token", "dist_token", "mask_token", "reg_token", "norm.", 
 _NOT_FROM_CHECKPOINTS = ("pixel_mean", "pixel_std")
 _BACKBONE_NAMES = {"backbone.bottom_up.": "HPViT (FPN over HPViT)",
                    "backbone.net.": "ViTDet (SimpleFeaturePyramid over ViT)"}
-
-
-class _AtomicFile:
-    """A file opened for writing at a temporary path, renamed onto ``path`` on a clean close."""
-
-    def __init__(self, path: str, mode: str):
-        import tempfile
-
-        self.path = path
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-        self.file = os.fdopen(fd, mode)
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            try:
-                if exc_type is None:
-                    self.file.flush()
-                    os.fsync(self.file.fileno())
-            finally:
-                self.file.close()
-            if exc_type is None:
-                os.chmod(self.tmp, 0o666 & ~current_umask())
-                os.replace(self.tmp, self.path)
-                return False
-        except BaseException:  # the flush, fsync or close failed (a full disk): no file is left
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp)
-            raise
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-        return False
-
-
-class _AtomicWrites:
-    """detectron2's PathManager, except that local files opened for writing are :class:`_AtomicFile`."""
-
-    def __getattr__(self, name):
-        return getattr(PathManager, name)
-
-    def open(self, path: str, mode: str = "r", **kwargs):
-        if any(c in mode for c in "wax") and "://" not in str(path):
-            return _AtomicFile(str(path), mode)
-        return PathManager.open(path, mode, **kwargs)
 
 
 class _SafePickle:
@@ -146,7 +99,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             raise ValueError(f"require={require!r}: use one of {REQUIRE_LEVELS}")
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.require = require
-        self.path_manager = _AtomicWrites()
+        self.path_manager = AtomicPathManager()
         self.report: Optional[LoadReport] = None
         self._source: Optional[str] = None
         self._pending: Optional[LoadReport] = None
@@ -318,7 +271,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             os.makedirs(self.save_dir, exist_ok=True)
             super().save(name, **kwargs)
         except (OSError, RuntimeError) as e:
-            cause = _os_error(e)  # torch.save turns a failed write into a RuntimeError
+            cause = os_error_behind(e)  # torch.save turns a failed write into a RuntimeError
             if cause is None:
                 raise
             last = os.path.basename(self.get_checkpoint_file())
@@ -326,13 +279,6 @@ class HPViTCheckpointer(DetectionCheckpointer):
                 f"{cause.strerror or cause}: cannot save {os.path.join(self.save_dir, name)}.pth; "
                 + (f"last_checkpoint still names {last}" if last else "no checkpoint saved yet")
             ) from None
-
-
-def _os_error(error: BaseException) -> Optional[OSError]:
-    """The OSError behind ``error`` (itself, or what it was raised while handling), or None."""
-    while error is not None and not isinstance(error, OSError):
-        error = error.__context__
-    return error
 
 
 def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:

@@ -1,5 +1,5 @@
 """
-Reading checkpoint files without executing code, and writing them atomically.
+Reading checkpoint files without executing code, and writing files atomically.
 
 Formats read: ``.pth``/``.pt``/anything torch saved (``torch.load(weights_only=True)``),
 ``.pkl`` (detectron2 model-zoo; an unpickler that admits only arrays, numbers, strings and
@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 __all__ = [
+    "AtomicFile",
+    "AtomicPathManager",
     "CheckpointError",
     "HF_SUPPORTED_MODEL_TYPES",
     "NonFiniteWeightsError",
@@ -24,6 +26,7 @@ __all__ = [
     "fetch_weights",
     "load_checkpoint_file",
     "non_finite_tensors",
+    "os_error_behind",
     "read_weights",
     "resolve_weights_path",
     "safe_pickle_load",
@@ -230,24 +233,91 @@ def current_umask() -> int:
     return mask
 
 
+class AtomicFile:
+    """
+    A file opened for writing (mode ``"w"``, ``"wb"``, ``"x"``...) at a temporary ``.tmp-*`` path
+    in ``path``'s directory, flushed, synced and renamed onto ``path`` when closed cleanly (as a
+    context manager, or by ``close()``); on an error (a full disk), or leaving a ``with`` block by
+    an exception, the temporary file is removed and ``path`` is left as it was. The file gets the
+    permissions of the umask (0o666 minus it, or ``permissions``), not the 0600 of temporary
+    files. Every other attribute is the open file's (``write``, ``tell``...).
+    """
+
+    def __init__(self, path: str, mode: str = "wb", permissions: Optional[int] = None):
+        self.path = str(path)
+        self.permissions = permissions
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        self.file = os.fdopen(fd, mode.replace("x", "w"))
+        self._done = False
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        self._finish(commit=exc_type is None)
+        return False
+
+    def close(self) -> None:
+        self._finish(commit=True)
+
+    def _finish(self, commit: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            try:
+                if commit:
+                    self.file.flush()
+                    os.fsync(self.file.fileno())
+            finally:
+                self.file.close()
+            if commit:
+                os.chmod(self.tmp, 0o666 & ~current_umask() if self.permissions is None
+                         else self.permissions)
+                os.replace(self.tmp, self.path)
+                return
+        except BaseException:  # the flush, fsync or close failed (a full disk): no file is left
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+class AtomicPathManager:
+    """detectron2's ``PathManager``, except that local files opened to be written from the start
+    (modes ``w``, ``x``) are :class:`AtomicFile` (appends and remote paths are iopath's own)."""
+
+    def __getattr__(self, name):
+        from detectron2.utils.file_io import PathManager
+
+        return getattr(PathManager, name)
+
+    def open(self, path: str, mode: str = "r", **kwargs):
+        if any(c in mode for c in "wx") and "://" not in str(path):
+            return AtomicFile(str(path), mode)
+        from detectron2.utils.file_io import PathManager
+
+        return PathManager.open(path, mode, **kwargs)
+
+
+def os_error_behind(error: BaseException) -> Optional[OSError]:
+    """The OSError behind ``error`` (itself, or what it was raised while handling: torch.save
+    turns a failed write into a RuntimeError), or None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__context__
+    return error
+
+
 def save_atomic(obj: Any, path: str, mode: Optional[int] = None) -> None:
     """
-    ``torch.save`` to a temporary file in the same directory, then rename it over ``path``: a
-    crash mid-write never leaves a partial file at ``path``. The file gets ``mode`` (default:
-    0o666 minus the umask, as ``open`` would give it), not the 0600 of temporary files.
+    ``torch.save`` through :class:`AtomicFile`: a crash mid-write never leaves a partial file at
+    ``path``. The file gets ``mode`` (default: 0o666 minus the umask, as ``open`` would give it).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with AtomicFile(path, "wb", permissions=mode) as f:
+        torch.save(obj, f)
