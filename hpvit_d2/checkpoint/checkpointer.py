@@ -140,11 +140,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
         target = model.state_dict()
         heuristics = loaded.pop("matching_heuristics", False)
         raw = extract_state_dict(loaded["model"])
-        bad = non_finite_tensors(raw)
-        if bad:
-            raise CheckpointError(
-                f"{source}: NaN or Inf in {len(bad)} of its {len(raw)} tensors, e.g. "
-                f"{', '.join(bad[:3])}: corrupt, or saved by a diverged run")
+        _refuse_non_finite(source, raw, _floating_dtype(model))
         state, _ = timm_named(raw)
         model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
         plain = _is_plain_vit(state, ckpt_prefix)
@@ -279,6 +275,25 @@ class HPViTCheckpointer(DetectionCheckpointer):
                 f"{cause.strerror or cause}: cannot save {os.path.join(self.save_dir, name)}.pth; "
                 + (f"last_checkpoint still names {last}" if last else "no checkpoint saved yet")
             ) from None
+
+
+def _floating_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point parameters (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _refuse_non_finite(source: str, state: Dict, dtype: torch.dtype) -> None:
+    """CheckpointError when a tensor of ``state`` holds a NaN or an Inf once cast to ``dtype``."""
+    bad = non_finite_tensors(state, dtype)
+    if not bad:
+        return
+    overflow = [name for name in bad if name not in non_finite_tensors({name: state[name]})]
+    wider = {str(getattr(state[name], "dtype", "")).replace("torch.", "") for name in overflow}
+    beyond = (f" ({'/'.join(sorted(wider))} values beyond the model's "
+              f"{str(dtype).replace('torch.', '')} range)" if overflow else "")
+    raise CheckpointError(
+        f"{source}: NaN or Inf in {len(bad)} of its {len(state)} tensors, e.g. "
+        f"{', '.join(bad[:3])}{beyond}: corrupt, or saved by a diverged run")
 
 
 def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:

@@ -202,19 +202,23 @@ def load_checkpoint_file(path: str) -> Any:
     return read_weights(local, path)
 
 
-def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
-    """Names of the floating-point tensors or arrays of ``state`` that hold a NaN or an Inf."""
+def non_finite_tensors(state: Dict[str, Any], dtype: Optional[torch.dtype] = None) -> List[str]:
+    """
+    Names of the floating-point tensors or arrays of ``state`` that hold a NaN or an Inf, as they
+    are or, with ``dtype``, once cast to it (a float64 value beyond float32's range is Inf in a
+    float32 model).
+    """
     import numpy as np
 
     bad = []
     for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            finite = bool(torch.isfinite(value).all())
-        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
-            finite = bool(np.isfinite(value).all())
-        else:
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            value = torch.from_numpy(value)
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             continue
-        if not finite:
+        if dtype is not None and torch.finfo(value.dtype).max > torch.finfo(dtype).max:
+            value = value.to(dtype)
+        if not bool(torch.isfinite(value).all()):
             bad.append(name)
     return bad
 
