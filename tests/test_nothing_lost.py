@@ -45,3 +45,102 @@ def test_case01_float64_overflow_refused_on_every_loading_path(tmp_path, tiny_st
     assert "float64 values beyond the model's float32 range" in one_error_line(
         capsys.readouterr().err)
     assert not (tmp_path / "init.pth").exists()
+
+
+def train(out, *opts, env, resume=False, extra=(), timeout=300):
+    """The training command on the mini splits (test_engine.train_cmd), run to its end."""
+    return subprocess.run(train_cmd(out, *opts, resume=resume, extra=extra), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, env):  # noqa: F811
+    """A finished 3-iteration run saving every iteration (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    done = train(out, "train.max_iter=3", "train.checkpointer.period=1", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def copy_run(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out, ignore=shutil.ignore_patterns(".hpvit-train.lock"))
+    return out
+
+
+def iterations(metrics_json):
+    from hpvit_d2.engine.metrics import read_metrics
+
+    return [r["iteration"] for r in read_metrics(metrics_json) if "total_loss" in r]
+
+
+def earlier_run_dirs(out):
+    return sorted(p for p in (out / "earlier_runs").iterdir()) if (out / "earlier_runs").exists() else []
+
+
+DIVERGING = ["optimizer.lr=1e9", "lr_multiplier.warmup_factor=1e-30", "train.max_iter=40"]
+
+
+def test_case02_divergence_considers_only_this_runs_checkpoints(tmp_path, env,  # noqa: F811
+                                                                 finished_run):
+    out = copy_run(finished_run, tmp_path)
+    earlier = {p.name: p.read_bytes() for p in out.glob("model_*.pth")}
+    proc = train(out, *DIVERGING, "train.checkpointer.period=100000", env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = one_error_line(proc.stderr)
+    assert error.startswith("error: training diverged at iteration "), error
+    assert "no checkpoint of this run was saved before it: last_checkpoint removed" in error
+    assert not (out / "last_checkpoint").exists() and not list(out.glob("model_*.pth"))
+    (kept,) = earlier_run_dirs(out)  # the earlier run's files, set aside untouched
+    assert {p.name: p.read_bytes() for p in kept.glob("model_*.pth")} == earlier
+
+
+def test_case02_identity_recorded_in_checkpoints_decides_what_is_this_runs(tmp_path):
+    from hpvit_d2.engine.run_identity import RunIdentity
+    from hpvit_d2.engine.train_loop import keep_last_good_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    earlier = HPViTCheckpointer(model, str(tmp_path), run=RunIdentity())
+    earlier.save("model_0000000", iteration=0)
+    earlier.save("model_0000002", iteration=2)
+    this = RunIdentity()
+    checkpointer = HPViTCheckpointer(model, str(tmp_path), run=this)
+    checkpointer.save("model_0000001", iteration=1)
+    assert load_checkpoint_file(str(tmp_path / "model_0000001.pth"))["run"] == this.state_dict()
+    said = keep_last_good_checkpoint(checkpointer, first_bad=3, run=this)
+    assert said == "last_checkpoint names model_0000001.pth, the last one saved before it"
+    said = keep_last_good_checkpoint(checkpointer, first_bad=1, run=this)
+    assert said == ("no checkpoint of this run was saved before it: last_checkpoint removed "
+                    "(model_0000001.pth not used: diverged weights)")
+    resumed = RunIdentity()  # a run resumed from an earlier one's file continues its identity
+    HPViTCheckpointer(model, str(tmp_path), run=resumed).load(str(tmp_path / "model_0000002.pth"))
+    assert resumed.state_dict() == load_checkpoint_file(
+        str(tmp_path / "model_0000002.pth"))["run"]
+
+
+def test_issue34_item5_a_rerun_starts_clean_or_resumes_never_both(tmp_path, env,  # noqa: F811
+                                                                 finished_run):
+    # The finished run saved its last iteration once, as model_final.pth.
+    assert sorted(p.name for p in finished_run.glob("model_*.pth")) == [
+        "model_0000000.pth", "model_0000001.pth", "model_final.pth"]
+    out = copy_run(finished_run, tmp_path)
+    earlier = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    rerun = train(out, "train.max_iter=2", "train.checkpointer.period=1", env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    (kept,) = earlier_run_dirs(out)
+    said = [line for line in (rerun.stdout + rerun.stderr).splitlines()
+            if f"train.output_dir {out} held an earlier run" in line]
+    assert len(said) == 1 and f"moved to {kept}" in said[0] and "--resume" in said[0], said
+    assert {p.name: p.read_bytes() for p in kept.iterdir() if p.is_file()} == {
+        name: data for name, data in earlier.items() if name != "finished_run.json"}
+    assert iterations(out / "metrics.json") == [0, 1]
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000000.pth",
+                                                               "model_final.pth"]
+    assert load_checkpoint_file(str(out / "model_final.pth"))["iteration"] == 1
+    # Resumed after a stop that came after its last checkpoint: the metrics of the iterations
+    # run again are those of the resumed run alone.
+    (out / "last_checkpoint").write_text("model_0000000.pth")
+    resumed = train(out, "train.max_iter=2", "train.checkpointer.period=1", env=env, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert iterations(out / "metrics.json") == [0, 1]
+    assert earlier_run_dirs(out) == [kept]

@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,6 +22,7 @@ __all__ = [
     "HF_SUPPORTED_MODEL_TYPES",
     "NonFiniteWeightsError",
     "check_hf_architecture",
+    "checkpoint_fields",
     "current_umask",
     "fetch_weights",
     "load_checkpoint_file",
@@ -188,6 +189,24 @@ def _why_unpickling_failed(local: str) -> str:
                 "would run code), or it is corrupt; save its state_dict alone and convert that")
     return (f"not a checkpoint (a .pth/.pt file starts as a zip or a pickle; this one starts with "
             f"{head!r}); give a .pth/.pt, .pkl or .safetensors file or a Hugging Face directory")
+
+
+def checkpoint_fields(path: str, names: Sequence[str]) -> Dict[str, Any]:
+    """
+    The entries ``names`` of the dict a checkpoint file holds (e.g. ``iteration``), read without
+    loading its tensors (memory-mapped, for files ``torch.save`` wrote; other formats are read
+    whole). Entries the file lacks are left out; an unreadable file gives ``{}``.
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            loaded = read_weights(path)
+        except CheckpointError:
+            return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {name: loaded[name] for name in names if name in loaded}
 
 
 def load_checkpoint_file(path: str) -> Any:

@@ -128,7 +128,7 @@ def train_worker(args) -> None:
 
     from ..data.datasets import check_num_classes
     from ..engine import do_train, elastic_restart_count, evaluate
-    from ..engine.output_dir import claim_output_dir
+    from ..engine.output_dir import start_run
     from ..model_zoo import check_device, get_config, get_config_file
 
     register_datasets(args)
@@ -145,8 +145,10 @@ def train_worker(args) -> None:
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
     check_num_classes(cfg)
-    if not args.eval_only and comm.is_main_process():
-        claim_output_dir(cfg.train.output_dir)  # before default_setup writes config.yaml there
+    moved = None
+    if not args.eval_only and comm.is_main_process():  # before default_setup writes there
+        moved = start_run(cfg.train.output_dir, resume)
+    comm.synchronize()  # the other ranks write their log.txt.rankN after an earlier run's moved
     from ..engine.logs import plain_config_log
 
     if args.eval_only:  # default_setup overwrites config.yaml; a failed evaluation puts it back
@@ -154,6 +156,8 @@ def train_worker(args) -> None:
     with plain_config_log():
         default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
+    if moved:
+        logger.warning(moved)
     if resume and not args.resume:
         logger.info(f"torchrun restart {elastic_restart_count()}: resuming from the last "
                     "checkpoint in train.output_dir")

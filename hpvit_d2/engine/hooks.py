@@ -1,4 +1,5 @@
-"""Training hooks: per-iteration seeding, save on SIGINT/SIGTERM, DDP replica check."""
+"""Training hooks: per-iteration seeding, periodic checkpoints, save on SIGINT/SIGTERM, DDP
+replica check."""
 import logging
 import random
 import signal
@@ -7,11 +8,13 @@ import threading
 import numpy as np
 import torch
 from detectron2.engine import HookBase
+from detectron2.engine import hooks
 from detectron2.utils import comm
 
 from ..data.loader import sample_seed
 
-__all__ = ["DDPSyncCheck", "ReseedEachIteration", "SaveOnSignal", "ignore_stop_signals"]
+__all__ = ["DDPSyncCheck", "FinalOncePeriodicCheckpointer", "ReseedEachIteration", "SaveOnSignal",
+           "ignore_stop_signals"]
 
 logger = logging.getLogger("hpvit_d2")
 
@@ -40,6 +43,21 @@ class ReseedEachIteration(HookBase):
 
     def load_state_dict(self, state):
         self.seed = int(state["seed"])
+
+
+class FinalOncePeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """
+    detectron2's ``PeriodicCheckpointer`` hook (``model_{iter:07d}.pth`` every ``period``
+    iterations, ``max_to_keep``), except that the last iteration is saved once, as
+    ``model_final.pth``: detectron2 also saves it as ``model_{max_iter - 1:07d}.pth`` when
+    ``period`` divides ``max_iter``, the same weights twice.
+    """
+
+    def after_step(self):
+        if self.trainer.iter >= self.trainer.max_iter - 1:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=self.trainer.iter)
+        else:
+            self.step(self.trainer.iter)
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

@@ -1,5 +1,6 @@
 """
-One training run per output directory, and a clean start in it.
+One training run per output directory, and a clean start in it: a run either resumes the run whose
+files the directory holds, or starts from scratch with that run's files set aside, never both.
 
 :func:`claim_output_dir` takes an exclusive ``fcntl.flock`` on ``OUTPUT_DIR/.hpvit-train.lock``
 and holds it for the life of the process. The kernel releases it when the process ends, however
@@ -7,19 +8,36 @@ it ends (SIGKILL included), so a lock left by a dead run never blocks, while a s
 in the directory of a live one is refused at once, before it writes anything there. Processes
 forked afterwards (data-loader workers) do not hold it. Once the lock is held, the ``.tmp-*``
 files of a save that was killed half-way are removed: no live run can be writing them.
+
+:func:`set_aside_earlier_run`: a run that starts from scratch (no ``--resume``, or nothing to
+resume) in a directory holding an earlier run's checkpoints, metrics or evaluation moves that
+run's files (``RUN_FILES``) to ``earlier_runs/<time>/`` there, untouched: the new run's progress,
+metrics, curves and checkpoints are its own, and nothing of the earlier run is deleted.
+:func:`rewind_metrics`: a resumed run drops the ``metrics.json`` lines of the iterations after
+its checkpoint (written by the stopped process, and run again).
 """
 import fcntl
+import fnmatch
+import json
 import logging
 import os
-from typing import Dict
+import shutil
+import time
+from typing import Dict, List, Optional
 
 from ..overrides import ConfigError
 
-__all__ = ["LOCK_NAME", "OutputDirInUseError", "claim_output_dir"]
+__all__ = ["EARLIER_RUNS", "LOCK_NAME", "OutputDirInUseError", "RUN_FILES", "claim_output_dir",
+           "last_checkpoint_file", "rewind_metrics", "set_aside_earlier_run", "start_run"]
 
 logger = logging.getLogger("hpvit_d2")
 
 LOCK_NAME = ".hpvit-train.lock"
+EARLIER_RUNS = "earlier_runs"
+RUN_FILES = ("model_*.pth", "last_checkpoint", "metrics.json", "events.out.tfevents.*", "log.txt*",
+             "config.yaml", "inference")
+"""What a training run writes in its output directory (detectron2's names; fnmatch patterns)."""
+_EVIDENCE = ("model_*.pth", "last_checkpoint", "inference")
 _held: Dict[str, int] = {}  # real path of the directory -> descriptor of its locked file
 
 
@@ -82,3 +100,83 @@ def _remove_leftover_temporary_files(path: str) -> None:
     if removed:
         logger.info(f"Removed {len(removed)} temporary files an interrupted save left in {path}: "
                     + ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else ""))
+
+
+def last_checkpoint_file(output_dir: str) -> Optional[str]:
+    """The checkpoint ``output_dir/last_checkpoint`` names (detectron2's tag), or None."""
+    try:
+        with open(os.path.join(output_dir, "last_checkpoint")) as f:
+            name = f.read().strip()
+    except OSError:
+        return None
+    return os.path.join(output_dir, name) if name else None
+
+
+def _run_files(path: str) -> List[str]:
+    return sorted(name for name in os.listdir(path)
+                  if any(fnmatch.fnmatch(name, pattern) for pattern in RUN_FILES))
+
+
+def _holds_a_run(path: str, names: List[str]) -> bool:
+    """Checkpoints, evaluation results or logged iterations: not just a start that failed."""
+    metrics = os.path.join(path, "metrics.json")
+    return (any(fnmatch.fnmatch(name, pattern) for name in names for pattern in _EVIDENCE)
+            or (os.path.isfile(metrics) and os.path.getsize(metrics) > 0))
+
+
+def set_aside_earlier_run(output_dir: str) -> Optional[str]:
+    """
+    Move the files of an earlier run in ``output_dir`` (``RUN_FILES``, when they hold a run:
+    checkpoints, ``last_checkpoint``, ``inference/`` or a non-empty ``metrics.json``) to
+    ``output_dir/earlier_runs/<YYYYmmdd-HHMMSS>/``. Call it holding the directory
+    (:func:`claim_output_dir`), before the new run writes there. Returns one line saying what was
+    moved where, or None when there was nothing to move.
+    """
+    path = os.path.realpath(output_dir)
+    names = _run_files(path) if os.path.isdir(path) else []
+    if not names or not _holds_a_run(path, names):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    destination, k = os.path.join(output_dir, EARLIER_RUNS, stamp), 1
+    while os.path.exists(destination):
+        destination, k = os.path.join(output_dir, EARLIER_RUNS, f"{stamp}-{k}"), k + 1
+    os.makedirs(destination)
+    size = 0
+    for name in names:
+        source = os.path.join(path, name)
+        size += sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(source)
+                    for f in files) if os.path.isdir(source) else os.path.getsize(source)
+        shutil.move(source, os.path.join(destination, name))
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return (f"train.output_dir {output_dir} held an earlier run ({len(names)} files, "
+            f"{size / 2**20:.0f} MB: {shown}): moved to {destination}; this run starts from "
+            "scratch (--resume continues the run in a directory instead; delete "
+            f"{os.path.join(output_dir, EARLIER_RUNS)} to free its space)")
+
+
+def rewind_metrics(output_dir: str, iteration: int) -> None:
+    """Keep the ``metrics.json`` lines of iterations <= ``iteration`` (atomically rewritten):
+    a run resumed from its checkpoint at ``iteration`` logs the later ones again."""
+    from ..checkpoint.io import AtomicFile
+    from .metrics import read_metrics
+
+    path = os.path.join(output_dir, "metrics.json")
+    records = read_metrics(path)
+    kept = [r for r in records if r.get("iteration", -1) <= iteration]
+    if len(kept) == len(records):
+        return
+    with AtomicFile(path, "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+
+
+def start_run(output_dir: str, resume: bool) -> Optional[str]:
+    """
+    What the main process does before a training run writes in ``output_dir``: claim it
+    (:func:`claim_output_dir`), then, unless the run resumes a checkpoint there (``resume`` and a
+    ``last_checkpoint``), set an earlier run's files aside (:func:`set_aside_earlier_run`).
+    Returns the line saying what was moved, or None.
+    """
+    claim_output_dir(output_dir)
+    if resume and last_checkpoint_file(output_dir):
+        return None
+    return set_aside_earlier_run(output_dir)
