@@ -144,3 +144,44 @@ def test_issue34_item5_a_rerun_starts_clean_or_resumes_never_both(tmp_path, env,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert iterations(out / "metrics.json") == [0, 1]
     assert earlier_run_dirs(out) == [kept]
+
+
+def test_case07_checkpoint_at_or_past_max_iter_is_nothing_to_train(tmp_path, env,  # noqa: F811
+                                                                  finished_run):
+    out = copy_run(finished_run, tmp_path)
+    metrics = (out / "metrics.json").read_bytes()
+    done = train(out, "train.max_iter=2", env=env, resume=True)  # model_final is at iteration 2
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "nothing to train" in line]
+    assert len(said) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"{out}/model_final.pth is at iteration 2, at or past train.max_iter=2" in said[0]
+    assert (out / "metrics.json").read_bytes() == metrics  # nothing trained or evaluated again
+
+
+IMPOSSIBLE = [
+    (["train.max_iter=0"], "train.max_iter=0: must be a whole number >= 1"),
+    (["train.max_iter=-5"], "train.max_iter=-5: must be a whole number >= 1"),
+    (["dataloader.train.total_batch_size=0"], "dataloader.train.total_batch_size=0: must be a whole number >= 1"),
+    (["dataloader.train.total_batch_size=-1"], "dataloader.train.total_batch_size=-1: must be"),
+    (["train.checkpointer.period=0"], "train.checkpointer.period=0: must be a whole number >= 1"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number >= 0"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number >= 0"),
+    (["dataloader.train.num_workers=-2"], "dataloader.train.num_workers=-2: must be a whole number >= 0"),
+    (["model.backbone.bottom_up.depth=0"], "model.backbone.bottom_up.depth=0: must be a whole number >= 1"),
+    (["model.backbone.bottom_up.depth=7"], "model.backbone.bottom_up.stage_depths=[1, 1, 3, 1] must be positive and sum to depth=7"),
+    (["--num-gpus", "3", "dataloader.train.total_batch_size=2"],
+     "dataloader.train.total_batch_size=2 does not split over the 3 training processes "
+     "(--num-gpus 3 x --num-machines 1): use a multiple of 3, e.g. dataloader.train.total_batch_size=3"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", IMPOSSIBLE, ids=[" ".join(a) for a, _ in IMPOSSIBLE])
+def test_case09_impossible_values_are_refused_before_anything_is_built(tmp_path, capsys, argv,
+                                                                       expected):
+    from hpvit_d2.cli.train import main as train_main
+
+    out = tmp_path / "run"
+    code = run_command(train_main, ["--config-file", TINY, f"train.output_dir={out}", *argv])
+    assert code == 2
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: {expected}")
+    assert not out.exists()

@@ -207,19 +207,41 @@ def _worker(args) -> None:
         sys.exit(EXIT_USAGE)
 
 
+def _training_processes(args):
+    """(number of training processes, where it comes from), for the batch-size check."""
+    from ..engine.distributed import started_by_torchrun
+    from ..overrides import ConfigError
+
+    if started_by_torchrun():
+        return int(os.environ["WORLD_SIZE"]), " (torchrun's WORLD_SIZE)"
+    for flag, value in (("--num-gpus", args.num_gpus), ("--num-machines", args.num_machines)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be 1 or more (processes per machine, machines)")
+    return (args.num_gpus * args.num_machines,
+            f" (--num-gpus {args.num_gpus} x --num-machines {args.num_machines})")
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     from ..data.datasets import check_num_classes
     from ..engine import launch_job
+    from ..engine.config_checks import check_training_values
+    from ..engine.distributed import started_by_torchrun
     from ..model_zoo import check_device, get_config, get_config_file
 
-    # Check the config, overrides, device and datasets before starting any process.
-    register_datasets(args)
-    args.config_file = get_config_file(args.config_file)
-    if not _is_yacs(args.config_file):
-        cfg = get_config(args.config_file, args.opts)
-        check_device(cfg.train.device)
-        check_num_classes(cfg)
+    # Check the config, overrides, values, device and datasets before starting any process.
+    try:
+        register_datasets(args)
+        args.config_file = get_config_file(args.config_file)
+        if not _is_yacs(args.config_file):
+            cfg = get_config(args.config_file, args.opts)
+            check_training_values(cfg, *_training_processes(args))
+            check_device(cfg.train.device)
+            check_num_classes(cfg)
+    except user_errors():
+        if os.environ.get("RANK", "0") != "0" and started_by_torchrun():
+            return EXIT_USAGE  # torchrun's rank 0 says it, once
+        raise
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
                    machine_rank=args.machine_rank, dist_url=args.dist_url,

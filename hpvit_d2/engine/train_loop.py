@@ -175,12 +175,19 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     out = cfg.train.output_dir
     resume_from = last_checkpoint_file(out) if resume else None
     first_iter = 0
+    if resume_from:
+        first_iter = checkpoint_fields(resume_from, ("iteration",)).get("iteration", -1) + 1
+        if first_iter >= cfg.train.max_iter:
+            logger.warning(f"nothing to train: {resume_from} is at iteration {first_iter - 1}, at "
+                           f"or past train.max_iter={cfg.train.max_iter} (the last iteration is "
+                           f"{cfg.train.max_iter - 1}): raise train.max_iter to train on, or "
+                           f"evaluate it with --eval-only train.init_checkpoint={resume_from}")
+            return
     if comm.is_main_process():
         moved = start_run(out, resume)
         if moved:
             logger.warning(moved)
         if resume_from:
-            first_iter = checkpoint_fields(resume_from, ("iteration",)).get("iteration", -1) + 1
             rewind_metrics(out, first_iter - 1)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
