@@ -185,3 +185,78 @@ def test_case09_impossible_values_are_refused_before_anything_is_built(tmp_path,
     assert code == 2
     assert one_error_line(capsys.readouterr().err).startswith(f"error: {expected}")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("change", ["another model", "num_classes"])
+def test_case04_resume_with_another_model_is_one_line_before_loading(tmp_path, env,  # noqa: F811
+                                                                     finished_run, change):
+    from test_cli import write_coco
+
+    out = copy_run(finished_run, tmp_path)
+    saved = (out / "model_final.pth").read_bytes()
+    if change == "another model":
+        opts, extra = [], ["--config-file", "mask_rcnn_vitdet_tiny.py"]
+        expected = (f"error: {out}/model_final.pth: this is an HPViT detector checkpoint (keys "
+                    "backbone.bottom_up.*); the config builds ViTDet")
+    else:  # the user's own 2-class data, and the model changed to fit it
+        json_file, images = write_coco(tmp_path / "coco")
+        opts = ["model.roi_heads.num_classes=2", "dataloader.train.dataset.names=mine",
+                "dataloader.test.dataset.names=mine"]
+        extra = ["--register-coco", "mine", json_file, images]
+        expected = (f"error: {out}/model_final.pth: strict loading refused: 6 model tensors "
+                    "missing, mismatched or unexpected")
+    proc = train(out, *opts, env=env, resume=True, extra=extra)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert errors[0].startswith(expected), errors[0]
+    if change == "another model":
+        assert errors[0].endswith("use the config it was trained with"), errors[0]
+    else:
+        assert ("likely cause: model.roi_heads.num_classes differs (checkpoint 4 classes, "
+                "config 2); --resume continues a run with the model it saved: give the run's "
+                "config, or start another run in a new train.output_dir") in errors[0]
+    assert (out / "model_final.pth").read_bytes() == saved
+
+
+def test_case04_optimizer_state_is_checked_against_the_optimizer():
+    from hpvit_d2.checkpoint.resume import optimizer_state_problem
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    adam = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    adam.step()
+    state = adam.state_dict()
+    assert optimizer_state_problem(adam, state, model) is None
+    two_groups = torch.optim.AdamW([{"params": model[0].parameters()},
+                                    {"params": model[1].parameters()}])
+    assert optimizer_state_problem(two_groups, state, model) == (
+        "the optimizer has 2 parameter groups, the checkpoint's 1")
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2))
+    assert optimizer_state_problem(torch.optim.AdamW(wider.parameters()), state, wider) == (
+        "the checkpoint's exp_avg of 0.weight is (4, 3), the parameter (5, 3)")
+
+
+def test_case11_non_finite_optimizer_state_is_refused(tmp_path, env, finished_run):  # noqa: F811
+    out = copy_run(finished_run, tmp_path)
+    checkpoint = load_checkpoint_file(str(out / "model_0000001.pth"))
+    checkpoint["trainer"]["optimizer"]["state"][3]["exp_avg_sq"].view(-1)[0] = float("nan")
+    torch.save(checkpoint, out / "model_0000001.pth")
+    (out / "last_checkpoint").write_text("model_0000001.pth")
+    proc = train(out, "train.max_iter=3", env=env, resume=True)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert one_error_line(proc.stderr).startswith(
+        f"error: {out}/model_0000001.pth: NaN or Inf in the optimizer state (exp_avg_sq of "
+        "backbone.")
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+    # Nor is such a state saved.
+    model = torch.nn.Linear(2, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 2)).sum().backward()
+    sgd.step()
+    sgd.state[model.weight]["momentum_buffer"][0, 0] = float("inf")
+    checkpointer = HPViTCheckpointer(model, str(tmp_path / "sgd"), optimizer=sgd)
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf in the optimizer state "
+                                                 r"\(momentum_buffer of weight\): model_0000000\.pth not saved"):
+        checkpointer.save("model_0000000", iteration=0)
+    assert not (tmp_path / "sgd" / "model_0000000.pth").exists()
