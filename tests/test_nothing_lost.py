@@ -260,3 +260,41 @@ def test_case11_non_finite_optimizer_state_is_refused(tmp_path, env, finished_ru
                                                  r"\(momentum_buffer of weight\): model_0000000\.pth not saved"):
         checkpointer.save("model_0000000", iteration=0)
     assert not (tmp_path / "sgd" / "model_0000000.pth").exists()
+
+
+def test_case05_eval_only_takes_the_lock_and_writes_only_under_inference(  # noqa: F811
+        tmp_path, env, finished_run):
+    from test_operations import LONG, in_namespace, wait_for_training
+
+    weights = f"train.init_checkpoint={finished_run}/model_final.pth"
+    live = tmp_path / "live"
+    training = subprocess.Popen(train_cmd(live, *LONG), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        wait_for_training(live, training)
+        config = (live / "config.yaml").read_bytes()
+        refused = train(live, weights, env=env, extra=["--eval-only"])
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert (f"train.output_dir {live} is in use by a running training (pid {training.pid})"
+                in one_error_line(refused.stderr))
+        assert (live / "config.yaml").read_bytes() == config and not (live / "inference").exists()
+    finally:
+        training.kill()
+        training.wait()
+    out = copy_run(finished_run, tmp_path)
+    run_files = lambda: {p.name: p.read_bytes() for p in out.iterdir()  # noqa: E731
+                         if p.is_file() and p.name != ".hpvit-train.lock"}
+    before = run_files()
+    evaluated = train(out, weights, env=env, extra=["--eval-only"])
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert run_files() == before  # the training run's config.yaml, log.txt... as they were
+    assert {"config.yaml", "log.txt", "coco_instances_results.json"} <= {
+        p.name for p in (out / "inference").iterdir()}
+    read_only = tmp_path / "read_only"
+    shutil.copytree(finished_run, read_only)
+    cmd = in_namespace('mount --bind "$D" "$D" && mount -o remount,bind,ro "$D"', read_only,
+                       train_cmd(read_only, weights, extra=["--eval-only"]))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (f"train.output_dir {read_only} is not writable (Read-only file system)"
+            in one_error_line(proc.stderr))

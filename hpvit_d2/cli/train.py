@@ -128,7 +128,7 @@ def train_worker(args) -> None:
 
     from ..data.datasets import check_num_classes
     from ..engine import do_train, elastic_restart_count, evaluate
-    from ..engine.output_dir import start_run
+    from ..engine.output_dir import EVALUATION_DIR, start_evaluation, start_run
     from ..model_zoo import check_device, get_config, get_config_file
 
     register_datasets(args)
@@ -145,17 +145,19 @@ def train_worker(args) -> None:
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
     check_num_classes(cfg)
-    moved = None
-    if not args.eval_only and comm.is_main_process():  # before default_setup writes there
+    moved, written_to = None, cfg.train.output_dir
+    if args.eval_only:  # its config.yaml and log.txt go to output_dir/inference, not over the run's
+        written_to = os.path.join(cfg.train.output_dir, EVALUATION_DIR)
+        if comm.is_main_process():
+            start_evaluation(cfg.train.output_dir)
+    elif comm.is_main_process():  # before default_setup writes there
         moved = start_run(cfg.train.output_dir, resume)
     comm.synchronize()  # the other ranks write their log.txt.rankN after an earlier run's moved
     from ..engine.logs import plain_config_log
 
-    if args.eval_only:  # default_setup overwrites config.yaml; a failed evaluation puts it back
-        config_before = _FileBefore(os.path.join(cfg.train.output_dir, "config.yaml"))
     with plain_config_log():
-        default_setup(cfg, args)
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
+        default_setup(_with_output_dir(cfg, written_to), args)
+    setup_logger(written_to, distributed_rank=comm.get_rank(), name="hpvit_d2")
     if moved:
         logger.warning(moved)
     if resume and not args.resume:
@@ -163,34 +165,20 @@ def train_worker(args) -> None:
                     "checkpoint in train.output_dir")
     require = _require(args, cfg.train.get("strict_init_checkpoint", False), args.eval_only)
     if args.eval_only:
-        try:
-            return evaluate(cfg, require=require)
-        except BaseException:
-            if comm.is_main_process():
-                config_before.restore()
-            raise
+        return evaluate(cfg, require=require)
     return do_train(cfg, resume=resume, require=require)
 
 
-class _FileBefore:
-    """A file's content (or its absence) kept, to put back: a failed ``--eval-only`` leaves
-    ``output_dir/config.yaml`` as it was (detectron2's ``default_setup`` writes it first), the
-    training run's own or none."""
+def _with_output_dir(cfg, output_dir: str):
+    """``cfg`` with ``train.output_dir`` set to ``output_dir`` (a copy when it differs): where
+    detectron2's ``default_setup`` writes config.yaml and log.txt."""
+    if output_dir == cfg.train.output_dir:
+        return cfg
+    import copy
 
-    def __init__(self, path: str):
-        self.path = path
-        self.content = None
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                self.content = f.read()
-
-    def restore(self) -> None:
-        if self.content is None:
-            if os.path.isfile(self.path):
-                os.remove(self.path)
-        else:
-            with open(self.path, "wb") as f:
-                f.write(self.content)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.output_dir = output_dir
+    return cfg
 
 
 def _worker(args) -> None:

@@ -27,13 +27,17 @@ from typing import Dict, List, Optional
 
 from ..overrides import ConfigError
 
-__all__ = ["EARLIER_RUNS", "LOCK_NAME", "OutputDirInUseError", "RUN_FILES", "claim_output_dir",
-           "last_checkpoint_file", "rewind_metrics", "set_aside_earlier_run", "start_run"]
+__all__ = ["EARLIER_RUNS", "EVALUATION_DIR", "LOCK_NAME", "OutputDirInUseError", "RUN_FILES",
+           "claim_output_dir", "last_checkpoint_file", "rewind_metrics", "set_aside_earlier_run",
+           "start_evaluation", "start_run"]
 
 logger = logging.getLogger("hpvit_d2")
 
 LOCK_NAME = ".hpvit-train.lock"
 EARLIER_RUNS = "earlier_runs"
+EVALUATION_DIR = "inference"
+"""Where ``--eval-only`` writes in ``train.output_dir`` (its config.yaml and log.txt, and the
+evaluator's files in the shipped configs), never over the training run's own."""
 RUN_FILES = ("model_*.pth", "last_checkpoint", "metrics.json", "events.out.tfevents.*", "log.txt*",
              "config.yaml", "inference")
 """What a training run writes in its output directory (detectron2's names; fnmatch patterns)."""
@@ -180,3 +184,24 @@ def start_run(output_dir: str, resume: bool) -> Optional[str]:
     if resume and last_checkpoint_file(output_dir):
         return None
     return set_aside_earlier_run(output_dir)
+
+
+def start_evaluation(output_dir: str) -> str:
+    """
+    What the main process of ``--eval-only`` does before writing: claim ``output_dir`` (no
+    training may run there meanwhile) and create its ``EVALUATION_DIR``. Returns that directory.
+
+    Raises:
+        OutputDirInUseError: a live run holds the directory.
+        ConfigError: it cannot be written.
+    """
+    claim_output_dir(output_dir)
+    directory = os.path.join(output_dir, EVALUATION_DIR)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise ConfigError(f"train.output_dir {output_dir} is not writable ({e.strerror}): "
+                          "choose another train.output_dir") from None
+    return directory
