@@ -298,3 +298,83 @@ def test_case05_eval_only_takes_the_lock_and_writes_only_under_inference(  # noq
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert (f"train.output_dir {read_only} is not writable (Read-only file system)"
             in one_error_line(proc.stderr))
+
+
+def wait_for_log(out, proc, text, timeout=240):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        log = out / "log.txt"
+        if log.exists() and text in log.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} in {out}/log.txt within {timeout}s (exit {proc.poll()})")
+
+
+def test_case03_group_sigterm_during_evaluation_saves_and_resumes(tmp_path, env):  # noqa: F811
+    import signal
+
+    from test_operations import LONG
+
+    out = tmp_path / "run"
+    long_test_set = "[" + ",".join(["hpvit_shapes_val_mini"] * 40) + "]"  # 160 images
+    evaluating = ["train.eval_period=2", "dataloader.test.num_workers=1",
+                  f"dataloader.test.dataset.names={long_test_set}",
+                  "dataloader.evaluator.dataset_name=hpvit_shapes_val_mini"]
+    proc = subprocess.Popen(train_cmd(out, *LONG, *evaluating), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for_log(out, proc, "Start inference on 160 batches")
+    os.killpg(proc.pid, signal.SIGTERM)  # as timeout, scancel and kill -- -PGID do
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
+    assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert "Evaluation stopped: saved model_0000001.pth at iteration 1" in (out / "log.txt").read_text()
+    resumed = train(out, "train.max_iter=3", env=env, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Starting training from iteration 2" in (out / "log.txt").read_text()
+    assert load_checkpoint_file(str(out / "model_final.pth"))["iteration"] == 2
+
+
+def test_a_second_signal_stops_a_long_evaluation_at_once(tmp_path):
+    """Smaller item: a second Ctrl-C was ignored through a long evaluation (here one without
+    batches to stop between, as pycocotools' accumulate)."""
+    import signal
+    import threading
+    import time
+
+    from detectron2.engine import SimpleTrainer, hooks
+
+    from hpvit_d2.engine.hooks import SaveOnSignal
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, batch):
+            return {"loss": self.w.sum()}
+
+    def long_evaluation():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.01)
+        return {}
+
+    model = Model()
+    trainer = SimpleTrainer(model, iter(range(100)), torch.optim.SGD(model.parameters(), lr=0.1))
+    stop = SaveOnSignal(HPViTCheckpointer(model, str(tmp_path), trainer=trainer))
+    trainer.register_hooks([stop, hooks.EvalHook(2, lambda: stop.evaluation(long_evaluation))])
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (1.0, 1.5)]
+    start = time.time()
+    try:
+        for timer in timers:
+            timer.start()
+        with pytest.raises(SystemExit) as stopped:
+            trainer.train(0, 10)
+    finally:
+        stop.restore_handlers()
+    assert stopped.value.code == 128 + signal.SIGINT and time.time() - start < 30
+    assert load_checkpoint_file(str(tmp_path / "model_0000001.pth"))["iteration"] == 1

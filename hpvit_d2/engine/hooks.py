@@ -1,6 +1,7 @@
 """Training hooks: per-iteration seeding, periodic checkpoints, save on SIGINT/SIGTERM, DDP
 replica check."""
 import logging
+import os
 import random
 import signal
 import threading
@@ -13,8 +14,8 @@ from detectron2.utils import comm
 
 from ..data.loader import sample_seed
 
-__all__ = ["DDPSyncCheck", "FinalOncePeriodicCheckpointer", "ReseedEachIteration", "SaveOnSignal",
-           "ignore_stop_signals"]
+__all__ = ["DDPSyncCheck", "EvaluationStopped", "FinalOncePeriodicCheckpointer",
+           "ReseedEachIteration", "SaveOnSignal", "StopBetweenBatches", "ignore_stop_signals"]
 
 logger = logging.getLogger("hpvit_d2")
 
@@ -72,6 +73,53 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+class EvaluationStopped(BaseException):
+    """Raised in an evaluation that a stop signal interrupts (a BaseException, as
+    KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
+
+
+class StopBetweenBatches:
+    """
+    An evaluation data loader (``len`` and iteration, as ``inference_on_dataset`` takes it) that
+    raises :class:`EvaluationStopped` before its next batch once ``stop()`` is true, and shuts its
+    loader workers down however the iteration ends (they ignore SIGINT/SIGTERM:
+    :func:`ignore_stop_signals`, so that a group signal does not kill them under the evaluation).
+    """
+
+    def __init__(self, loader, stop):
+        self.loader, self.stop = loader, stop
+        if isinstance(loader, torch.utils.data.DataLoader) and loader.num_workers > 0:
+            loader.worker_init_fn = _also_ignoring_stop_signals(loader.worker_init_fn)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        try:
+            while not self.stop():
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                yield batch
+            raise EvaluationStopped()
+        finally:
+            if hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+
+
+def _also_ignoring_stop_signals(worker_init_fn):
+    if worker_init_fn is None or worker_init_fn is ignore_stop_signals:
+        return ignore_stop_signals
+
+    def init(worker_id):
+        ignore_stop_signals(worker_id)
+        worker_init_fn(worker_id)
+
+    return init
+
+
 class SaveOnSignal(HookBase):
     """
     On SIGINT or SIGTERM, to the process or to its whole group, finish the current iteration,
@@ -79,6 +127,11 @@ class SaveOnSignal(HookBase):
     workers started with :func:`ignore_stop_signals` outlive a group signal; whoever runs the
     trainer shuts them down when it stops (``do_train`` does). A second signal during that save is
     ignored, so the checkpoint is always whole; SIGKILL cannot be caught (atomic saves cover it).
+
+    An evaluation run through :meth:`evaluation` (with its loader in
+    :class:`StopBetweenBatches`, checking :meth:`requested`) stops before its next batch, and at
+    once on a second signal; the iteration is then saved the same way. The handlers stay until
+    :meth:`restore_handlers` (after the final evaluation, which runs after the hooks' after_train).
     """
 
     def __init__(self, checkpointer, signals=(signal.SIGINT, signal.SIGTERM)):
@@ -86,12 +139,20 @@ class SaveOnSignal(HookBase):
         self.signals = tuple(signals)
         self._received = None
         self._previous = {}
+        self._evaluating = False
 
     def _handle(self, signum, frame):
         if self._received is None:
             logger.warning(f"Received {signal.Signals(signum).name}: saving a checkpoint after "
-                           "this iteration, then stopping")
-        self._received = signum
+                           "this " + ("batch of the evaluation" if self._evaluating else "iteration")
+                           + ", then stopping")
+            self._received = signum
+        elif self._evaluating:  # a second signal: the evaluation stops now
+            raise EvaluationStopped()
+
+    def requested(self) -> bool:
+        """True once a stop signal arrived."""
+        return self._received is not None
 
     def before_train(self):
         if threading.current_thread() is not threading.main_thread():
@@ -101,17 +162,40 @@ class SaveOnSignal(HookBase):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def after_step(self):
-        if self._received is None:
-            return
-        iteration = self.trainer.iter
+        if self._received is not None:
+            self._save_and_exit("")
+
+    def evaluation(self, evaluate):
+        """``evaluate()`` (the EvalHook's function), saving and stopping when a signal stops it."""
+        self._evaluating, results = True, None
+        try:
+            results = evaluate()
+        except EvaluationStopped:
+            pass  # saved below, outside the except block: the evaluation's frames are freed
+        finally:
+            self._evaluating = False
+        if self._received is not None:
+            self._save_and_exit("Evaluation stopped: " if results is None else "")
+        return results
+
+    def _save_and_exit(self, why: str):
+        # After the last iteration (the final evaluation) trainer.iter is max_iter.
+        iteration = min(self.trainer.iter, self.trainer.max_iter - 1)
+        name = f"model_{iteration:07d}.pth"
         if comm.is_main_process():
-            self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
-            logger.warning(f"Saved model_{iteration:07d}.pth at iteration {iteration}; "
+            from ..checkpoint.io import checkpoint_fields
+
+            last = self.checkpointer.get_checkpoint_file()
+            if last and checkpoint_fields(last, ("iteration",)).get("iteration") == iteration:
+                name = os.path.basename(last)  # saved at this iteration already (model_final)
+            else:
+                self.checkpointer.save(name[:-4], iteration=iteration)
+            logger.warning(f"{why}{'s' if why else 'S'}aved {name} at iteration {iteration}; "
                            "continue with --resume")
         comm.synchronize()
         raise SystemExit(128 + self._received)
 
-    def after_train(self):
+    def restore_handlers(self):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()

@@ -9,8 +9,9 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
   model's randomness is a function of (seed, iteration, rank)
   (:class:`~hpvit_d2.engine.hooks.ReseedEachIteration`): a resumed run repeats an uninterrupted
   one, on one process or many;
-- SIGINT/SIGTERM, to the process or its whole group, save a checkpoint before stopping
-  (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`; loader workers ignore them);
+- SIGINT/SIGTERM, to the process or its whole group, save a checkpoint before stopping, also
+  during an evaluation (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`; training and evaluation
+  loader workers ignore them);
 - one live run per ``train.output_dir``, which a run either resumes or starts from scratch in,
   an earlier run's files set aside (:mod:`~hpvit_d2.engine.output_dir`);
 - a diverged run (non-finite loss or weights) leaves ``last_checkpoint`` on its last good
@@ -43,7 +44,7 @@ from ..checkpoint import HPViTCheckpointer, NonFiniteWeightsError
 from ..checkpoint.io import checkpoint_fields
 from ..data.loader import ResumableTrainLoader
 from .hooks import (DDPSyncCheck, FinalOncePeriodicCheckpointer, ReseedEachIteration, SaveOnSignal,
-                    ignore_stop_signals)
+                    StopBetweenBatches, ignore_stop_signals)
 from .output_dir import last_checkpoint_file, rewind_metrics, start_run
 from .run_identity import RunIdentity, checkpoints_of
 
@@ -66,12 +67,18 @@ def build_ddp(model: torch.nn.Module, device: str, **ddp_kwargs) -> torch.nn.Mod
     return create_ddp_model(model, **ddp_kwargs)
 
 
-def do_test(cfg, model):
-    """Run ``dataloader.evaluator`` on ``dataloader.test``; the metrics dict, or None without one."""
+def do_test(cfg, model, stop=lambda: False):
+    """
+    Run ``dataloader.evaluator`` on ``dataloader.test``; the metrics dict, or None without one.
+    The loader's workers ignore SIGINT/SIGTERM (the training process handles them), and the
+    evaluation stops before its next batch once ``stop()`` is true
+    (:class:`~hpvit_d2.engine.hooks.StopBetweenBatches`).
+    """
     if "evaluator" not in cfg.dataloader:
         return None
     results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        model, StopBetweenBatches(instantiate(cfg.dataloader.test), stop),
+        instantiate(cfg.dataloader.evaluator)
     )
     if comm.is_main_process():
         print_csv_format(results)
@@ -204,15 +211,17 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
         checkpointables["data"] = loader
     checkpointer = HPViTCheckpointer(model, out, require=require, **checkpointables)
     sync_period = cfg.train.get("ddp_sync_check_period", 0)
+    stop = SaveOnSignal(checkpointer)
     trainer.register_hooks([
         ReseedEachIteration(seed),
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         FinalOncePeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
-        SaveOnSignal(checkpointer),
+        stop,
         DDPSyncCheck(model, sync_period) if sync_period else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.EvalHook(cfg.train.eval_period,
+                       lambda: stop.evaluation(lambda: do_test(cfg, model, stop.requested))),
         hooks.PeriodicWriter(_writers(cfg, first_iter), period=cfg.train.log_period)
         if comm.is_main_process() else None,
     ])
@@ -232,6 +241,7 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
             f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
             f"{keep_last_good_checkpoint(checkpointer, first_bad, run)}") from None
     finally:
+        stop.restore_handlers()
         _shut_down_loader(trainer)
 
 
