@@ -21,6 +21,13 @@ from test_operations import one_error_line
 TINY = "mask_rcnn_hpvit_tiny.py"
 
 
+def single_error(stderr: str) -> str:
+    """The one ``error:`` line of a failed command, no traceback (its paths may be long here)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_state():
     """The tiny HPViT detector's state dict (random initialisation)."""
@@ -207,15 +214,14 @@ def test_case04_resume_with_another_model_is_one_line_before_loading(tmp_path, e
                     "missing, mismatched or unexpected")
     proc = train(out, *opts, env=env, resume=True, extra=extra)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert errors[0].startswith(expected), errors[0]
+    error = single_error(proc.stderr)
+    assert error.startswith(expected), error
     if change == "another model":
-        assert errors[0].endswith("use the config it was trained with"), errors[0]
+        assert error.endswith("use the config it was trained with"), error
     else:
         assert ("likely cause: model.roi_heads.num_classes differs (checkpoint 4 classes, "
                 "config 2); --resume continues a run with the model it saved: give the run's "
-                "config, or start another run in a new train.output_dir") in errors[0]
+                "config, or start another run in a new train.output_dir") in error
     assert (out / "model_final.pth").read_bytes() == saved
 
 
@@ -378,3 +384,23 @@ def test_a_second_signal_stops_a_long_evaluation_at_once(tmp_path):
         stop.restore_handlers()
     assert stopped.value.code == 128 + signal.SIGINT and time.time() - start < 30
     assert load_checkpoint_file(str(tmp_path / "model_0000001.pth"))["iteration"] == 1
+
+
+def test_case08_full_disk_during_the_final_evaluation_is_one_line(tmp_path, env):  # noqa: F811
+    from test_operations import in_namespace
+
+    out, results = tmp_path / "run", tmp_path / "results"
+    results.mkdir()
+    # The evaluation's results go to a 4 KB disk; the checkpoints to train.output_dir.
+    cmd = in_namespace('mount -t tmpfs -o size=4k tmpfs "$D"', results,
+                       train_cmd(out, "train.max_iter=1", f"dataloader.evaluator.output_dir={results}"))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = single_error(proc.stderr)
+    assert error.startswith(f"error: No space left on device: cannot write the evaluation's "
+                            f"results to {results} (nothing written there)"), error
+    assert error.endswith(f"the checkpoint is saved: --eval-only "
+                          f"train.init_checkpoint={out}/model_final.pth evaluates it"), error
+    left = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].split()
+    assert left == [], left  # no truncated instances_predictions.pth, no temporary file
+    assert load_checkpoint_file(str(out / "model_final.pth"))["iteration"] == 0

@@ -15,21 +15,26 @@ run's files (``RUN_FILES``) to ``earlier_runs/<time>/`` there, untouched: the ne
 metrics, curves and checkpoints are its own, and nothing of the earlier run is deleted.
 :func:`rewind_metrics`: a resumed run drops the ``metrics.json`` lines of the iterations after
 its checkpoint (written by the stopped process, and run again).
+:func:`staged_evaluation_outputs`: an evaluator writes into a temporary directory whose files
+replace those of its ``output_dir`` once it is done, so a full disk leaves no truncated result
+there, and is one :class:`OutputWriteError`.
 """
+import contextlib
 import fcntl
 import fnmatch
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from typing import Dict, List, Optional
 
 from ..overrides import ConfigError
 
-__all__ = ["EARLIER_RUNS", "EVALUATION_DIR", "LOCK_NAME", "OutputDirInUseError", "RUN_FILES",
-           "claim_output_dir", "last_checkpoint_file", "rewind_metrics", "set_aside_earlier_run",
-           "start_evaluation", "start_run"]
+__all__ = ["EARLIER_RUNS", "EVALUATION_DIR", "LOCK_NAME", "OutputDirInUseError", "OutputWriteError",
+           "RUN_FILES", "claim_output_dir", "last_checkpoint_file", "rewind_metrics",
+           "set_aside_earlier_run", "staged_evaluation_outputs", "start_evaluation", "start_run"]
 
 logger = logging.getLogger("hpvit_d2")
 
@@ -47,6 +52,10 @@ _held: Dict[str, int] = {}  # real path of the directory -> descriptor of its lo
 
 class OutputDirInUseError(ConfigError):
     """``train.output_dir`` belongs to a training run that is still alive."""
+
+
+class OutputWriteError(ConfigError):
+    """An output could not be written (full disk, read-only); names the cause and where."""
 
 
 def _close_in_child() -> None:
@@ -205,3 +214,44 @@ def start_evaluation(output_dir: str) -> str:
         raise ConfigError(f"train.output_dir {output_dir} is not writable ({e.strerror}): "
                           "choose another train.output_dir") from None
     return directory
+
+
+@contextlib.contextmanager
+def staged_evaluation_outputs(evaluator_cfg):
+    """
+    Within the block, ``evaluator_cfg.output_dir`` (a LazyCall's, when it has one) is a new
+    temporary ``.tmp-*`` directory inside it; leaving the block cleanly moves what the evaluator
+    wrote there onto ``output_dir`` (file by file, ``os.replace``), and the temporary directory
+    is removed however the block ends. A write that fails for lack of space or permission is an
+    :class:`OutputWriteError`, and nothing of that evaluation is left in ``output_dir``.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from ..checkpoint.io import os_error_behind
+
+    final = evaluator_cfg.get("output_dir") if isinstance(evaluator_cfg, DictConfig) else None
+    if not final:
+        yield
+        return
+    raw = OmegaConf.to_container(evaluator_cfg, resolve=False)["output_dir"]
+    staging = None
+    try:
+        os.makedirs(final, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".tmp-", dir=final)
+        evaluator_cfg.output_dir = staging
+        yield
+        for name in os.listdir(staging):
+            target = os.path.join(final, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, name), target)
+    except (OSError, RuntimeError) as e:  # torch.save's RuntimeError over a failed write
+        cause = os_error_behind(e)
+        if cause is None:
+            raise
+        raise OutputWriteError(f"{cause.strerror or cause}: cannot write the evaluation's "
+                               f"results to {final} (nothing written there)") from None
+    finally:
+        evaluator_cfg.output_dir = raw
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -45,7 +45,8 @@ from ..checkpoint.io import checkpoint_fields
 from ..data.loader import ResumableTrainLoader
 from .hooks import (DDPSyncCheck, FinalOncePeriodicCheckpointer, ReseedEachIteration, SaveOnSignal,
                     StopBetweenBatches, ignore_stop_signals)
-from .output_dir import last_checkpoint_file, rewind_metrics, start_run
+from .output_dir import (OutputWriteError, last_checkpoint_file, rewind_metrics,
+                         staged_evaluation_outputs, start_run)
 from .run_identity import RunIdentity, checkpoints_of
 
 __all__ = ["AutocastForward", "build_ddp", "build_train_loader", "do_test", "do_train", "evaluate",
@@ -72,14 +73,17 @@ def do_test(cfg, model, stop=lambda: False):
     Run ``dataloader.evaluator`` on ``dataloader.test``; the metrics dict, or None without one.
     The loader's workers ignore SIGINT/SIGTERM (the training process handles them), and the
     evaluation stops before its next batch once ``stop()`` is true
-    (:class:`~hpvit_d2.engine.hooks.StopBetweenBatches`).
+    (:class:`~hpvit_d2.engine.hooks.StopBetweenBatches`). The evaluator's files replace those of
+    its ``output_dir`` only once all are written (a full disk: an OutputWriteError, nothing
+    truncated left: :func:`~hpvit_d2.engine.output_dir.staged_evaluation_outputs`).
     """
     if "evaluator" not in cfg.dataloader:
         return None
-    results = inference_on_dataset(
-        model, StopBetweenBatches(instantiate(cfg.dataloader.test), stop),
-        instantiate(cfg.dataloader.evaluator)
-    )
+    with staged_evaluation_outputs(cfg.dataloader.evaluator):
+        results = inference_on_dataset(
+            model, StopBetweenBatches(instantiate(cfg.dataloader.test), stop),
+            instantiate(cfg.dataloader.evaluator)
+        )
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -240,6 +244,12 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
         raise FloatingPointError(
             f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
             f"{keep_last_good_checkpoint(checkpointer, first_bad, run)}") from None
+    except OutputWriteError as e:  # the evaluation's results; the checkpoints are saved
+        last = checkpointer.get_checkpoint_file()
+        if not last:
+            raise
+        raise OutputWriteError(f"{e}; the checkpoint is saved: --eval-only "
+                               f"train.init_checkpoint={last} evaluates it") from None
     finally:
         stop.restore_handlers()
         _shut_down_loader(trainer)
