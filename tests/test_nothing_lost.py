@@ -404,3 +404,38 @@ def test_case08_full_disk_during_the_final_evaluation_is_one_line(tmp_path, env)
     left = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].split()
     assert left == [], left  # no truncated instances_predictions.pth, no temporary file
     assert load_checkpoint_file(str(out / "model_final.pth"))["iteration"] == 0
+
+
+def png_declaring(path, width, height):
+    """A PNG whose header declares width x height (no pixel data): what Pillow reads first."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_case06_an_image_pillow_refuses_is_skipped_by_the_demo(tmp_path, capsys):
+    from PIL import Image
+
+    from hpvit_d2.cli.demo import main as demo_main
+    from hpvit_d2.data.images import BadImageError, read_exif_orientation, read_image_size
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), (90, 20, 20)).save(photos / "a.png")
+    bomb = png_declaring(photos / "b.png", 20000, 20000)  # above Pillow's decompression-bomb limit
+    with pytest.raises(BadImageError, match=r"image '.*b\.png' is too large for Pillow"):
+        read_image_size(str(bomb))
+    assert read_exif_orientation(str(bomb)) == 1
+    code = run_command(demo_main, ["--config-file", TINY, "--input", str(photos), "--output",
+                                   str(tmp_path / "vis")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err[-3000:]
+    assert f"skipping {bomb}: not a readable image (Image size (400000000 pixels) exceeds" in err
+    assert (tmp_path / "vis" / "a.png").exists() and (tmp_path / "vis" / "predictions.json").exists()
