@@ -3,6 +3,7 @@ Nothing lost, round four (issue 33; docs/reliability.md): each numbered case of 
 real tiny config as a user meets it (the commands in real processes, or their ``main`` in this
 one when nothing is trained), and a rerun that reuses a directory (issue 34, item 5).
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -439,3 +440,123 @@ def test_case06_an_image_pillow_refuses_is_skipped_by_the_demo(tmp_path, capsys)
     assert code == 1 and "Traceback" not in err, err[-3000:]
     assert f"skipping {bomb}: not a readable image (Image size (400000000 pixels) exceeds" in err
     assert (tmp_path / "vis" / "a.png").exists() and (tmp_path / "vis" / "predictions.json").exists()
+
+
+def coco_data(tmp_path, change):
+    """``--register-coco`` of a small COCO json (test_cli.write_coco) after ``change(data)``:
+    (dataset name, json path)."""
+    import json
+    import uuid
+
+    from test_cli import write_coco
+
+    json_file, images = write_coco(tmp_path / "coco")
+    data = json.loads(open(json_file).read())
+    change(data)
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    return f"mine_{uuid.uuid4().hex[:8]}", json_file, images
+
+
+@pytest.mark.parametrize("case", ["mixed", "duplicated"])
+def test_case10_category_ids_mixed_or_duplicated_are_refused(tmp_path, capsys, case):
+    from hpvit_d2.cli.train import main as train_main
+
+    def change(data):
+        if case == "mixed":
+            data["categories"][0]["id"] = "3"  # and 7
+        else:
+            data["categories"].append({"id": 7, "name": "again"})
+
+    name, json_file, images = coco_data(tmp_path, change)
+    code = run_command(train_main, ["--config-file", TINY, "--register-coco", name, json_file,
+                                    images, f"train.output_dir={tmp_path / 'run'}",
+                                    f"dataloader.train.dataset.names={name}",
+                                    f"dataloader.test.dataset.names={name}"])
+    assert code == 2
+    error = one_error_line(capsys.readouterr().err)
+    if case == "mixed":
+        assert error == (f"error: {json_file}: categories[0] has id '3', a string: COCO category "
+                         "ids are whole numbers; write 3 without quotes (and so in the "
+                         "annotations' category_id)")
+    else:
+        assert error == (f"error: {json_file}: category id 7 is given twice in 'categories' "
+                         "('thing7' and 'again'): give each category its own id (and its "
+                         "annotations that category_id)")
+
+
+def load_mine(tmp_path, change, caplog=None):
+    import logging
+
+    from hpvit_d2.data.build import get_dataset_dicts
+    from hpvit_d2.data.datasets import register_coco_json
+
+    name, json_file, images = coco_data(tmp_path, change)
+    register_coco_json(name, json_file, images)
+    with caplog.at_level(logging.WARNING) if caplog is not None else contextlib.nullcontext():
+        return name, json_file, get_dataset_dicts(name, require_masks=True)
+
+
+def test_image_sizes_written_as_strings_are_named(tmp_path):
+    from hpvit_d2.data.datasets import DatasetFormatError
+
+    def change(data):
+        data["images"][2]["height"] = "64"
+
+    with pytest.raises(DatasetFormatError) as refused:
+        load_mine(tmp_path, change)
+    assert str(refused.value).endswith(
+        "image '2.png' (image_id 3) has height '64', a string: image sizes are numbers; "
+        "write 64 without quotes")
+
+
+def test_an_image_id_of_another_type_is_named_as_such(tmp_path):
+    from hpvit_d2.data.datasets import DatasetFormatError
+
+    def change(data):
+        data["images"][0]["id"] = "1"  # its annotation says 1
+
+    with pytest.raises(DatasetFormatError, match=r"images\[0\] has id '1', a string, where other "
+                                                 r"images have whole numbers: COCO image ids are "
+                                                 r"whole numbers; write 1 without quotes"):
+        load_mine(tmp_path, change)
+
+
+def test_negative_size_boxes_and_annotations_on_unknown_images_are_counted(tmp_path, caplog):
+    def change(data):
+        data["annotations"][0]["bbox"][2] = -5
+        data["annotations"][1]["image_id"] = 99
+
+    name, json_file, _ = load_mine(tmp_path, change, caplog)
+    text = caplog.text
+    assert "boxes with a negative width or height dropped: 1" in text
+    assert "zero-area boxes" not in text
+    assert (f"Dataset '{name}': {json_file} has 1 annotation(s) on image ids not in 'images' "
+            "(first: annotation id 2, image_id 99): not trained on nor evaluated") in text
+
+
+def test_a_coco_json_is_read_once_by_the_checks_and_once_by_the_loader(tmp_path, env):  # noqa: F811
+    """Smaller item: a 200 MB json was parsed three times at the start of training (3.0 GB
+    peak). Registered twice (the train command's main and worker processes do) and loaded, it
+    is now read twice: once for this project's checks, once by detectron2's loader."""
+    import sys
+
+    from test_cli import write_coco
+
+    json_file, images = write_coco(tmp_path / "coco")
+    script = "\n".join([
+        "import sys",
+        "reads = []",
+        f"sys.addaudithook(lambda event, args: event == 'open' and args[0] == {json_file!r} "
+        "and reads.append(1))",
+        "from hpvit_d2.data.build import get_dataset_dicts",
+        "from hpvit_d2.data.datasets import register_coco_json",
+        f"register_coco_json('mine', {json_file!r}, {images!r})",
+        f"register_coco_json('mine', {json_file!r}, {images!r})",
+        "get_dataset_dicts('mine', require_masks=True)",
+        "print('reads', len(reads))",
+    ])
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["reads", "2"], proc.stdout
