@@ -560,3 +560,59 @@ def test_a_coco_json_is_read_once_by_the_checks_and_once_by_the_loader(tmp_path,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["reads", "2"], proc.stdout
+
+
+def test_case12_an_output_path_of_the_wrong_kind_is_refused_up_front(tmp_path, capsys):
+    import timm
+    from PIL import Image
+
+    from hpvit_d2.cli.demo import main as demo_main
+    from hpvit_d2.cli.export import main as export_main
+
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, embed_dim=128, depth=6,
+                            num_heads=4)
+    source = tmp_path / "vit.pth"
+    torch.save(vit.state_dict(), source)
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert run_command(convert_main, [str(source), f"{folder}/", "--config-file", TINY]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: DST {folder}/: is a directory, and the command writes a file there: give a "
+        f"file name, e.g. {folder}/init.pth")
+    assert os.listdir(folder) == []
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(image)
+    existing = tmp_path / "existing_file"
+    existing.write_text("mine")
+    for main, argv in ((export_main, ["--weights", str(source), "--sample-image", str(image)]),
+                       (demo_main, ["--input", str(image)])):
+        assert run_command(main, ["--config-file", TINY, *argv, "--output", str(existing)]) == 2
+        assert one_error_line(capsys.readouterr().err) == (
+            f"error: --output {existing}: is a file, and the command writes a directory there: "
+            "give a directory (created if needed)")
+    assert existing.read_text() == "mine"
+
+
+def test_export_tolerance_must_be_a_finite_number(tmp_path, capsys):
+    from hpvit_d2.cli.export import main as export_main
+
+    with pytest.raises(SystemExit) as refused:
+        run_command(export_main, ["--config-file", TINY, "--weights", "w.pth", "--sample-image",
+                                  "a.png", "--output", str(tmp_path), "--tolerance", "nan"])
+    assert refused.value.code == 2
+    assert "argument --tolerance: nan is not a finite number >= 0" in capsys.readouterr().err
+
+
+def test_demo_names_the_directory_entries_it_skips(tmp_path, capsys):
+    from PIL import Image
+
+    from hpvit_d2.cli.demo import collect_inputs
+
+    photos = tmp_path / "photos"
+    (photos / "more").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(photos / "a.png")
+    Image.new("RGB", (8, 8)).save(photos / "b.gif")
+    files, missing = collect_inputs([str(photos)])
+    assert files == [str(photos / "a.png")] and missing == []
+    assert (f"skipping 2 entries of {photos} that are not images (.jpg, .jpeg, .png, .bmp, .tif, "
+            ".tiff, .webp; folders are not searched): b.gif, more/") in capsys.readouterr().err
