@@ -616,3 +616,26 @@ def test_demo_names_the_directory_entries_it_skips(tmp_path, capsys):
     assert files == [str(photos / "a.png")] and missing == []
     assert (f"skipping 2 entries of {photos} that are not images (.jpg, .jpeg, .png, .bmp, .tif, "
             ".tiff, .webp; folders are not searched): b.gif, more/") in capsys.readouterr().err
+
+
+def test_the_lock_error_names_the_process_holding_it(tmp_path):
+    """Smaller item: the error named the pid written in the lock file, not the holder's."""
+    import sys
+
+    from hpvit_d2.engine.output_dir import LOCK_NAME, OutputDirInUseError, claim_output_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("1\n")  # e.g. written in another pid namespace
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)",
+         str(out / LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputDirInUseError, match=rf"in use by a running training "
+                                                      rf"\(pid {holder.pid}\)"):
+            claim_output_dir(str(out))
+    finally:
+        holder.kill()
+        holder.wait()

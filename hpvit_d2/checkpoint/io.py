@@ -36,6 +36,7 @@ __all__ = [
 
 # Hugging Face `model_type`s whose encoder converts to a ViT (config.json's "model_type").
 HF_SUPPORTED_MODEL_TYPES = ("vit", "vit_mae", "deit")
+HF_GELU = ("gelu", "gelu_python")  # transformers' names of torch's exact GELU (nn.GELU)
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
 
@@ -80,10 +81,11 @@ def safe_pickle_load(f, encoding: str = "latin1") -> Any:
 
 def check_hf_architecture(directory: str) -> Dict[str, Any]:
     """
-    The ``config.json`` of a Hugging Face model directory, checked to be a ViT, ViTMAE or DeiT.
+    The ``config.json`` of a Hugging Face model directory, checked to be a ViT, ViTMAE or DeiT
+    whose blocks compute GELU, as the ViT blocks it converts into do.
 
     Raises:
-        CheckpointError: no readable config.json, or another architecture (named).
+        CheckpointError: no readable config.json, another architecture or activation (named).
     """
     path = os.path.join(directory, HF_CONFIG)
     try:
@@ -98,6 +100,11 @@ def check_hf_architecture(directory: str) -> Dict[str, Any]:
         raise CheckpointError(
             f"{directory}: a Hugging Face '{model_type}' model ({arch or 'no architectures'}), "
             f"not a plain ViT; supported model types: {', '.join(HF_SUPPORTED_MODEL_TYPES)}")
+    act = config.get("hidden_act", "gelu")
+    if act not in HF_GELU:
+        raise CheckpointError(
+            f"{directory}: its blocks use hidden_act {act!r}, but the ViT blocks here compute "
+            "GELU (hidden_act 'gelu'): converted, they would compute another function")
     return config
 
 

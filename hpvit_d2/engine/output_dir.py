@@ -75,7 +75,8 @@ def claim_output_dir(output_dir: str) -> None:
     again for the same directory does nothing), then remove leftover ``.tmp-*`` files there.
 
     Raises:
-        OutputDirInUseError: a live process holds the directory (its pid is named).
+        OutputDirInUseError: a live process holds the directory (its pid is named, as the
+            kernel lists the lock's holder).
         ConfigError: the directory cannot be created or written (read-only, no permission).
     """
     path = os.path.realpath(output_dir)
@@ -91,7 +92,8 @@ def claim_output_dir(output_dir: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        holder = _lock_holder(fd) or os.pread(fd, 32, 0).decode(errors="replace").strip() \
+            or "unknown"
         os.close(fd)
         raise OutputDirInUseError(
             f"train.output_dir {output_dir} is in use by a running training (pid {holder}): "
@@ -100,6 +102,23 @@ def claim_output_dir(output_dir: str) -> None:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[path] = fd
     _remove_leftover_temporary_files(path)
+
+
+def _lock_holder(fd: int) -> Optional[str]:
+    """The pid holding the flock on ``fd``'s file, as the kernel lists it (``/proc/locks``):
+    the pid the holder wrote may be another pid namespace's, or stale."""
+    stat = os.fstat(fd)
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == device \
+                        and fields[4].isdigit() and int(fields[4]) > 0:
+                    return fields[4]
+    except OSError:  # no /proc (another OS): the pid the holder wrote
+        pass
+    return None
 
 
 def _remove_leftover_temporary_files(path: str) -> None:
