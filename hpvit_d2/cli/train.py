@@ -24,9 +24,13 @@ Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-fi
   --debug           tracebacks instead of one-line errors
 
 Under ``torchrun`` the process joins torchrun's group instead of spawning; after an elastic
-restart it resumes from the last checkpoint by itself. Exit codes: 0 done, 2 bad input (config,
-override, weights, device, dataset, non-finite loss, an output directory in use by a live run),
-128 + N stopped by signal N, to the process or its group (a checkpoint was saved).
+restart it resumes from the last checkpoint by itself. Without ``--resume`` (or with nothing to
+resume) a run starts from scratch, and an earlier run's files in ``train.output_dir`` move to
+``earlier_runs/<time>/`` there; ``--eval-only`` writes under ``train.output_dir/inference/``.
+Exit codes: 0 done (or nothing to train: the checkpoint to resume is at ``train.max_iter``),
+2 bad input (config, override, impossible value, weights, device, dataset, non-finite loss, an
+output directory in use by a live run or not writable), 128 + N stopped by signal N, to the
+process or its group, during training or evaluation (a checkpoint was saved).
 """
 import argparse
 import datetime
