@@ -83,7 +83,8 @@ def iterations(metrics_json):
 
 
 def earlier_run_dirs(out):
-    return sorted(p for p in (out / "earlier_runs").iterdir()) if (out / "earlier_runs").exists() else []
+    folder = out / "earlier_runs"
+    return sorted(folder.iterdir()) if folder.exists() else []
 
 
 DIVERGING = ["optimizer.lr=1e9", "lr_multiplier.warmup_factor=1e-30", "train.max_iter=40"]
@@ -166,20 +167,23 @@ def test_case07_checkpoint_at_or_past_max_iter_is_nothing_to_train(tmp_path, env
     assert (out / "metrics.json").read_bytes() == metrics  # nothing trained or evaluated again
 
 
+WHOLE = "must be a whole number"
 IMPOSSIBLE = [
-    (["train.max_iter=0"], "train.max_iter=0: must be a whole number >= 1"),
-    (["train.max_iter=-5"], "train.max_iter=-5: must be a whole number >= 1"),
-    (["dataloader.train.total_batch_size=0"], "dataloader.train.total_batch_size=0: must be a whole number >= 1"),
+    (["train.max_iter=0"], f"train.max_iter=0: {WHOLE} >= 1"),
+    (["train.max_iter=-5"], f"train.max_iter=-5: {WHOLE} >= 1"),
+    (["dataloader.train.total_batch_size=0"], f"dataloader.train.total_batch_size=0: {WHOLE} >= 1"),
     (["dataloader.train.total_batch_size=-1"], "dataloader.train.total_batch_size=-1: must be"),
-    (["train.checkpointer.period=0"], "train.checkpointer.period=0: must be a whole number >= 1"),
+    (["train.checkpointer.period=0"], f"train.checkpointer.period=0: {WHOLE} >= 1"),
     (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number >= 0"),
     (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number >= 0"),
-    (["dataloader.train.num_workers=-2"], "dataloader.train.num_workers=-2: must be a whole number >= 0"),
-    (["model.backbone.bottom_up.depth=0"], "model.backbone.bottom_up.depth=0: must be a whole number >= 1"),
-    (["model.backbone.bottom_up.depth=7"], "model.backbone.bottom_up.stage_depths=[1, 1, 3, 1] must be positive and sum to depth=7"),
+    (["dataloader.train.num_workers=-2"], f"dataloader.train.num_workers=-2: {WHOLE} >= 0"),
+    (["model.backbone.bottom_up.depth=0"], f"model.backbone.bottom_up.depth=0: {WHOLE} >= 1"),
+    (["model.backbone.bottom_up.depth=7"],
+     "model.backbone.bottom_up.stage_depths=[1, 1, 3, 1] must be positive and sum to depth=7"),
     (["--num-gpus", "3", "dataloader.train.total_batch_size=2"],
      "dataloader.train.total_batch_size=2 does not split over the 3 training processes "
-     "(--num-gpus 3 x --num-machines 1): use a multiple of 3, e.g. dataloader.train.total_batch_size=3"),
+     "(--num-gpus 3 x --num-machines 1): use a multiple of 3, e.g. "
+     "dataloader.train.total_batch_size=3"),
 ]
 
 
@@ -263,8 +267,8 @@ def test_case11_non_finite_optimizer_state_is_refused(tmp_path, env, finished_ru
     sgd.step()
     sgd.state[model.weight]["momentum_buffer"][0, 0] = float("inf")
     checkpointer = HPViTCheckpointer(model, str(tmp_path / "sgd"), optimizer=sgd)
-    with pytest.raises(FloatingPointError, match=r"NaN or Inf in the optimizer state "
-                                                 r"\(momentum_buffer of weight\): model_0000000\.pth not saved"):
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf in the optimizer state \(momentum_"
+                                                 r"buffer of weight\): model_0000000\.pth not saved"):
         checkpointer.save("model_0000000", iteration=0)
     assert not (tmp_path / "sgd" / "model_0000000.pth").exists()
 

@@ -52,7 +52,8 @@ def category_problem(categories: List) -> Optional[str]:
 
 
 def _kind(value) -> str:
-    return {str: "string", float: "fraction", bool: "boolean"}.get(type(value), type(value).__name__)
+    names = {str: "string", float: "fraction", bool: "boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 def image_id_problem(images: List) -> Optional[str]:

@@ -69,7 +69,8 @@ def _trunk_problem(key: str, node: DictConfig) -> Optional[str]:
         return None
     args = {}
     for klass in (ViT, cls):
-        args.update({name: p.default for name, p in inspect.signature(klass.__init__).parameters.items()
+        parameters = inspect.signature(klass.__init__).parameters.items()
+        args.update({name: p.default for name, p in parameters
                      if p.default is not inspect.Parameter.empty})
     args.update({k: v for k, v in node.items() if k != "_target_"})
     for name in _TRUNK_WHOLE_NUMBERS:

@@ -143,9 +143,9 @@ class SaveOnSignal(HookBase):
 
     def _handle(self, signum, frame):
         if self._received is None:
+            now = "batch of the evaluation" if self._evaluating else "iteration"
             logger.warning(f"Received {signal.Signals(signum).name}: saving a checkpoint after "
-                           "this " + ("batch of the evaluation" if self._evaluating else "iteration")
-                           + ", then stopping")
+                           f"this {now}, then stopping")
             self._received = signum
         elif self._evaluating:  # a second signal: the evaluation stops now
             raise EvaluationStopped()

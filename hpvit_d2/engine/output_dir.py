@@ -7,7 +7,8 @@ and holds it for the life of the process. The kernel releases it when the proces
 it ends (SIGKILL included), so a lock left by a dead run never blocks, while a second run started
 in the directory of a live one is refused at once, before it writes anything there. Processes
 forked afterwards (data-loader workers) do not hold it. Once the lock is held, the ``.tmp-*``
-files of a save that was killed half-way are removed: no live run can be writing them.
+files of a save that was killed half-way (and the ``inference/.tmp-*`` directories of a killed
+evaluation) are removed: no live run can be writing them.
 
 :func:`set_aside_earlier_run`: a run that starts from scratch (no ``--resume``, or nothing to
 resume) in a directory holding an earlier run's checkpoints, metrics or evaluation moves that
@@ -122,13 +123,19 @@ def _lock_holder(fd: int) -> Optional[str]:
 
 
 def _remove_leftover_temporary_files(path: str) -> None:
-    """The ``.tmp-*`` files an interrupted atomic save left (see ``hpvit_d2.checkpoint.io``)."""
+    """The ``.tmp-*`` files an interrupted atomic save left (see ``hpvit_d2.checkpoint.io``),
+    and the ``.tmp-*`` directories of an interrupted evaluation in ``EVALUATION_DIR``."""
     removed = []
     for name in sorted(os.listdir(path)):
         file = os.path.join(path, name)
         if name.startswith(".tmp-") and os.path.isfile(file):
             os.remove(file)
             removed.append(name)
+    evaluation = os.path.join(path, EVALUATION_DIR)
+    for name in sorted(os.listdir(evaluation)) if os.path.isdir(evaluation) else []:
+        if name.startswith(".tmp-") and os.path.isdir(os.path.join(evaluation, name)):
+            shutil.rmtree(os.path.join(evaluation, name), ignore_errors=True)
+            removed.append(os.path.join(EVALUATION_DIR, name))
     if removed:
         logger.info(f"Removed {len(removed)} temporary files an interrupted save left in {path}: "
                     + ", ".join(removed[:3]) + (" ..." if len(removed) > 3 else ""))
@@ -151,15 +158,18 @@ def _run_files(path: str) -> List[str]:
 
 def _holds_a_run(path: str, names: List[str]) -> bool:
     """Checkpoints, evaluation results or logged iterations: not just a start that failed."""
-    metrics = os.path.join(path, "metrics.json")
-    return (any(fnmatch.fnmatch(name, pattern) for name in names for pattern in _EVIDENCE)
-            or (os.path.isfile(metrics) and os.path.getsize(metrics) > 0))
+    def holds_something(name):
+        file = os.path.join(path, name)
+        return bool(os.listdir(file)) if os.path.isdir(file) else os.path.getsize(file) > 0
+
+    return any(holds_something(name) for name in names
+               if name == "metrics.json" or any(fnmatch.fnmatch(name, p) for p in _EVIDENCE))
 
 
 def set_aside_earlier_run(output_dir: str) -> Optional[str]:
     """
     Move the files of an earlier run in ``output_dir`` (``RUN_FILES``, when they hold a run:
-    checkpoints, ``last_checkpoint``, ``inference/`` or a non-empty ``metrics.json``) to
+    checkpoints, ``last_checkpoint``, a non-empty ``inference/`` or ``metrics.json``) to
     ``output_dir/earlier_runs/<YYYYmmdd-HHMMSS>/``. Call it holding the directory
     (:func:`claim_output_dir`), before the new run writes there. Returns one line saying what was
     moved where, or None when there was nothing to move.
