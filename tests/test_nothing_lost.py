@@ -588,8 +588,10 @@ def test_case12_an_output_path_of_the_wrong_kind_is_refused_up_front(tmp_path, c
     Image.new("RGB", (64, 64)).save(image)
     existing = tmp_path / "existing_file"
     existing.write_text("mine")
+    from hpvit_d2.cli.browse import main as browse_main
+
     for main, argv in ((export_main, ["--weights", str(source), "--sample-image", str(image)]),
-                       (demo_main, ["--input", str(image)])):
+                       (demo_main, ["--input", str(image)]), (browse_main, [])):
         assert run_command(main, ["--config-file", TINY, *argv, "--output", str(existing)]) == 2
         assert one_error_line(capsys.readouterr().err) == (
             f"error: --output {existing}: is a file, and the command writes a directory there: "
