@@ -645,3 +645,36 @@ def test_the_lock_error_names_the_process_holding_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _init_after_a_while(worker_id):
+    import time
+
+    from hpvit_d2.engine.hooks import ignore_stop_signals
+
+    time.sleep(0.5)  # the group's signal arrives before the worker ignores it
+    ignore_stop_signals(worker_id)
+
+
+def test_case03_loader_workers_starting_when_the_signal_comes_survive_it():
+    """The group's signal can reach loader workers between their start and their
+    worker_init_fn (case 3's test sends it as an evaluation starts its workers): they are born
+    with the stop signals blocked, and the training process gets the signal."""
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    from hpvit_d2.engine.hooks import stop_signals_blocked
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        loader = DataLoader(list(range(8)), num_workers=2, worker_init_fn=_init_after_a_while)
+        with stop_signals_blocked():
+            batches = iter(loader)
+            for worker in batches._workers:
+                os.kill(worker.pid, signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert len(list(batches)) == 8 and received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -130,6 +130,7 @@ class ResumableTrainLoader:
         prefetch_factor: Optional[int] = None,
         pin_memory: bool = False,
         worker_init_fn: Optional[Callable[[int], None]] = None,
+        starting_workers: Callable[[], ContextManager] = contextlib.nullcontext,
     ):
         """
         Args:
@@ -141,6 +142,8 @@ class ResumableTrainLoader:
             num_workers (int): DataLoader worker processes.
             shuffle (bool): shuffle each epoch (as TrainingSampler).
             prefetch_factor, pin_memory, worker_init_fn: passed to torch's DataLoader.
+            starting_workers: a context the worker processes are started in (the engine's
+                ``stop_signals_blocked``, with its ``ignore_stop_signals`` as worker_init_fn).
         """
         world_size = comm.get_world_size()
         problem = batch_split_problem(total_batch_size, world_size)
@@ -156,6 +159,7 @@ class ResumableTrainLoader:
         self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
         self.worker_init_fn = worker_init_fn
+        self.starting_workers = starting_workers
         self.world_size = world_size
         self._next_position = 0
         self._waiting: List[List[int]] = [[], []]
@@ -212,7 +216,8 @@ class ResumableTrainLoader:
             worker_init_fn=self.worker_init_fn,
             persistent_workers=False,
         )
-        batches = iter(loader)
+        with self.starting_workers():
+            batches = iter(loader)
         try:
             for position, sample in batches:
                 self._next_position = position + 1

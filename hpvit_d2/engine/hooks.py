@@ -1,5 +1,6 @@
 """Training hooks: per-iteration seeding, periodic checkpoints, save on SIGINT/SIGTERM, DDP
 replica check."""
+import contextlib
 import logging
 import os
 import random
@@ -15,9 +16,12 @@ from detectron2.utils import comm
 from ..data.loader import sample_seed
 
 __all__ = ["DDPSyncCheck", "EvaluationStopped", "FinalOncePeriodicCheckpointer",
-           "ReseedEachIteration", "SaveOnSignal", "StopBetweenBatches", "ignore_stop_signals"]
+           "ReseedEachIteration", "STOP_SIGNALS", "SaveOnSignal", "StopBetweenBatches",
+           "ignore_stop_signals", "stop_signals_blocked"]
 
 logger = logging.getLogger("hpvit_d2")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ReseedEachIteration(HookBase):
@@ -67,10 +71,27 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     ``scancel``, ``kill -TERM -PGID`` and Ctrl-C signal the whole process group; without this the
     workers die first and the training process fails on a dead worker before it can save. The
     training process alone handles the signal (:class:`SaveOnSignal`), and must shut its workers
-    down when it stops (they ignore the SIGTERM multiprocessing sends them at exit).
+    down when it stops (they ignore the SIGTERM multiprocessing sends them at exit). Workers
+    started within :func:`stop_signals_blocked` are born with the signals blocked, so that one
+    sent while they start (before this function runs) cannot kill them: it is discarded here.
     """
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """
+    SIGINT and SIGTERM blocked in the calling thread while loader workers are forked in the block
+    (they inherit the mask until :func:`ignore_stop_signals` unblocks them); a signal that arrives
+    meanwhile reaches this process when the block ends.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class EvaluationStopped(BaseException):
@@ -95,7 +116,8 @@ class StopBetweenBatches:
         return len(self.loader)
 
     def __iter__(self):
-        iterator = iter(self.loader)
+        with stop_signals_blocked():  # the workers start here
+            iterator = iter(self.loader)
         try:
             while not self.stop():
                 try:

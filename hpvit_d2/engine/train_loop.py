@@ -44,7 +44,7 @@ from ..checkpoint import HPViTCheckpointer, NonFiniteWeightsError
 from ..checkpoint.io import checkpoint_fields
 from ..data.loader import ResumableTrainLoader
 from .hooks import (DDPSyncCheck, FinalOncePeriodicCheckpointer, ReseedEachIteration, SaveOnSignal,
-                    StopBetweenBatches, ignore_stop_signals)
+                    StopBetweenBatches, ignore_stop_signals, stop_signals_blocked)
 from .output_dir import (OutputWriteError, last_checkpoint_file, rewind_metrics,
                          staged_evaluation_outputs, start_run)
 from .run_identity import RunIdentity, checkpoints_of
@@ -110,6 +110,7 @@ def build_train_loader(cfg, seed: int):
             prefetch_factor=spec.get("prefetch_factor"),
             pin_memory=spec.get("pin_memory", False),
             worker_init_fn=ignore_stop_signals,
+            starting_workers=stop_signals_blocked,
         )
     logger.warning("dataloader.train is not detectron2's build_detection_train_loader with its "
                    "default sampler: a resumed run will not repeat the data stream exactly")
