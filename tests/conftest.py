@@ -30,6 +30,7 @@ else:
 # files; no result depends on them.
 FILE_SECONDS = {
     "test_benchmark.py": 200, "test_distributed.py": 145, "test_operations.py": 130,
+    "test_nothing_lost.py": 110,
     "test_reproduce.py": 120, "test_engine.py": 115, "test_bad_data.py": 80, "test_cli.py": 65,
     "test_wheel.py": 60, "test_demo_classify.py": 55, "test_demo.py": 50,
     "test_wrong_weights.py": 45, "test_semseg.py": 40, "test_small_vits.py": 35,

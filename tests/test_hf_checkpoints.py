@@ -180,3 +180,23 @@ def test_other_architectures_are_one_line(tmp_path, kind, found):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and found in proc.stderr, proc.stderr
     assert not (tmp_path / "out.pth").exists()
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu_new"])
+def test_an_activation_other_than_gelu_is_refused(tmp_path, capsys, act):
+    """Issue 33, smaller list: a config.json with hidden_act relu converted silently (the
+    converted blocks compute GELU)."""
+    import json
+
+    directory, _ = save_hf(tmp_path, "vit")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(dict(config, hidden_act=act)))
+    expected = (f"{directory}: its blocks use hidden_act '{act}', but the ViT blocks here compute "
+                "GELU (hidden_act 'gelu'): converted, they would compute another function")
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        HPViTCheckpointer(tiny_target()).load(str(directory))
+    from hpvit_d2.cli.common import run
+
+    assert run(convert_main, [str(directory), str(tmp_path / "out.pth"), "--config",
+                              "mask_rcnn_hpvit_tiny.py"]) == 2
+    assert expected in capsys.readouterr().err and not (tmp_path / "out.pth").exists()

@@ -88,11 +88,13 @@ def test_one_live_run_per_output_directory(tmp_path, env):  # noqa: F811
     out = tmp_path / "run"
     out.mkdir()
     (out / ".tmp-abc123.pth").write_bytes(b"half a checkpoint")  # a save killed half-way
+    (out / "inference" / ".tmp-evaluation").mkdir(parents=True)  # an evaluation killed half-way
     first = subprocess.Popen(train_cmd(out, *LONG, "train.checkpointer.period=1"), env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_training(out, first)
         assert not (out / ".tmp-abc123.pth").exists()
+        assert not (out / "inference" / ".tmp-evaluation").exists()
         config = (out / "config.yaml").read_text()
         second = subprocess.run(train_cmd(out, "train.max_iter=1"), env=env, capture_output=True,
                                 text=True, timeout=300)

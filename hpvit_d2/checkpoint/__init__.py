@@ -1,6 +1,8 @@
 """Reading and writing weights: one checkpointer (safe, converting, strict on request, reporting)."""
 from .checkpointer import REQUIRE_LEVELS, HPViTCheckpointer
 from .io import (
+    AtomicFile,
+    AtomicPathManager,
     CheckpointError,
     NonFiniteWeightsError,
     load_checkpoint_file,
@@ -11,6 +13,8 @@ from .io import (
 from .report import LoadReport
 
 __all__ = [
+    "AtomicFile",
+    "AtomicPathManager",
     "CheckpointError",
     "HPViTCheckpointer",
     "LoadReport",

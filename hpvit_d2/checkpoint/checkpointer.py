@@ -22,7 +22,6 @@ checkpointables, ``?matching_heuristics=True``), with these additions:
   files the permissions of the umask, as detectron2's own writes do; a failed write (full disk)
   is a CheckpointError naming the cause.
 """
-import contextlib
 import logging
 import os
 from typing import Dict, List, Optional
@@ -32,7 +31,6 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint import detection_checkpoint as d2_detection_checkpoint
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
-from detectron2.utils.file_io import PathManager
 
 from ..modeling.checkpoint_filter import (
     IncompatibleCheckpointError,
@@ -43,15 +41,17 @@ from ..modeling.checkpoint_filter import (
     vit_geometry,
 )
 from .io import (
+    AtomicPathManager,
     CheckpointError,
     NonFiniteWeightsError,
-    current_umask,
     fetch_weights,
     non_finite_tensors,
+    os_error_behind,
     read_weights,
     safe_pickle_load,
 )
 from .report import LoadReport, model_part
+from .resume import non_finite_optimizer_state, optimizer_state_problem
 
 __all__ = ["HPViTCheckpointer", "REQUIRE_LEVELS", "unwrap_parallel"]
 
@@ -63,54 +63,10 @@ _PLAIN_EXTRAS = ("cls_token", "dist_token", "mask_token", "reg_token", "norm.", 
                  "head_dist.", "decoder", "pooler.", "classifier.")
 # Model keys detectron2 does not expect from a checkpoint (buffers set from the config).
 _NOT_FROM_CHECKPOINTS = ("pixel_mean", "pixel_std")
+_RESUME_ADVICE = ("--resume continues a run with the model it saved: give the run's config, or "
+                  "start another run in a new train.output_dir")
 _BACKBONE_NAMES = {"backbone.bottom_up.": "HPViT (FPN over HPViT)",
                    "backbone.net.": "ViTDet (SimpleFeaturePyramid over ViT)"}
-
-
-class _AtomicFile:
-    """A file opened for writing at a temporary path, renamed onto ``path`` on a clean close."""
-
-    def __init__(self, path: str, mode: str):
-        import tempfile
-
-        self.path = path
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-        self.file = os.fdopen(fd, mode)
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            try:
-                if exc_type is None:
-                    self.file.flush()
-                    os.fsync(self.file.fileno())
-            finally:
-                self.file.close()
-            if exc_type is None:
-                os.chmod(self.tmp, 0o666 & ~current_umask())
-                os.replace(self.tmp, self.path)
-                return False
-        except BaseException:  # the flush, fsync or close failed (a full disk): no file is left
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.tmp)
-            raise
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-        return False
-
-
-class _AtomicWrites:
-    """detectron2's PathManager, except that local files opened for writing are :class:`_AtomicFile`."""
-
-    def __getattr__(self, name):
-        return getattr(PathManager, name)
-
-    def open(self, path: str, mode: str = "r", **kwargs):
-        if any(c in mode for c in "wax") and "://" not in str(path):
-            return _AtomicFile(str(path), mode)
-        return PathManager.open(path, mode, **kwargs)
 
 
 class _SafePickle:
@@ -146,10 +102,39 @@ class HPViTCheckpointer(DetectionCheckpointer):
             raise ValueError(f"require={require!r}: use one of {REQUIRE_LEVELS}")
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.require = require
-        self.path_manager = _AtomicWrites()
+        self.path_manager = AtomicPathManager()
         self.report: Optional[LoadReport] = None
         self._source: Optional[str] = None
         self._pending: Optional[LoadReport] = None
+        self._resuming = False
+
+    @property
+    def _required(self) -> str:
+        """``require``, or "everything" while resuming: a run continues with the model it saved."""
+        return "everything" if self._resuming else self.require
+
+    def _how_to_force(self) -> str:
+        return f"; {_RESUME_ADVICE}" if self._resuming else \
+            " (--allow-partial / strict=False loads it anyway)"
+
+    def _optimizers(self):
+        """(checkpointable key, optimizer, its saved state in a checkpoint dict -> dict or None)."""
+        for key, obj in self.checkpointables.items():
+            if isinstance(obj, torch.optim.Optimizer):
+                yield key, obj, lambda checkpoint, key=key: checkpoint.get(key)
+            elif isinstance(getattr(obj, "optimizer", None), torch.optim.Optimizer):
+                yield key, obj.optimizer, lambda checkpoint, key=key: (
+                    checkpoint.get(key) or {}).get("optimizer")
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        """detectron2's, except that the checkpoint to resume must fit the model exactly and the
+        optimizer's state its optimizer (structure and finite values), checked before anything
+        is loaded; ``require`` applies to ``path`` only."""
+        self._resuming = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._resuming = False
 
     # ------------------------------------------------------------------ reading
     def load(self, path: str, checkpointables: Optional[List[str]] = None):
@@ -187,23 +172,19 @@ class HPViTCheckpointer(DetectionCheckpointer):
         target = model.state_dict()
         heuristics = loaded.pop("matching_heuristics", False)
         raw = extract_state_dict(loaded["model"])
-        bad = non_finite_tensors(raw)
-        if bad:
-            raise CheckpointError(
-                f"{source}: NaN or Inf in {len(bad)} of its {len(raw)} tensors, e.g. "
-                f"{', '.join(bad[:3])}: corrupt, or saved by a diverged run")
+        _refuse_non_finite(source, raw, _floating_dtype(model))
         state, _ = timm_named(raw)
         model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
         plain = _is_plain_vit(state, ckpt_prefix)
         if model_prefix is not None and ckpt_prefix is not None and (
                 plain or ckpt_prefix != model_prefix):
-            if not plain and self.require == "everything":
+            if not plain and self._required == "everything":
                 raise CheckpointError(_architecture_message(source, ckpt_prefix, model_prefix))
             return self._convert(loaded, raw, model, model_prefix, len(target))
         if heuristics:
             state = align_and_update_state_dicts(
                 target, state, c2_conversion=loaded.get("__author__") == "Caffe2")
-        elif model_prefix is not None and self.require != "nothing":
+        elif model_prefix is not None and self._required != "nothing":
             if ckpt_prefix is None:
                 sample = ", ".join(sorted(state)[:3])
                 raise CheckpointError(
@@ -225,7 +206,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
         try:
             converted, conversion = convert_plain_vit(state, backbone)
         except IncompatibleCheckpointError as e:
-            if self.require != "nothing":
+            if self._required != "nothing":
                 hint = _fitting_hint(timm_named(state)[0], detector=bool(model_prefix))
                 raise CheckpointError(f"{source}: {e}; {hint}") from None
             logger.warning(f"{source}: {e}; nothing loaded")
@@ -253,9 +234,29 @@ class HPViTCheckpointer(DetectionCheckpointer):
         bad = set(report.missing) | {k for k, _, _ in report.mismatched}
         report.loaded = sorted(k for k in state if k in target and k not in bad)
         self._enforce(report)
+        if self._resuming:
+            self._check_optimizer_state(report.source, checkpoint)
         incompatible = super()._load_model(checkpoint)
         self.report = report
         return incompatible
+
+    def _check_optimizer_state(self, source: str, checkpoint: Dict) -> None:
+        """CheckpointError when a saved optimizer state is not its optimizer's or not finite."""
+        model = unwrap_parallel(self.model)
+        for _, optimizer, saved_state in self._optimizers():
+            state = saved_state(checkpoint)
+            if state is None:
+                continue
+            problem = optimizer_state_problem(optimizer, state, model)
+            if problem:
+                raise CheckpointError(f"{source}: its optimizer state does not fit the optimizer "
+                                      f"({problem}); {_RESUME_ADVICE}")
+            bad = non_finite_optimizer_state(optimizer, state, model)
+            if bad:
+                raise CheckpointError(
+                    f"{source}: NaN or Inf in the optimizer state ({', '.join(bad[:3])}"
+                    + (", ..." if len(bad) > 3 else "") + "): corrupt, or saved by a diverged "
+                    "run; resume from an earlier checkpoint (name it in last_checkpoint)")
 
     def _log_incompatible_keys(self, incompatible) -> None:
         # The report replaces fvcore's per-key warnings: one summary, counted over the model.
@@ -264,10 +265,10 @@ class HPViTCheckpointer(DetectionCheckpointer):
             logger.log(level, self.report.summary())
 
     def _enforce(self, report: LoadReport) -> None:
-        """Raise CheckpointError for what ``self.require`` does not accept."""
-        if self.require in ("nothing", "architecture"):
+        """Raise CheckpointError for what ``self._required`` does not accept."""
+        if self._required in ("nothing", "architecture"):
             return
-        if report.conversion is not None and self.require == "backbone":
+        if report.conversion is not None and self._required == "backbone":
             missing = report.conversion.missing_pretrained
             if missing:
                 raise CheckpointError(
@@ -275,7 +276,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
                     f"weights missing, mismatched or all zeros, e.g. {missing[:3]} (--allow-partial "
                     "/ strict=False loads it anyway)")
             return
-        if self.require == "backbone":
+        if self._required == "backbone":
             left = [k for k in report.left_at_init if model_part(k).startswith("backbone")]
             if left:
                 raise CheckpointError(
@@ -298,7 +299,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
             raise CheckpointError(
                 f"{report.source}: strict loading refused: {len(problems)} model tensors "
                 f"missing, mismatched or unexpected, e.g. {problems[:3]}"
-                + _likely_cause(report) + " (--allow-partial / strict=False loads it anyway)")
+                + _likely_cause(report) + self._how_to_force())
 
     # ------------------------------------------------------------------ writing
     def save(self, name: str, **kwargs) -> None:
@@ -314,11 +315,17 @@ class HPViTCheckpointer(DetectionCheckpointer):
             raise NonFiniteWeightsError(
                 f"NaN or Inf in {len(bad)} model tensors (e.g. {', '.join(bad[:3])}): "
                 f"{name}.pth not saved")
+        model = unwrap_parallel(self.model)
+        for _, optimizer, _ in self._optimizers():
+            bad = non_finite_optimizer_state(optimizer, model=model)
+            if bad:
+                raise NonFiniteWeightsError(f"NaN or Inf in the optimizer state ({', '.join(bad[:3])}"
+                                            f"{', ...' if len(bad) > 3 else ''}): {name}.pth not saved")
         try:
             os.makedirs(self.save_dir, exist_ok=True)
             super().save(name, **kwargs)
         except (OSError, RuntimeError) as e:
-            cause = _os_error(e)  # torch.save turns a failed write into a RuntimeError
+            cause = os_error_behind(e)  # torch.save turns a failed write into a RuntimeError
             if cause is None:
                 raise
             last = os.path.basename(self.get_checkpoint_file())
@@ -328,11 +335,23 @@ class HPViTCheckpointer(DetectionCheckpointer):
             ) from None
 
 
-def _os_error(error: BaseException) -> Optional[OSError]:
-    """The OSError behind ``error`` (itself, or what it was raised while handling), or None."""
-    while error is not None and not isinstance(error, OSError):
-        error = error.__context__
-    return error
+def _floating_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point parameters (float32 when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _refuse_non_finite(source: str, state: Dict, dtype: torch.dtype) -> None:
+    """CheckpointError when a tensor of ``state`` holds a NaN or an Inf once cast to ``dtype``."""
+    bad = non_finite_tensors(state, dtype)
+    if not bad:
+        return
+    overflow = [name for name in bad if name not in non_finite_tensors({name: state[name]})]
+    wider = {str(getattr(state[name], "dtype", "")).replace("torch.", "") for name in overflow}
+    beyond = (f" ({'/'.join(sorted(wider))} values beyond the model's "
+              f"{str(dtype).replace('torch.', '')} range)" if overflow else "")
+    raise CheckpointError(
+        f"{source}: NaN or Inf in {len(bad)} of its {len(state)} tensors, e.g. "
+        f"{', '.join(bad[:3])}{beyond}: corrupt, or saved by a diverged run")
 
 
 def _is_plain_vit(state: Dict, prefix: Optional[str]) -> bool:

@@ -1,5 +1,5 @@
 """
-Reading checkpoint files without executing code, and writing them atomically.
+Reading checkpoint files without executing code, and writing files atomically.
 
 Formats read: ``.pth``/``.pt``/anything torch saved (``torch.load(weights_only=True)``),
 ``.pkl`` (detectron2 model-zoo; an unpickler that admits only arrays, numbers, strings and
@@ -11,19 +11,23 @@ import json
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 __all__ = [
+    "AtomicFile",
+    "AtomicPathManager",
     "CheckpointError",
     "HF_SUPPORTED_MODEL_TYPES",
     "NonFiniteWeightsError",
     "check_hf_architecture",
+    "checkpoint_fields",
     "current_umask",
     "fetch_weights",
     "load_checkpoint_file",
     "non_finite_tensors",
+    "os_error_behind",
     "read_weights",
     "resolve_weights_path",
     "safe_pickle_load",
@@ -32,6 +36,7 @@ __all__ = [
 
 # Hugging Face `model_type`s whose encoder converts to a ViT (config.json's "model_type").
 HF_SUPPORTED_MODEL_TYPES = ("vit", "vit_mae", "deit")
+HF_GELU = ("gelu", "gelu_python")  # transformers' names of torch's exact GELU (nn.GELU)
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
 
@@ -76,10 +81,11 @@ def safe_pickle_load(f, encoding: str = "latin1") -> Any:
 
 def check_hf_architecture(directory: str) -> Dict[str, Any]:
     """
-    The ``config.json`` of a Hugging Face model directory, checked to be a ViT, ViTMAE or DeiT.
+    The ``config.json`` of a Hugging Face model directory, checked to be a ViT, ViTMAE or DeiT
+    whose blocks compute GELU, as the ViT blocks it converts into do.
 
     Raises:
-        CheckpointError: no readable config.json, or another architecture (named).
+        CheckpointError: no readable config.json, another architecture or activation (named).
     """
     path = os.path.join(directory, HF_CONFIG)
     try:
@@ -94,6 +100,11 @@ def check_hf_architecture(directory: str) -> Dict[str, Any]:
         raise CheckpointError(
             f"{directory}: a Hugging Face '{model_type}' model ({arch or 'no architectures'}), "
             f"not a plain ViT; supported model types: {', '.join(HF_SUPPORTED_MODEL_TYPES)}")
+    act = config.get("hidden_act", "gelu")
+    if act not in HF_GELU:
+        raise CheckpointError(
+            f"{directory}: its blocks use hidden_act {act!r}, but the ViT blocks here compute "
+            "GELU (hidden_act 'gelu'): converted, they would compute another function")
     return config
 
 
@@ -187,6 +198,24 @@ def _why_unpickling_failed(local: str) -> str:
             f"{head!r}); give a .pth/.pt, .pkl or .safetensors file or a Hugging Face directory")
 
 
+def checkpoint_fields(path: str, names: Sequence[str]) -> Dict[str, Any]:
+    """
+    The entries ``names`` of the dict a checkpoint file holds (e.g. ``iteration``), read without
+    loading its tensors (memory-mapped, for files ``torch.save`` wrote; other formats are read
+    whole). Entries the file lacks are left out; an unreadable file gives ``{}``.
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            loaded = read_weights(path)
+        except CheckpointError:
+            return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {name: loaded[name] for name in names if name in loaded}
+
+
 def load_checkpoint_file(path: str) -> Any:
     """
     Load a checkpoint safely: :func:`fetch_weights` then :func:`read_weights`. Paths may be URLs
@@ -199,19 +228,23 @@ def load_checkpoint_file(path: str) -> Any:
     return read_weights(local, path)
 
 
-def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
-    """Names of the floating-point tensors or arrays of ``state`` that hold a NaN or an Inf."""
+def non_finite_tensors(state: Dict[str, Any], dtype: Optional[torch.dtype] = None) -> List[str]:
+    """
+    Names of the floating-point tensors or arrays of ``state`` that hold a NaN or an Inf, as they
+    are or, with ``dtype``, once cast to it (a float64 value beyond float32's range is Inf in a
+    float32 model).
+    """
     import numpy as np
 
     bad = []
     for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            finite = bool(torch.isfinite(value).all())
-        elif isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
-            finite = bool(np.isfinite(value).all())
-        else:
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
+            value = torch.from_numpy(value)
+        if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
             continue
-        if not finite:
+        if dtype is not None and torch.finfo(value.dtype).max > torch.finfo(dtype).max:
+            value = value.to(dtype)
+        if not bool(torch.isfinite(value).all()):
             bad.append(name)
     return bad
 
@@ -230,24 +263,91 @@ def current_umask() -> int:
     return mask
 
 
+class AtomicFile:
+    """
+    A file opened for writing (mode ``"w"``, ``"wb"``, ``"x"``...) at a temporary ``.tmp-*`` path
+    in ``path``'s directory, flushed, synced and renamed onto ``path`` when closed cleanly (as a
+    context manager, or by ``close()``); on an error (a full disk), or leaving a ``with`` block by
+    an exception, the temporary file is removed and ``path`` is left as it was. The file gets the
+    permissions of the umask (0o666 minus it, or ``permissions``), not the 0600 of temporary
+    files. Every other attribute is the open file's (``write``, ``tell``...).
+    """
+
+    def __init__(self, path: str, mode: str = "wb", permissions: Optional[int] = None):
+        self.path = str(path)
+        self.permissions = permissions
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        self.file = os.fdopen(fd, mode.replace("x", "w"))
+        self._done = False
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, exc_type, exc, tb):
+        self._finish(commit=exc_type is None)
+        return False
+
+    def close(self) -> None:
+        self._finish(commit=True)
+
+    def _finish(self, commit: bool) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            try:
+                if commit:
+                    self.file.flush()
+                    os.fsync(self.file.fileno())
+            finally:
+                self.file.close()
+            if commit:
+                os.chmod(self.tmp, 0o666 & ~current_umask() if self.permissions is None
+                         else self.permissions)
+                os.replace(self.tmp, self.path)
+                return
+        except BaseException:  # the flush, fsync or close failed (a full disk): no file is left
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+class AtomicPathManager:
+    """detectron2's ``PathManager``, except that local files opened to be written from the start
+    (modes ``w``, ``x``) are :class:`AtomicFile` (appends and remote paths are iopath's own)."""
+
+    def __getattr__(self, name):
+        from detectron2.utils.file_io import PathManager
+
+        return getattr(PathManager, name)
+
+    def open(self, path: str, mode: str = "r", **kwargs):
+        if any(c in mode for c in "wx") and "://" not in str(path):
+            return AtomicFile(str(path), mode)
+        from detectron2.utils.file_io import PathManager
+
+        return PathManager.open(path, mode, **kwargs)
+
+
+def os_error_behind(error: BaseException) -> Optional[OSError]:
+    """The OSError behind ``error`` (itself, or what it was raised while handling: torch.save
+    turns a failed write into a RuntimeError), or None."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__context__
+    return error
+
+
 def save_atomic(obj: Any, path: str, mode: Optional[int] = None) -> None:
     """
-    ``torch.save`` to a temporary file in the same directory, then rename it over ``path``: a
-    crash mid-write never leaves a partial file at ``path``. The file gets ``mode`` (default:
-    0o666 minus the umask, as ``open`` would give it), not the 0600 of temporary files.
+    ``torch.save`` through :class:`AtomicFile`: a crash mid-write never leaves a partial file at
+    ``path``. The file gets ``mode`` (default: 0o666 minus the umask, as ``open`` would give it).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask() if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with AtomicFile(path, "wb", permissions=mode) as f:
+        torch.save(obj, f)

@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Sequence
 
-from .common import (EXIT_OK, add_debug_flag, add_overrides, add_register_coco_flag, parse_command,
-                     program_name, register_datasets, run)
+from .common import (EXIT_OK, add_debug_flag, add_overrides, add_register_coco_flag,
+                     check_output_path, parse_command, program_name, register_datasets, run)
 
 __all__ = ["main"]
 
@@ -41,6 +41,7 @@ def main(argv: Sequence[str]) -> int:
     args = parse_command(_parser(), argv)
     if any(a == "--output-dir" or a.startswith("--output-dir=") for a in argv):
         print("note: --output-dir is deprecated; it is --output on every command", file=sys.stderr)
+    check_output_path("--output", args.output, "directory")
     import numpy as np
     from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog

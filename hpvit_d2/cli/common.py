@@ -25,7 +25,7 @@ from typing import Callable, Sequence, Tuple, Type
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "EXIT_MISSING_EXTRA", "MissingExtraError",
            "add_debug_flag", "add_device_flag", "add_override_flag", "add_overrides",
-           "add_register_coco_flag", "log_to_stderr",
+           "add_register_coco_flag", "check_output_path", "log_to_stderr",
            "parse_command", "program_name", "quiet_warnings", "register_datasets", "require_extra",
            "run", "update_readme_block", "user_errors"]
 
@@ -255,3 +255,24 @@ def register_datasets(args) -> None:
 
     for name, json_file, image_root in getattr(args, "register_coco", []):
         register_coco_json(name, json_file, image_root)
+
+
+def check_output_path(name: str, path: str, kind: str, example: str = "") -> None:
+    """
+    Refuse, before any work, an output ``path`` of the wrong kind: an existing file where the
+    command writes a directory (``kind="directory"``), or a directory where it writes a file
+    (``kind="file"``; ``example`` is a file name to suggest in it). ``name`` is the argument as
+    the user wrote it (``--output``, ``DST``).
+
+    Raises:
+        ConfigError: one line naming the argument, the path and the fix.
+    """
+    from ..overrides import ConfigError
+
+    if kind == "directory" and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{name} {path}: is a file, and the command writes a directory there: "
+                          "give a directory (created if needed)")
+    if kind == "file" and os.path.isdir(path):
+        suggestion = f", e.g. {os.path.join(path, example)}" if example else ""
+        raise ConfigError(f"{name} {path}: is a directory, and the command writes a file there: "
+                          f"give a file name{suggestion}")

@@ -20,8 +20,8 @@ import argparse
 import sys
 from typing import Optional, Sequence, Tuple
 
-from .common import (EXIT_OK, add_debug_flag, add_overrides, log_to_stderr, parse_command,
-                     program_name, run)
+from .common import (EXIT_OK, add_debug_flag, add_overrides, check_output_path, log_to_stderr,
+                     parse_command, program_name, run)
 
 __all__ = ["argument_parser", "config_fitting_checkpoint", "convert", "main"]
 
@@ -104,6 +104,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
+    check_output_path("DST", args.dst, "file", example="init.pth")
     log_to_stderr()
     require = "nothing" if args.allow_partial else "backbone" if args.strict else "architecture"
     config = args.config

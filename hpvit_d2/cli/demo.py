@@ -43,6 +43,7 @@ from .common import (
     add_device_flag,
     add_overrides,
     add_register_coco_flag,
+    check_output_path,
     parse_command,
     program_name,
     register_datasets,
@@ -105,13 +106,26 @@ def collect_inputs(inputs: List[str]) -> Tuple[List[str], List[str]]:
             else:
                 missing.append(path)
         elif os.path.isdir(path):
-            files += sorted(os.path.join(path, name) for name in os.listdir(path)
-                            if name.lower().endswith(IMAGE_EXTENSIONS))
+            names = sorted(os.listdir(path))
+            files += [os.path.join(path, name) for name in names
+                      if name.lower().endswith(IMAGE_EXTENSIONS)
+                      and os.path.isfile(os.path.join(path, name))]
+            _name_skipped_entries(path, [n for n in names if os.path.join(path, n) not in files])
         elif os.path.isfile(path):
             files.append(path)
         else:
             missing.append(path)
     return files, missing
+
+
+def _name_skipped_entries(directory: str, names: List[str]) -> None:
+    """One line naming what a directory input holds besides images (not read, not an error)."""
+    if not names:
+        return
+    shown = [n + ("/" if os.path.isdir(os.path.join(directory, n)) else "") for n in names[:5]]
+    print(f"skipping {len(names)} entries of {directory} that are not images "
+          f"({', '.join(IMAGE_EXTENSIONS)}; folders are not searched): {', '.join(shown)}"
+          + (", ..." if len(names) > 5 else ""), file=sys.stderr)
 
 
 def _output_path(output_dir: str, input_path: str, used: set) -> str:
@@ -213,7 +227,9 @@ def _run_video(args, predictor) -> int:
         print(f"error: --video-input {args.video_input}: no frame could be read", file=sys.stderr)
         return EXIT_USAGE
     writer.release()
-    with open(os.path.splitext(args.output)[0] + ".json", "w") as f:
+    from ..checkpoint.io import AtomicFile
+
+    with AtomicFile(os.path.splitext(args.output)[0] + ".json", "w") as f:
         json.dump(predictions, f)
     print(f"wrote {frame_index} frame(s) to {args.output} and their predictions to "
           f"{os.path.splitext(args.output)[0]}.json", file=sys.stderr)
@@ -223,9 +239,12 @@ def _run_video(args, predictor) -> int:
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     _overrides_out_of_inputs(args)
+    check_output_path("--output", args.output, "file" if args.video_input else "directory",
+                      example="clip_vis.mp4")
     from PIL import Image
     from tqdm import tqdm
 
+    from ..checkpoint.io import AtomicFile
     from ..data.images import BadImageError, read_image_checked
 
     cfg = _load_config(args)
@@ -261,13 +280,14 @@ def main(argv: Sequence[str]) -> int:
             failed.append(path)
             continue
         out = _output_path(args.output, path, used)
-        Image.fromarray(drawn).save(out)
+        with AtomicFile(out, "wb") as f:
+            Image.fromarray(drawn).save(f, format="PNG")
         if instances is not None:
             predictions += to_coco_results(instances, path, predictor.metadata)
         written += 1
         tqdm.write(f"{path}: {description} -> {out}", file=sys.stderr)
 
-    with open(os.path.join(args.output, "predictions.json"), "w") as f:
+    with AtomicFile(os.path.join(args.output, "predictions.json"), "w") as f:
         json.dump(predictions, f)
     print(f"wrote {written} visualisation(s) and predictions.json to {args.output}",
           file=sys.stderr)

@@ -25,14 +25,26 @@ Exit codes: 0 exported and checked, 1 exported but the check failed (difference 
 """
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Dict, Sequence
 
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_debug_flag, add_device_flag, add_overrides,
-                     parse_command, program_name, require_extra, run)
+                     check_output_path, parse_command, program_name, require_extra, run)
 
 __all__ = ["export_onnx_backbone", "export_torchscript", "main"]
+
+
+def _tolerance(text: str) -> float:
+    """``--tolerance``: a finite number >= 0 (``nan`` would pass every comparison)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="tracing (detectron2's scripting needs its scriptable heads: not here)")
     parser.add_argument("--sample-image", required=True, help="an image of the size to export")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
+    parser.add_argument("--tolerance", type=_tolerance, default=1e-3,
                         help="largest accepted difference to eager (default 1e-3)")
     add_device_flag(parser)
     add_debug_flag(parser)
@@ -92,7 +104,10 @@ def export_torchscript(model, image, path: str) -> Dict[str, float]:
     adapter = TracingAdapter(model, inputs, inference)
     with torch.no_grad():
         traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
-    traced.save(path)
+    from ..checkpoint.io import AtomicFile
+
+    with AtomicFile(path, "wb") as f:
+        torch.jit.save(traced, f)
     loaded = torch.jit.load(path)
     with torch.no_grad():
         expected = inference(model, inputs)[0]["instances"]
@@ -140,6 +155,7 @@ def export_onnx_backbone(model, image, path: str) -> Dict[str, float]:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_command(_parser(), argv)
+    check_output_path("--output", args.output, "directory")
     if args.format == "onnx":  # before any work: the export needs onnx, its check onnxruntime
         require_extra("onnx", ("onnx", "onnxruntime"), "--format onnx")
     import warnings
@@ -166,7 +182,9 @@ def main(argv: Sequence[str]) -> int:
         worst = report["max_abs_diff"]
     report.update(format=args.format, file=path, input_size=list(image.shape[1:]),
                   tolerance=args.tolerance, passed=worst <= args.tolerance)
-    with open(os.path.join(args.output, "export_report.json"), "w") as f:
+    from ..checkpoint.io import AtomicFile
+
+    with AtomicFile(os.path.join(args.output, "export_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     print(json.dumps(report, indent=2))
     if not report["passed"]:

@@ -24,9 +24,13 @@ Flags are those of detectron2's ``tools/lazyconfig_train_net.py`` (``--config-fi
   --debug           tracebacks instead of one-line errors
 
 Under ``torchrun`` the process joins torchrun's group instead of spawning; after an elastic
-restart it resumes from the last checkpoint by itself. Exit codes: 0 done, 2 bad input (config,
-override, weights, device, dataset, non-finite loss, an output directory in use by a live run),
-128 + N stopped by signal N, to the process or its group (a checkpoint was saved).
+restart it resumes from the last checkpoint by itself. Without ``--resume`` (or with nothing to
+resume) a run starts from scratch, and an earlier run's files in ``train.output_dir`` move to
+``earlier_runs/<time>/`` there; ``--eval-only`` writes under ``train.output_dir/inference/``.
+Exit codes: 0 done (or nothing to train: the checkpoint to resume is at ``train.max_iter``),
+2 bad input (config, override, impossible value, weights, device, dataset, non-finite loss, an
+output directory in use by a live run or not writable), 128 + N stopped by signal N, to the
+process or its group, during training or evaluation (a checkpoint was saved).
 """
 import argparse
 import datetime
@@ -128,7 +132,7 @@ def train_worker(args) -> None:
 
     from ..data.datasets import check_num_classes
     from ..engine import do_train, elastic_restart_count, evaluate
-    from ..engine.output_dir import claim_output_dir
+    from ..engine.output_dir import EVALUATION_DIR, start_evaluation, start_run
     from ..model_zoo import check_device, get_config, get_config_file
 
     register_datasets(args)
@@ -145,48 +149,40 @@ def train_worker(args) -> None:
     cfg = get_config(args.config_file, args.opts)
     check_device(cfg.train.device)
     check_num_classes(cfg)
-    if not args.eval_only and comm.is_main_process():
-        claim_output_dir(cfg.train.output_dir)  # before default_setup writes config.yaml there
+    moved, written_to = None, cfg.train.output_dir
+    if args.eval_only:  # its config.yaml and log.txt go to output_dir/inference, not over the run's
+        written_to = os.path.join(cfg.train.output_dir, EVALUATION_DIR)
+        if comm.is_main_process():
+            start_evaluation(cfg.train.output_dir)
+    elif comm.is_main_process():  # before default_setup writes there
+        moved = start_run(cfg.train.output_dir, resume)
+    comm.synchronize()  # the other ranks write their log.txt.rankN after an earlier run's moved
     from ..engine.logs import plain_config_log
 
-    if args.eval_only:  # default_setup overwrites config.yaml; a failed evaluation puts it back
-        config_before = _FileBefore(os.path.join(cfg.train.output_dir, "config.yaml"))
     with plain_config_log():
-        default_setup(cfg, args)
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="hpvit_d2")
+        default_setup(_with_output_dir(cfg, written_to), args)
+    setup_logger(written_to, distributed_rank=comm.get_rank(), name="hpvit_d2")
+    if moved:
+        logger.warning(moved)
     if resume and not args.resume:
         logger.info(f"torchrun restart {elastic_restart_count()}: resuming from the last "
                     "checkpoint in train.output_dir")
     require = _require(args, cfg.train.get("strict_init_checkpoint", False), args.eval_only)
     if args.eval_only:
-        try:
-            return evaluate(cfg, require=require)
-        except BaseException:
-            if comm.is_main_process():
-                config_before.restore()
-            raise
+        return evaluate(cfg, require=require)
     return do_train(cfg, resume=resume, require=require)
 
 
-class _FileBefore:
-    """A file's content (or its absence) kept, to put back: a failed ``--eval-only`` leaves
-    ``output_dir/config.yaml`` as it was (detectron2's ``default_setup`` writes it first), the
-    training run's own or none."""
+def _with_output_dir(cfg, output_dir: str):
+    """``cfg`` with ``train.output_dir`` set to ``output_dir`` (a copy when it differs): where
+    detectron2's ``default_setup`` writes config.yaml and log.txt."""
+    if output_dir == cfg.train.output_dir:
+        return cfg
+    import copy
 
-    def __init__(self, path: str):
-        self.path = path
-        self.content = None
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                self.content = f.read()
-
-    def restore(self) -> None:
-        if self.content is None:
-            if os.path.isfile(self.path):
-                os.remove(self.path)
-        else:
-            with open(self.path, "wb") as f:
-                f.write(self.content)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.output_dir = output_dir
+    return cfg
 
 
 def _worker(args) -> None:
@@ -203,19 +199,41 @@ def _worker(args) -> None:
         sys.exit(EXIT_USAGE)
 
 
+def _training_processes(args):
+    """(number of training processes, where it comes from), for the batch-size check."""
+    from ..engine.distributed import started_by_torchrun
+    from ..overrides import ConfigError
+
+    if started_by_torchrun():
+        return int(os.environ["WORLD_SIZE"]), " (torchrun's WORLD_SIZE)"
+    for flag, value in (("--num-gpus", args.num_gpus), ("--num-machines", args.num_machines)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be 1 or more (processes per machine, machines)")
+    return (args.num_gpus * args.num_machines,
+            f" (--num-gpus {args.num_gpus} x --num-machines {args.num_machines})")
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     from ..data.datasets import check_num_classes
     from ..engine import launch_job
+    from ..engine.config_checks import check_training_values
+    from ..engine.distributed import started_by_torchrun
     from ..model_zoo import check_device, get_config, get_config_file
 
-    # Check the config, overrides, device and datasets before starting any process.
-    register_datasets(args)
-    args.config_file = get_config_file(args.config_file)
-    if not _is_yacs(args.config_file):
-        cfg = get_config(args.config_file, args.opts)
-        check_device(cfg.train.device)
-        check_num_classes(cfg)
+    # Check the config, overrides, values, device and datasets before starting any process.
+    try:
+        register_datasets(args)
+        args.config_file = get_config_file(args.config_file)
+        if not _is_yacs(args.config_file):
+            cfg = get_config(args.config_file, args.opts)
+            check_training_values(cfg, *_training_processes(args))
+            check_device(cfg.train.device)
+            check_num_classes(cfg)
+    except user_errors():
+        if os.environ.get("RANK", "0") != "0" and started_by_torchrun():
+            return EXIT_USAGE  # torchrun's rank 0 says it, once
+        raise
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
                    machine_rank=args.machine_rank, dist_url=args.dist_url,

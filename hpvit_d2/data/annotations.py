@@ -5,6 +5,7 @@ what cannot is rejected with :class:`BadAnnotationError` naming the image file a
 ``sanitize_annotations`` on one dataset dict (counts under the keys of ``ANNOTATION_COUNT_LABELS``):
     - category id not a contiguous id of the dataset's ``thing_classes`` -> error;
     - box missing, not 4 numbers, not finite, or in a relative mode -> error;
+    - box of negative width or height -> dropped (counted as such);
     - box of zero area (width or height <= ``BOX_EPS``) -> dropped;
     - box partly outside the image -> clipped; wholly outside -> dropped;
     - segmentation polygon that is not a list of numbers, or not finite -> error;
@@ -50,6 +51,7 @@ BOX_EPS = 1e-5
 """A box side at or below this is empty (detectron2's ``filter_empty_instances`` threshold)."""
 
 ANNOTATION_COUNT_LABELS = {
+    "negative_size_boxes": "boxes with a negative width or height dropped",
     "zero_area_boxes": "zero-area boxes dropped",
     "boxes_outside": "boxes outside the image dropped",
     "boxes_clipped": "boxes clipped to the image",
@@ -214,6 +216,9 @@ def _as_xyxy(boxes: List[Optional[Tuple[BoxMode, np.ndarray]]]) -> np.ndarray:
 
 def _clean_box(anno, mode, xyxy, width, height, counts):
     """Returns the annotation (maybe a clipped copy) or None to drop it."""
+    if xyxy[2] - xyxy[0] < -BOX_EPS or xyxy[3] - xyxy[1] < -BOX_EPS:
+        counts["negative_size_boxes"] += 1
+        return None
     if xyxy[2] - xyxy[0] <= BOX_EPS or xyxy[3] - xyxy[1] <= BOX_EPS:
         counts["zero_area_boxes"] += 1
         return None

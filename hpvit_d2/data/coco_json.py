@@ -3,10 +3,13 @@ Checks of a registered dataset's COCO json file itself, which two readers use be
 dataset dicts: detectron2's ``load_coco_json`` (through pycocotools' ``COCO``) for training and
 evaluation images, and ``COCOEvaluator`` (pycocotools again) for the ground truth it scores
 against. Called once per dataset by ``hpvit_d2.data.build.load_dataset``; the json is read once
-per file (cached by path, size and modification time).
+per file (``hpvit_d2.data.coco_file``: cached by path, size and modification time, and shared
+with ``register_coco_json``).
 
 - Duplicate image ids -> :class:`~hpvit_d2.data.datasets.DatasetFormatError` naming the json, the
-  id and both file names. pycocotools indexes images by id, so the loader would keep only the
+  id and both file names.
+- Annotations on image ids that are not in ``images`` (pycocotools leaves them out) -> one
+  warning with their count and the first. pycocotools indexes images by id, so the loader would keep only the
   last image of an id and train the annotations of both on it, without a word.
 - Polygons pycocotools cannot read (fewer than 3 points, or an odd number of coordinates): the
   training side drops them (``hpvit_d2.data.annotations``, same rule: :func:`is_short_polygon`),
@@ -22,12 +25,13 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 
 from .annotations import is_short_polygon
+from .coco_file import read_json_object, scan_coco_json
 from .datasets import DatasetFormatError
 
 __all__ = ["EVAL_GT_DIR", "check_coco_json"]
@@ -36,54 +40,6 @@ logger = logging.getLogger(__name__)
 
 EVAL_GT_DIR = os.path.join(tempfile.gettempdir(), "hpvit_d2_eval_gt")
 """Where the evaluation copies of jsons with unreadable polygons are written."""
-
-_SCANS: Dict[Tuple[str, int, int], "_Scan"] = {}
-
-
-class _Scan:
-    """What :func:`check_coco_json` needs from one json, read once."""
-
-    def __init__(self, data: dict):
-        self.duplicate: Optional[Tuple[object, str, str]] = None
-        first: Dict[object, str] = {}
-        for image in data.get("images") or []:
-            if not isinstance(image, dict) or "id" not in image:
-                continue
-            image_id, file_name = image["id"], image.get("file_name")
-            try:
-                seen = image_id in first
-            except TypeError:  # an unhashable id: the loader fails on it and says so
-                continue
-            if not seen:
-                first[image_id] = file_name
-            elif first[image_id] != file_name and self.duplicate is None:
-                self.duplicate = (image_id, first[image_id], file_name)
-        self.short: List[int] = [  # indices of annotations with a polygon pycocotools can't read
-            i for i, ann in enumerate(data.get("annotations") or [])
-            if isinstance(ann, dict) and isinstance(ann.get("segmentation"), list)
-            and any(isinstance(p, list) and is_short_polygon(p) for p in ann["segmentation"])
-        ]
-
-
-def _scan(json_file: str) -> Optional[Tuple[_Scan, Optional[dict]]]:
-    """(scan, the json when it needs an evaluation copy) or None if the file cannot be read."""
-    try:
-        stat = os.stat(json_file)
-    except OSError:
-        return None
-    key = (os.path.abspath(json_file), stat.st_size, stat.st_mtime_ns)
-    if key in _SCANS and not _SCANS[key].short:
-        return _SCANS[key], None
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None  # the loader (or diagnose_annotations) reports an unreadable json
-    if not isinstance(data, dict):
-        return None
-    _SCANS[key] = scan = _Scan(data)
-    return scan, (data if scan.short else None)
-
 
 def _evaluation_copy(json_file: str, data: dict, short: List[int]) -> Tuple[str, Counter]:
     """Write ``data`` without its short polygons (and the annotations left with none)."""
@@ -135,10 +91,9 @@ def check_coco_json(name: str) -> None:
     json_file = MetadataCatalog.get(name).get("json_file", None)
     if not json_file:
         return
-    scanned = _scan(json_file)
-    if scanned is None:
+    scan = scan_coco_json(json_file)
+    if scan is None:
         return
-    scan, data = scanned
     if scan.duplicate is not None:
         image_id, first, second = scan.duplicate
         raise DatasetFormatError(
@@ -146,7 +101,16 @@ def check_coco_json(name: str) -> None:
             "share it, so detectron2 would silently drop the first and train the annotations "
             "of both on the second. Give each image its own id (and fix its annotations' "
             "image_id).")
-    if data is None:
+    if scan.orphans:
+        annotation_id, image_id = scan.first_orphan
+        logger.warning(
+            f"Dataset '{name}': {json_file} has {scan.orphans} annotation(s) on image ids not in "
+            f"'images' (first: annotation id {annotation_id}, image_id {image_id!r}): not "
+            "trained on nor evaluated")
+    if not scan.short:
+        return
+    data, problem = read_json_object(json_file)  # the evaluation copy needs all of it (rare)
+    if problem:
         return
     path, counts = _evaluation_copy(json_file, data, scan.short)
     if _point_metadata_to(name, path):

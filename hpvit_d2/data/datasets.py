@@ -21,7 +21,6 @@ This module adds:
 """
 
 import glob
-import json
 import os
 from typing import List, Optional, Tuple
 
@@ -30,6 +29,7 @@ from detectron2.data.datasets.builtin import _PREDEFINED_SPLITS_COCO, _RAW_CITYS
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 from detectron2.data.datasets.cityscapes import load_cityscapes_instances
 
+from .coco_file import category_problem, image_id_problem, read_json_object, scan_coco_json
 from .errors import UserDataError
 
 __all__ = [
@@ -72,13 +72,6 @@ def register_coco_json(name: str, json_file: str, image_root: str) -> None:
     problems = _coco_problems(os.path.abspath(json_file), os.path.abspath(image_root))
     if problems:
         raise DatasetNotFoundError(f"--register-coco {name}: " + "; ".join(problems))
-    data, problem = _read_json_object(json_file)
-    if problem is None and not isinstance(data.get("categories"), list):
-        problem = "key 'categories' is missing or not a list"
-    if problem:
-        raise DatasetFormatError(f"{json_file}: {problem}")
-    categories = sorted((c for c in data["categories"] if isinstance(c, dict) and "id" in c),
-                        key=lambda c: c["id"])
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
         source = getattr(meta, "source_json_file", getattr(meta, "json_file", None))
@@ -86,6 +79,16 @@ def register_coco_json(name: str, json_file: str, image_root: str) -> None:
             return
         raise DatasetFormatError(f"--register-coco {name}: the name is taken by another dataset "
                                  f"({getattr(meta, 'json_file', 'registered in code')}); choose another")
+    data, problem = read_json_object(json_file)
+    if problem is None and not isinstance(data.get("categories"), list):
+        problem = "key 'categories' is missing or not a list"
+    problem = problem or category_problem(data["categories"])
+    if problem:
+        raise DatasetFormatError(f"{json_file}: {problem}")
+    categories = sorted((c for c in data["categories"] if isinstance(c, dict) and "id" in c),
+                        key=lambda c: c["id"])
+    scan_coco_json(json_file, data)  # the load-time checks' read of the file, done now
+    del data
     register_coco_instances(name, {}, json_file, image_root)
     MetadataCatalog.get(name).set(
         thing_classes=[str(c.get("name", c["id"])) for c in categories],
@@ -343,20 +346,6 @@ def is_builtin(name: str) -> bool:
     return _builtin_root(name, _paths(name, kind)[0]) is not None
 
 
-def _read_json_object(path: str):
-    """(dict, None) or (None, what is wrong): the file must hold one JSON object."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"cannot be read ({e})"
-    if not isinstance(data, dict):
-        return None, f"the top level is a JSON {type(data).__name__}, not an object"
-    return data, None
-
-
 def _is_number_list(value, length=None) -> bool:
     return (
         isinstance(value, (list, tuple))
@@ -366,7 +355,7 @@ def _is_number_list(value, length=None) -> bool:
 
 
 def _coco_format_problem(json_file: str, require_annotations: bool = True) -> Optional[str]:
-    data, problem = _read_json_object(json_file)
+    data, problem = read_json_object(json_file)
     if problem:
         return problem
     if not require_annotations and "annotations" not in data:
@@ -379,6 +368,9 @@ def _coco_format_problem(json_file: str, require_annotations: bool = True) -> Op
         if not isinstance(category, dict) or "id" not in category or "name" not in category:
             return f"categories[{i}] needs 'id' and 'name'"
         category_ids.add(category["id"])
+    problem = category_problem(data["categories"])
+    if problem:
+        return problem
     image_ids = set()
     for i, image in enumerate(data["images"]):
         missing = [
@@ -389,6 +381,9 @@ def _coco_format_problem(json_file: str, require_annotations: bool = True) -> Op
         if missing:
             return f"images[{i}] has no {', '.join(repr(k) for k in missing)}"
         image_ids.add(image["id"])
+    problem = image_id_problem(data["images"])
+    if problem:
+        return problem
     for i, ann in enumerate(data["annotations"]):
         label = f"annotation id {ann.get('id')}" if isinstance(ann, dict) else f"annotations[{i}]"
         if not isinstance(ann, dict):
@@ -428,7 +423,7 @@ def _cityscapes_label_problem(label) -> Optional[str]:
 
 def _cityscapes_file_problem(path: str, semantic: bool = False) -> Optional[str]:
     """What is wrong with one polygons file (``semantic``: only the size is read from it)."""
-    data, problem = _read_json_object(path)
+    data, problem = read_json_object(path)
     if problem:
         return problem
     for key in ("imgHeight", "imgWidth"):

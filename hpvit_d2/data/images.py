@@ -7,6 +7,8 @@ unusual pixel formats into what detectron2's models take.
   every path: training and evaluation (``SafeDatasetMapper``), the demo and ``LazyPredictor``
   (given a file), the export sample, the dataset browser;
 - :func:`read_image_size`: the upright ``(height, width)`` from the file header, without decoding;
+  it and the reader open files in one place, where every refusal of Pillow's (a decompression
+  bomb included) is a :class:`BadImageError` naming the file;
 - :func:`read_exif_orientation`: the EXIF orientation from the file header; one of
   ``SIDE_SWAPPING_ORIENTATIONS`` turns the image by 90 degrees (used for sizes and for the hint of
   a size mismatch).
@@ -28,6 +30,7 @@ Conversions of :func:`read_image_checked` (keys of ``CONVERSION_LABELS``):
     - EXIF orientation 2..8 -> applied with ``PIL.ImageOps.exif_transpose``, as detectron2 does;
       an unreadable EXIF block is ignored, as detectron2 does.
 """
+import contextlib
 import os
 from collections import Counter
 from typing import Optional, Tuple
@@ -114,15 +117,44 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
+@contextlib.contextmanager
+def _opened(file_name: str, max_pixels: Optional[int] = None, decode: bool = False):
+    """
+    The image ``file_name`` opened by Pillow (header read; pixels decoded with ``decode``, after
+    the pixel cap is checked from the header). The one place that opens image files: every
+    refusal of Pillow's (missing file, unknown format, decompression bomb, truncated or corrupt
+    data, a malformed header) is a :class:`BadImageError` naming the file.
+    """
+    try:
+        with PathManager.open(file_name, "rb") as f:
+            image = Image.open(f)
+            if decode:
+                check_pixel_cap(file_name, *image.size, max_pixels=max_pixels)  # header only
+                image.load()  # decode now, so truncated data fails here and not in a transform
+            yield image
+    except BadImageError:
+        raise
+    except FileNotFoundError as e:
+        raise BadImageError(f"image file '{file_name}' does not exist: check the image root the "
+                            "dataset was registered with.") from e
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"image '{file_name}' is too large for Pillow ({e}): downscale it, or "
+                            "raise PIL.Image.MAX_IMAGE_PIXELS as well.") from e
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError, struct.error...
+        raise BadImageError(
+            f"cannot decode image '{file_name}' ({type(e).__name__}: {e}). The file is corrupt, "
+            "truncated or not an image: re-export it, or remove it from the annotations.") from e
+
+
 def read_exif_orientation(file_name: str) -> int:
     """
     EXIF orientation (1..8) of ``file_name``, from its header; 1 when absent, unreadable, or the
     file cannot be opened.
     """
     try:
-        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
+        with _opened(file_name) as image:
             return _exif_orientation(image)
-    except (OSError, SyntaxError, ValueError):
+    except BadImageError:
         return 1
 
 
@@ -132,15 +164,11 @@ def read_image_size(file_name: str) -> Tuple[int, int]:
     it, EXIF orientation applied; reads the header only.
 
     Raises:
-        BadImageError: the file is missing or its header is not an image's.
+        BadImageError: the file is missing, or Pillow refuses its header.
     """
-    try:
-        with PathManager.open(file_name, "rb") as f, Image.open(f) as image:
-            width, height = image.size
-            swapped = _exif_orientation(image) in SIDE_SWAPPING_ORIENTATIONS
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"cannot read the size of image '{file_name}' ({e}). Fix or replace "
-                            "the file, or remove it from the annotations.") from e
+    with _opened(file_name) as image:
+        width, height = image.size
+        swapped = _exif_orientation(image) in SIDE_SWAPPING_ORIENTATIONS
     return (width, height) if swapped else (height, width)
 
 
@@ -183,24 +211,9 @@ def normalize_pil_mode(
 def _decode_upright(file_name: str,
                     max_pixels: Optional[int] = None) -> Tuple[Image.Image, bool]:
     """The decoded image, EXIF orientation applied, and whether it was rotated or flipped."""
-    try:
-        with PathManager.open(file_name, "rb") as f:
-            image = Image.open(f)
-            check_pixel_cap(file_name, *image.size, max_pixels=max_pixels)  # header only
-            image.load()  # decode now, so truncated data fails here and not in a transform
-    except FileNotFoundError as e:
-        raise BadImageError(f"image file '{file_name}' does not exist: check the image root the "
-                            "dataset was registered with.") from e
-    except BadImageError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise BadImageError(f"image '{file_name}' is too large for Pillow ({e}): downscale it, or "
-                            "raise PIL.Image.MAX_IMAGE_PIXELS as well.") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(
-            f"cannot decode image '{file_name}' ({type(e).__name__}: {e}). The file is corrupt, "
-            "truncated or not an image: re-export it, or remove it from the annotations.") from e
-    if _exif_orientation(image) not in _TRANSPOSING_ORIENTATIONS:
+    with _opened(file_name, max_pixels, decode=True) as image:
+        orientation = _exif_orientation(image)
+    if orientation not in _TRANSPOSING_ORIENTATIONS:
         return image, False
     try:
         return ImageOps.exif_transpose(image), True

@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["ResumableTrainLoader", "seeded_random_state", "sample_seed"]
+__all__ = ["ResumableTrainLoader", "batch_split_problem", "seeded_random_state", "sample_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,21 @@ class _PositionedSamples(IterableDataset):
             yield position, self.map_position(position, index)
 
 
+def batch_split_problem(total_batch_size, processes: int, how: str = "") -> Optional[str]:
+    """What is wrong with ``dataloader.train.total_batch_size`` for ``processes`` training
+    processes (each takes ``total_batch_size / processes`` images an iteration), or None;
+    ``how`` says where the process count comes from (e.g. `` (--num-gpus 3 x ...)``)."""
+    key = f"dataloader.train.total_batch_size={total_batch_size}"
+    if isinstance(total_batch_size, bool) or not isinstance(total_batch_size, int) \
+            or total_batch_size < 1:
+        return f"{key}: must be a whole number >= 1 (images per iteration, all processes)"
+    if total_batch_size % processes:
+        multiple = -(-total_batch_size // processes) * processes
+        return (f"{key} does not split over the {processes} training processes{how}: use a multiple "
+                f"of {processes}, e.g. dataloader.train.total_batch_size={multiple}")
+    return None
+
+
 class ResumableTrainLoader:
     """
     Infinite iterable of training batches (lists of mapped dataset dicts), with a checkpointable
@@ -115,6 +130,7 @@ class ResumableTrainLoader:
         prefetch_factor: Optional[int] = None,
         pin_memory: bool = False,
         worker_init_fn: Optional[Callable[[int], None]] = None,
+        starting_workers: Callable[[], ContextManager] = contextlib.nullcontext,
     ):
         """
         Args:
@@ -126,11 +142,13 @@ class ResumableTrainLoader:
             num_workers (int): DataLoader worker processes.
             shuffle (bool): shuffle each epoch (as TrainingSampler).
             prefetch_factor, pin_memory, worker_init_fn: passed to torch's DataLoader.
+            starting_workers: a context the worker processes are started in (the engine's
+                ``stop_signals_blocked``, with its ``ignore_stop_signals`` as worker_init_fn).
         """
         world_size = comm.get_world_size()
-        if total_batch_size <= 0 or total_batch_size % world_size:
-            raise ValueError(f"dataloader.train.total_batch_size={total_batch_size} must be a "
-                             f"positive multiple of the number of processes ({world_size})")
+        problem = batch_split_problem(total_batch_size, world_size)
+        if problem:
+            raise ValueError(problem)
         self.dataset = dataset
         self.mapper = mapper
         self.batch_size = total_batch_size // world_size
@@ -141,6 +159,7 @@ class ResumableTrainLoader:
         self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
         self.worker_init_fn = worker_init_fn
+        self.starting_workers = starting_workers
         self.world_size = world_size
         self._next_position = 0
         self._waiting: List[List[int]] = [[], []]
@@ -197,7 +216,8 @@ class ResumableTrainLoader:
             worker_init_fn=self.worker_init_fn,
             persistent_workers=False,
         )
-        batches = iter(loader)
+        with self.starting_workers():
+            batches = iter(loader)
         try:
             for position, sample in batches:
                 self._next_position = position + 1

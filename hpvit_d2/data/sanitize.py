@@ -5,7 +5,8 @@ repaired is repaired (and counted), what cannot is rejected with an error naming
 
 Per image (``sanitize_dataset_dicts``):
     - ``height``/``width`` missing -> read from the file header (EXIF orientation applied); when
-      given they are trusted here (the mapper, which decodes the image, checks them);
+      given they must be numbers (``DatasetFormatError`` for "256"), and are trusted here (the
+      mapper, which decodes the image, checks them);
     - above the image reader's pixel cap (``hpvit_d2.data.images.check_pixel_cap``, from the
       annotated size) -> ``BadImageError`` before training, rather than in a loader worker;
     - image file (or semantic label file) missing -> ``DatasetNotFoundError`` (how many, the first)
@@ -61,6 +62,23 @@ def _read_size(file_name: str, dataset_name: str) -> Tuple[int, int]:
         return read_image_size(file_name)
     except BadImageError as e:
         raise BadImageError(f"{e} (dataset '{dataset_name}')") from e
+
+
+def _check_size_numbers(record: Dict, dataset_name: str) -> None:
+    """``height`` and ``width``, when given, must be whole numbers (a json may write "256")."""
+    for key in ("height", "width"):
+        value = record.get(key)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and float(value).is_integer()):
+            continue
+        json_file = MetadataCatalog.get(dataset_name).get("json_file", None)
+        image_id = f" (image_id {record['image_id']})" if "image_id" in record else ""
+        written = str(value).strip()
+        raise DatasetFormatError(
+            f"Dataset '{dataset_name}'" + (f" ({json_file})" if json_file else "")
+            + f": image '{os.path.basename(str(record.get('file_name')))}'{image_id} has {key} "
+            f"{value!r}, a {type(value).__name__.replace('str', 'string')}: image sizes are "
+            f"numbers; write {written if written.isdigit() else 'its size'} without quotes")
 
 
 def _check_files_exist(dataset_dicts: List[dict], dataset_name: str) -> None:
@@ -121,6 +139,7 @@ def sanitize_dataset_dicts(
     out = []
     for record in dataset_dicts:
         record = dict(record)
+        _check_size_numbers(record, dataset_name)
         if "height" not in record or "width" not in record:
             record["height"], record["width"] = _read_size(record["file_name"], dataset_name)
             counts["sizes_read"] += 1

@@ -9,11 +9,16 @@ it (``SimpleTrainer`` / ``AMPTrainer`` and its hooks), with what that script can
   model's randomness is a function of (seed, iteration, rank)
   (:class:`~hpvit_d2.engine.hooks.ReseedEachIteration`): a resumed run repeats an uninterrupted
   one, on one process or many;
-- SIGINT/SIGTERM, to the process or its whole group, save a checkpoint before stopping
-  (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`; loader workers ignore them);
-- one live run per ``train.output_dir`` (:mod:`~hpvit_d2.engine.output_dir`);
+- SIGINT/SIGTERM, to the process or its whole group, save a checkpoint before stopping, also
+  during an evaluation (:class:`~hpvit_d2.engine.hooks.SaveOnSignal`; training and evaluation
+  loader workers ignore them);
+- one live run per ``train.output_dir``, which a run either resumes or starts from scratch in,
+  an earlier run's files set aside (:mod:`~hpvit_d2.engine.output_dir`);
 - a diverged run (non-finite loss or weights) leaves ``last_checkpoint`` on its last good
-  checkpoint (:func:`keep_last_good_checkpoint`);
+  checkpoint, among its own (:func:`keep_last_good_checkpoint`,
+  :class:`~hpvit_d2.engine.run_identity.RunIdentity`);
+- the last iteration is saved once, as ``model_final.pth``
+  (:class:`~hpvit_d2.engine.hooks.FinalOncePeriodicCheckpointer`);
 - ``train.ddp_sync_check_period`` checks that replicas stay equal
   (:class:`~hpvit_d2.engine.hooks.DDPSyncCheck`);
 - on the CPU, DDP is created without ``device_ids`` (detectron2 passes ``[local_rank]``, which
@@ -36,9 +41,13 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.registry import locate
 
 from ..checkpoint import HPViTCheckpointer, NonFiniteWeightsError
+from ..checkpoint.io import checkpoint_fields
 from ..data.loader import ResumableTrainLoader
-from .hooks import DDPSyncCheck, ReseedEachIteration, SaveOnSignal, ignore_stop_signals
-from .output_dir import claim_output_dir
+from .hooks import (DDPSyncCheck, FinalOncePeriodicCheckpointer, ReseedEachIteration, SaveOnSignal,
+                    StopBetweenBatches, ignore_stop_signals, stop_signals_blocked)
+from .output_dir import (OutputWriteError, last_checkpoint_file, rewind_metrics,
+                         staged_evaluation_outputs, start_run)
+from .run_identity import RunIdentity, checkpoints_of
 
 __all__ = ["AutocastForward", "build_ddp", "build_train_loader", "do_test", "do_train", "evaluate",
            "keep_last_good_checkpoint"]
@@ -59,13 +68,22 @@ def build_ddp(model: torch.nn.Module, device: str, **ddp_kwargs) -> torch.nn.Mod
     return create_ddp_model(model, **ddp_kwargs)
 
 
-def do_test(cfg, model):
-    """Run ``dataloader.evaluator`` on ``dataloader.test``; the metrics dict, or None without one."""
+def do_test(cfg, model, stop=lambda: False):
+    """
+    Run ``dataloader.evaluator`` on ``dataloader.test``; the metrics dict, or None without one.
+    The loader's workers ignore SIGINT/SIGTERM (the training process handles them), and the
+    evaluation stops before its next batch once ``stop()`` is true
+    (:class:`~hpvit_d2.engine.hooks.StopBetweenBatches`). The evaluator's files replace those of
+    its ``output_dir`` only once all are written (a full disk: an OutputWriteError, nothing
+    truncated left: :func:`~hpvit_d2.engine.output_dir.staged_evaluation_outputs`).
+    """
     if "evaluator" not in cfg.dataloader:
         return None
-    results = inference_on_dataset(
-        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-    )
+    with staged_evaluation_outputs(cfg.dataloader.evaluator):
+        results = inference_on_dataset(
+            model, StopBetweenBatches(instantiate(cfg.dataloader.test), stop),
+            instantiate(cfg.dataloader.evaluator)
+        )
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -92,20 +110,22 @@ def build_train_loader(cfg, seed: int):
             prefetch_factor=spec.get("prefetch_factor"),
             pin_memory=spec.get("pin_memory", False),
             worker_init_fn=ignore_stop_signals,
+            starting_workers=stop_signals_blocked,
         )
     logger.warning("dataloader.train is not detectron2's build_detection_train_loader with its "
                    "default sampler: a resumed run will not repeat the data stream exactly")
     return instantiate(spec)
 
 
-def _writers(cfg):
-    """detectron2's default writers; ``train.metrics_window`` (default 20) smooths metrics.json."""
+def _writers(cfg, first_iter: int = 0):
+    """detectron2's default writers; ``train.metrics_window`` (default 20) smooths metrics.json.
+    TensorBoard drops the events of iterations from ``first_iter`` on (a resumed run's)."""
     out = cfg.train.output_dir
     os.makedirs(out, exist_ok=True)
     return [
         CommonMetricPrinter(cfg.train.max_iter),
         JSONWriter(os.path.join(out, "metrics.json"), window_size=cfg.train.get("metrics_window", 20)),
-        TensorboardXWriter(out),
+        TensorboardXWriter(out, purge_step=first_iter or None),
     ]
 
 
@@ -155,15 +175,32 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
     ``train.output_dir``, from that checkpoint, exactly where it stopped).
 
     The main process first claims ``train.output_dir`` (one live run per directory, leftover
-    temporary files removed: :func:`~hpvit_d2.engine.output_dir.claim_output_dir`). A non-finite
-    loss or non-finite weights stop training with a FloatingPointError, and ``last_checkpoint``
-    then names the last checkpoint saved before the divergence (:func:`keep_last_good_checkpoint`).
+    temporary files removed) and, unless it resumes a checkpoint there, sets an earlier run's
+    files aside (:func:`~hpvit_d2.engine.output_dir.start_run`); a resumed run's metrics.json
+    loses the lines of the iterations it runs again. A non-finite loss or non-finite weights stop
+    training with a FloatingPointError, and ``last_checkpoint`` then names the last checkpoint
+    this run saved before the divergence (:func:`keep_last_good_checkpoint`).
 
     Args:
         require (str): what the init checkpoint must fill (HPViTCheckpointer's ``require``).
     """
+    out = cfg.train.output_dir
+    resume_from = last_checkpoint_file(out) if resume else None
+    first_iter = 0
+    if resume_from:
+        first_iter = checkpoint_fields(resume_from, ("iteration",)).get("iteration", -1) + 1
+        if first_iter >= cfg.train.max_iter:
+            logger.warning(f"nothing to train: {resume_from} is at iteration {first_iter - 1}, at "
+                           f"or past train.max_iter={cfg.train.max_iter} (the last iteration is "
+                           f"{cfg.train.max_iter - 1}): raise train.max_iter to train on, or "
+                           f"evaluate it with --eval-only train.init_checkpoint={resume_from}")
+            return
     if comm.is_main_process():
-        claim_output_dir(cfg.train.output_dir)
+        moved = start_run(out, resume)
+        if moved:
+            logger.warning(moved)
+        if resume_from:
+            rewind_metrics(out, first_iter - 1)
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     cfg.optimizer.params.model = model
@@ -173,26 +210,31 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
 
     model = build_ddp(model, cfg.train.device, **cfg.train.ddp)
     trainer = _build_trainer(cfg, model, loader, optimizer)
-    checkpointables = {"trainer": trainer}
+    run = RunIdentity()
+    checkpointables = {"trainer": trainer, "run": run}
     if isinstance(loader, ResumableTrainLoader):
         checkpointables["data"] = loader
-    checkpointer = HPViTCheckpointer(model, cfg.train.output_dir, require=require,
-                                     **checkpointables)
+    checkpointer = HPViTCheckpointer(model, out, require=require, **checkpointables)
     sync_period = cfg.train.get("ddp_sync_check_period", 0)
+    stop = SaveOnSignal(checkpointer)
     trainer.register_hooks([
         ReseedEachIteration(seed),
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        FinalOncePeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
-        SaveOnSignal(checkpointer),
+        stop,
         DDPSyncCheck(model, sync_period) if sync_period else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-        hooks.PeriodicWriter(_writers(cfg), period=cfg.train.log_period)
+        hooks.EvalHook(cfg.train.eval_period,
+                       lambda: stop.evaluation(lambda: do_test(cfg, model, stop.requested))),
+        hooks.PeriodicWriter(_writers(cfg, first_iter), period=cfg.train.log_period)
         if comm.is_main_process() else None,
     ])
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
-    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    resumed = resume and checkpointer.has_checkpoint()
+    if resumed:
+        run.resumed_from = checkpointer.get_checkpoint_file()
+    start_iter = trainer.iter + 1 if resumed else 0
     try:
         trainer.train(start_iter, cfg.train.max_iter)
     except FloatingPointError as e:
@@ -202,8 +244,15 @@ def do_train(cfg, resume: bool = False, require: str = "architecture") -> None:
         first_bad = trainer.iter if isinstance(e, NonFiniteWeightsError) else trainer.iter - 1
         raise FloatingPointError(
             f"training diverged at iteration {trainer.iter}: {_short_divergence(e)}; "
-            f"{keep_last_good_checkpoint(checkpointer, first_bad)}") from None
+            f"{keep_last_good_checkpoint(checkpointer, first_bad, run)}") from None
+    except OutputWriteError as e:  # the evaluation's results; the checkpoints are saved
+        last = checkpointer.get_checkpoint_file()
+        if not last:
+            raise
+        raise OutputWriteError(f"{e}; the checkpoint is saved: --eval-only "
+                               f"train.init_checkpoint={last} evaluates it") from None
     finally:
+        stop.restore_handlers()
         _shut_down_loader(trainer)
 
 
@@ -216,19 +265,16 @@ def _short_divergence(error: FloatingPointError) -> str:
     return text.replace(" Training has diverged.", "").rstrip(".")
 
 
-def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, first_bad: int) -> str:
+def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, first_bad: int,
+                              run: RunIdentity) -> str:
     """
-    Tag as ``last_checkpoint`` the newest ``model_{iter:07d}.pth`` saved before iteration
-    ``first_bad``, the first whose weights diverged (a non-finite loss at iteration k means the
-    weights of step k - 1 did; non-finite weights after step k, step k), or remove the tag when
-    there is none, so that ``--resume`` never continues from diverged weights. Returns one
-    sentence saying so.
+    Tag as ``last_checkpoint`` the newest ``model_{iter:07d}.pth`` of ``run`` (saved by it, or
+    resumed from) saved before iteration ``first_bad``, the first whose weights diverged (a
+    non-finite loss at iteration k means the weights of step k - 1 did; non-finite weights after
+    step k, step k), or remove the tag when there is none, so that ``--resume`` never continues
+    from diverged weights nor from another run's. Returns one sentence saying so.
     """
-    saved = {}
-    for path in checkpointer.get_all_checkpoint_files():
-        found = re.fullmatch(r"model_(\d{7})\.pth", os.path.basename(path))
-        if found:
-            saved[int(found[1])] = os.path.basename(path)
+    saved = checkpoints_of(run, checkpointer.get_all_checkpoint_files())
     good = [i for i in saved if i < first_bad]
     if good:
         checkpointer.tag_last_checkpoint(saved[max(good)])
@@ -236,7 +282,7 @@ def keep_last_good_checkpoint(checkpointer: HPViTCheckpointer, first_bad: int) -
     else:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(checkpointer.save_dir, "last_checkpoint"))
-        kept = "no checkpoint was saved before it: last_checkpoint removed"
+        kept = "no checkpoint of this run was saved before it: last_checkpoint removed"
     dropped = sorted(name for i, name in saved.items() if i >= first_bad)
     return kept + (f" ({', '.join(dropped)} not used: diverged weights)" if dropped else "")
 

@@ -15,7 +15,7 @@ from .pooling import POOL_TYPES, TokenPool
 from .position import resized_abs_pos
 
 __all__ = ["CHECKPOINT_BAND_TOKENS", "HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "checkpointed_block",
-           "find_vit_backbone"]
+           "find_vit_backbone", "stage_depths_problem"]
 
 # Global attention is quadratic in the number of tokens: it is only allowed on maps of at most
 # 64x64 tokens at `img_size` (ViTDet's largest global map, ViT-B at 1024/16).
@@ -26,6 +26,15 @@ MAX_GLOBAL_ATTENTION_SIDE = 64
 CHECKPOINT_BAND_TOKENS = 4096
 
 _VIT_ARGUMENTS = frozenset(inspect.signature(ViT.__init__).parameters) - {"self", "out_feature"}
+
+
+def stage_depths_problem(stage_depths: Sequence[int], depth: int) -> Optional[str]:
+    """What is wrong with ``stage_depths`` for a ViT of ``depth`` blocks, or None."""
+    stage_depths = [int(d) for d in stage_depths]
+    if stage_depths and min(stage_depths) >= 1 and sum(stage_depths) == depth:
+        return None
+    return (f"stage_depths={stage_depths} must be positive and sum to depth={depth} "
+            f"(e.g. (2, 2, 6, 2) for depth 12, or ({depth},) for the plain ViT)")
 
 
 class HPViT(ViT):
@@ -135,11 +144,9 @@ class HPViT(ViT):
                 "patch_size - patch_stride must be even and >= 0 (e.g. 16 and 4)"
             )
         depth = len(self.blocks)
-        if not self.stage_depths or min(self.stage_depths) < 1 or sum(self.stage_depths) != depth:
-            raise ValueError(
-                f"stage_depths={list(self.stage_depths)} must be positive and sum to depth={depth} "
-                f"(e.g. (2, 2, 6, 2) for depth 12, or ({depth},) for the plain ViT)"
-            )
+        problem = stage_depths_problem(self.stage_depths, depth)
+        if problem:
+            raise ValueError(problem)
         if pool_type not in POOL_TYPES:
             raise ValueError(f"pool_type={pool_type!r} is unknown: use one of {POOL_TYPES}")
         outside = [i for i in window_block_indexes if not 0 <= i < depth]
