@@ -63,8 +63,8 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
                    "cloudpickle", "omegaconf>=2.1,<2.4", "pycocotools>=2.0.6", "timm>=0.9"):
         assert pinned in requires, pinned
     assert not any(r.startswith(("pytest", "onnx")) for r in requires)
-    harnesses = {"bench", "bench_attention", "summary", "variants", "demo_run", "demo_semseg",
-                 "demo_classify", "reproduce", "runs", "pretrain_mae", "mae"}
+    harnesses = {"bench", "bench_attention", "summary", "variants", "demo_run", "study", "tasks",
+                 "tune", "claims", "eval_noise", "shipped", "pretrain", "runs", "pretrain_mae", "mae"}
     assert harnesses <= {p.stem for p in (ROOT / "projects" / "HPViT" / "hpvit_lab").glob("*.py")}
     assert not harnesses & {p.stem for p in PACKAGE.rglob("*.py")}
 
@@ -82,8 +82,8 @@ def test_readme_numbers_are_written_by_commands():
             assert re.search(r"`(make [\w-]+|python -m hpvit_lab\.\w+)[^`]*`", body), (page, name)
             assert re.search(r"20\d\d-\d\d-\d\d", body), f"{page.name} {name}: no date"
             assert "not measured yet" not in body and "predates" not in body, (page, name)
-    assert {"demo", "reproduce", "reproduce-pools", "summary", "bench", "demo-semseg",
-            "demo-classify"} <= set(names), names
+    assert {"demo", "detection-study", "detection-study-full", "tune-detection", "summary",
+            "bench", "semseg-study", "classify-study"} <= set(names), names
     assert len(names) == len(set(names)), names
 
 

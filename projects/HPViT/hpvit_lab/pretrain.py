@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
-from .runs import CommandJob, TrainRun, format_table, run_lanes, run_metrics
+from .runs import CommandJob, TrainRun, cpu_name, format_table, run_lanes, run_metrics
 
 __all__ = ["RECIPE", "UNLABELLED_SPLIT", "main", "mae_settings", "unlabelled_images"]
 
@@ -41,7 +41,7 @@ UNLABELLED_SPLIT = dict(split="unlabelled", num_images=10000, image_size=256, se
 # The shipped recipe on top of the tiny trunk's size: 256x256 crops of 35-100% of an image (a
 # 16 x 16 grid, the detectors' own at 256 px), batch 64, AdamW with MAE's parameter groups, lr
 # chosen by --sweep-lr (the checkpoint README's 'pretrain-sweep' block).
-RECIPE = dict(image_size=256, batch_size=64, steps=3000, lr=1.5e-3, min_crop_scale=0.35,
+RECIPE = dict(image_size=256, batch_size=64, steps=3000, lr=5e-4, min_crop_scale=0.35,
               max_crop_scale=1.0, weight_decay=0.05, decay_only_matrices=True)
 PROXY_CONFIG = "mask_rcnn_hpvit_tiny.py"
 # The proxy fine-tune: lr and layer decay at which HPViT-tiny's 480 iterations keep learning to
@@ -110,6 +110,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--proxy-overrides", nargs="*", default=list(PROXY_OVERRIDES),
                    metavar="KEY=VALUE", help="the proxy fine-tune's recipe on top of the config "
                                              f"(default: {' '.join(PROXY_OVERRIDES)})")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads of the pre-training (default: every core)")
     p.add_argument("--smoke", action="store_true",
                    help="a few steps of everything on a few images (tests)")
     p.add_argument("--readme", help="also write the block into this file (default: the "
@@ -135,7 +137,7 @@ def write_checkpoint(args) -> Dict:
     settings = mae_settings(steps=args.steps, lr=args.lr, **_smoke_changes(args))
     work = Path(args.work_dir).resolve()
     job = pretrain_job(settings, unlabelled_images(args.images), work / "mae", work / "mae.log")
-    run_lanes([[job]], tag="pretrain", threads=os.cpu_count() or 1)
+    run_lanes([[job]], tag="pretrain", threads=args.threads)
     history = read_history(str(work / "mae"))
     out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -147,12 +149,12 @@ def write_checkpoint(args) -> Dict:
     recipe = {"command": command, "date": datetime.date.today().isoformat(),
               "settings": history["settings"], "unlabelled_split": dict(UNLABELLED_SPLIT,
                                                                          num_images=args.images),
-              "seconds": round(history["seconds"], 1), "threads": os.cpu_count(),
+              "seconds": round(history["seconds"], 1), "threads": args.threads,
               "loss_summary": loss_summary(history["losses"]), "sha256": sums}
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     s = history["settings"]
     rows = "\n".join(f"| {r['steps']} | {r['mean_loss']:.4f} |" for r in recipe["loss_summary"])
-    block = (f"`{command}`, {recipe['date']}, CPU, {os.cpu_count()} threads, "
+    block = (f"`{command}`, {recipe['date']}, CPU ({cpu_name()}), {args.threads} thread(s), "
              f"{history['seconds'] / 60:.1f} min: encoder {s['depth']} x {s['width']} "
              f"({s['heads']} heads, patch {s['patch_size']}), decoder {s['decoder_depth']} x "
              f"{s['decoder_width']}; {s['steps']} steps of {s['batch_size']} {s['image_size']}px "
