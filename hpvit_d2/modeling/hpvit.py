@@ -10,9 +10,8 @@ from detectron2.modeling.backbone.utils import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
 from .attention import adopt_block
-from .checkpoint_filter import resize_rel_pos
 from .pooling import POOL_TYPES, TokenPool
-from .position import resized_abs_pos
+from .position import resize_rel_pos, resized_abs_pos
 
 __all__ = ["CHECKPOINT_BAND_TOKENS", "HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "checkpointed_block",
            "find_vit_backbone", "stage_depths_problem"]

@@ -15,7 +15,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bicubic_matrix", "resized_abs_pos"]
+__all__ = ["bicubic_matrix", "resize_rel_pos", "resized_abs_pos"]
 
 
 def bicubic_matrix(src: int, dst: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -51,3 +51,12 @@ def resized_abs_pos(abs_pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, i
         cols = rows if w == h else bicubic_matrix(side, w, abs_pos.dtype, abs_pos.device)  # (W, S)
         tall = (rows @ grid.reshape(side, side * channels)).view(h, side, channels)  # (H, S, C)
         return torch.matmul(cols, tall).unsqueeze(0)  # (1, H, W, C)
+
+
+def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample a relative-position table (L, C) -> (length, C), as detectron2's
+    ``get_rel_pos`` does at run time."""
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
+    return resized[0].t().to(table.dtype)
