@@ -16,7 +16,7 @@ The timm model names (``hpvit_{tiny,small,base,large}_patch16_224``) are registe
 every entry does; ``hpvit_d2.checkpoint.checkpoint_filter_fn`` is timm's filter for users of
 timm's own loaders.
 """
-from typing import Callable, Optional, Set
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,11 @@ from timm.layers import trunc_normal_
 from .hpvit import HPViT
 
 __all__ = ["HPViTClassifier"]
+
+
+def _check_global_pool(global_pool: str) -> None:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool={global_pool!r}: use 'avg' or '' (no pooling)")
 
 
 class HPViTClassifier(HPViT):
@@ -50,16 +55,11 @@ class HPViTClassifier(HPViT):
                 ``pool_type``, ``img_size``, ``embed_dim``, ``depth``, ``num_heads``,
                 ``drop_path_rate``, ``norm_layer``, ...). ``out_features`` is the last stage.
         """
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool={global_pool!r}: use 'avg' or '' (no pooling)")
+        _check_global_pool(global_pool)
         hpvit_kwargs.pop("out_features", None)
         super().__init__(**hpvit_kwargs)
+        self._set_out_features(self.stage_names[-1:])
         embed_dim = self.patch_embed.proj.out_channels
-        last = self.stage_names[-1]
-        self._out_features = [last]
-        self._out_feature_channels = {last: embed_dim}
-        self._out_feature_strides = {last: self.stage_strides[-1]}
-        self._last_stage = len(self.stage_depths) - 1
         norm_layer = hpvit_kwargs.get("norm_layer", nn.LayerNorm)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -90,11 +90,6 @@ class HPViTClassifier(HPViT):
         return stage_id
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """timm's no-decay names besides 1-D ones: :attr:`HPViT.NO_WEIGHT_DECAY`."""
-        return set(self.NO_WEIGHT_DECAY)
-
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.use_act_checkpoint = enable
 
@@ -103,8 +98,7 @@ class HPViTClassifier(HPViT):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool={global_pool!r}: use 'avg' or ''")
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
