@@ -11,8 +11,6 @@ LAB := PYTHONPATH=projects/HPViT $(PY)
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?= -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-export PYTHONWARNINGS ?= ignore::FutureWarning,ignore::UserWarning
-
 .PHONY: setup test demo pretrain demo-semseg demo-classify reproduce reproduce-full bench clean
 
 setup:

@@ -46,7 +46,7 @@ def _yacs_value(value):
 def add_hpvit_config(cfg: CN) -> CN:
     """
     Add MODEL.HPVIT.* (the HPViT arguments and NORM_EPS, the LayerNorm eps), MODEL.FPN.SQUARE_PAD
-    and SOLVER.{OPTIMIZER, LR_DECAY_RATE, BETAS, POOL_WEIGHT_DECAY}, and set them and
+    and SOLVER.{OPTIMIZER, LR_DECAY_RATE, BETAS}, and set them and
     MODEL.FPN.{IN_FEATURES, OUT_CHANNELS, NORM} to :data:`RECIPE`'s values (HPViT's class
     defaults where the LazyConfig leaves an argument out). Returns ``cfg``.
     """
@@ -70,5 +70,4 @@ def add_hpvit_config(cfg: CN) -> CN:
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     cfg.SOLVER.LR_DECAY_RATE = lazy.optimizer.params.lr_decay_rate
     cfg.SOLVER.BETAS = tuple(_yacs_value(lazy.optimizer.betas))
-    cfg.SOLVER.POOL_WEIGHT_DECAY = lazy.optimizer.params.pool_weight_decay
     return cfg

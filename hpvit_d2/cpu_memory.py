@@ -13,10 +13,10 @@ allocator does on a GPU. The price is resident memory: the process keeps its pea
 blocks inside the heap serve only requests that fit in them, so a workload whose temporaries are
 several GB and grow (detectron2's ViT-B at 1536x1536, with its 4 GB attention matrices per global
 block) keeps growing the heap, where the system allocator runs it.
-HPViT's attention and banded inference bound every temporary (chunks of at most 128 MB, bands of
-8192 tokens), which is where this policy pays. It changes the whole process and only ``malloc``
-calls made after it; ``hpvit_d2.modeling.optimize_for_cpu_inference`` calls it once a model is
-built (the activations come after).
+HPViT's attention and banded inference bound every temporary (``attention.BIAS_CHUNK_BYTES``,
+``bands.INFERENCE_BAND_TOKENS``), which is where this policy pays. It changes the whole process
+and only ``malloc`` calls made after it, so nothing calls it but a caller that owns its process
+(``hpvit-demo`` on the CPU, the bench, or ``optimize_for_cpu_inference(retain_freed_memory=True)``).
 ``HPVIT_RETAIN_FREED_MEMORY=0`` in the environment turns it off.
 """
 import ctypes

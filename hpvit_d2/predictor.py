@@ -9,6 +9,7 @@ Pre-processing is read from the config, as the test data loader would apply it:
 ``dataloader.test.mapper.augmentations`` (e.g. ``ResizeShortestEdge``) and
 ``dataloader.test.mapper.image_format`` ("RGB" for this project's configs, or "BGR").
 """
+import copy
 import logging
 import os
 from contextlib import nullcontext
@@ -27,7 +28,7 @@ from .checkpoint.checkpointer import unwrap_parallel
 from .data.images import read_image_checked
 from .data.transforms import non_empty
 from .model_zoo import build_model
-from .modeling import optimize_for_cpu_inference
+from .modeling import HPViT, optimize_for_cpu_inference
 
 __all__ = ["LazyPredictor"]
 
@@ -72,12 +73,14 @@ class LazyPredictor:
     ``cv2.imread`` returns, or image files).
 
     ``LazyPredictor(cfg)`` builds ``cfg.model`` on ``cfg.train.device`` and loads
-    ``cfg.train.init_checkpoint`` strictly (printing the load report); ``LazyPredictor(cfg, model=m)`` uses
-    a model you already have, on its own device. Inference runs under ``torch.inference_mode``;
-    on CUDA, with ``amp`` (default: ``cfg.train.amp.enabled``), under autocast in ``amp_dtype``.
+    ``cfg.train.init_checkpoint`` strictly (printing the load report); ``LazyPredictor(cfg, model=m)``
+    runs a model you already have, on its own device. Inference runs under
+    ``torch.inference_mode``; on CUDA, with ``amp`` (default: ``cfg.train.amp.enabled``), under
+    autocast in ``amp_dtype``. It changes no process-wide state.
 
     Attributes:
-        model (nn.Module): the detector or segmentor, in eval mode.
+        model (nn.Module): the detector or segmentor it runs, in eval mode: the one it built, a
+            CPU-tuned copy of yours, or yours.
         task (str): "sem_seg" for a ``SemanticSegmentor`` (calls return scores), else
             "instances" (calls return ``Instances``).
         metadata (Metadata or None): metadata of the config's test dataset (class names).
@@ -96,10 +99,13 @@ class LazyPredictor:
                 ``hpvit_d2.model_zoo.build_model``).
             amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
-            optimize (bool): on the CPU, apply ``hpvit_d2.modeling.optimize_for_cpu_inference``
-                to the model (in place; banded blocks, the faster projection kernel, freed
-                memory kept for reuse). The same predictions to float rounding; a model trained
-                afterwards trains as before.
+            optimize (bool): on the CPU, run an HPViT model through
+                ``hpvit_d2.modeling.optimize_for_cpu_inference`` (banded blocks, the faster
+                projection kernel; the same predictions to float rounding). It tunes the
+                predictor's own model: the one it builds, or a copy of ``model``, which stays as
+                it is. False runs ``model`` itself (set to eval mode), with no copy. The allocator
+                is not touched (``hpvit_d2.cpu_memory.retain_freed_cpu_memory`` is the caller's
+                call: it changes the whole process).
         """
         self.cfg = cfg
         self.augmentations = T.AugmentationList(  # resizes keep >= 1 px: data.transforms
@@ -110,11 +116,16 @@ class LazyPredictor:
             raise ValueError(f"dataloader.test.mapper.image_format={self.input_format!r}: "
                              f"LazyPredictor supports {_FORMATS}")
         train = cfg.get("train", {})
-        if model is None:
+        owned = model is None
+        if owned:
             model = build_model(cfg, weights=train.get("init_checkpoint") or None,
                                 device=train.get("device", "cpu"), strict=strict)
+        tune = (optimize and next(model.parameters()).device.type == "cpu"
+                and any(isinstance(m, HPViT) for m in model.modules()))
+        if tune and not owned:
+            model = copy.deepcopy(model)
         self.model = model.eval()
-        if optimize and self.device.type == "cpu":
+        if tune:
             optimize_for_cpu_inference(model)
         self.task = "sem_seg" if isinstance(unwrap_parallel(model), SemanticSegmentor) else "instances"
         model_format = getattr(model, "input_format", self.input_format)

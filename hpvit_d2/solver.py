@@ -1,18 +1,15 @@
 """
 Optimizer parameter groups for ViT detectors: ViTDet's layer-wise lr decay, with an explicit place
-for HPViT's pooling layers.
+for HPViT's pooling layers, and no weight decay where the model says so.
 
-- lr: detectron2's ``get_vit_lr_decay_rate`` (patch and position embeddings at layer 0, block
-  ``i`` at layer ``i + 1``, everything outside the backbone at full lr). The pooling layer
-  ``pools.{k}``, which feeds stage ``k + 1``, sits at the layer of the first block of that stage:
-  it is that stage's input layer, as the patch embedding is the first stage's.
-- weight decay: the optimizer's, except norms (``weight_decay_norm``), the position embedding
-  (``pos_embed_weight_decay``, default 0, as ViTDet and MAE), ``overrides`` by parameter name,
-  and the pooling layers (``pool_weight_decay``, default 0).
-  A pooling conv starts as the 2x2 average; weight decay pulls it towards zero, not towards the
-  average, and so shrinks the residual stream entering the next stage, which no pre-trained
-  block was trained to expect. It is free to move where the gradient takes it, and only there.
+- lr: detectron2's ``get_vit_lr_decay_rate`` for a plain ``ViT``; ``HPViT.layer_id`` for HPViT,
+  which places the pooling layer ``pools.{k}`` at the layer of the first block of the stage it
+  feeds (that stage's input layer, as the patch embedding is the first stage's).
+- weight decay: the optimizer's, except norms (``weight_decay_norm``), ``overrides`` by parameter
+  name, and what the ViT's ``no_weight_decay()`` names (HPViT: the position embedding and the
+  pooling layers; detectron2's ``ViT``, which has no such method: ViTDet's ``pos_embed``).
 """
+import fnmatch
 from functools import partial
 from typing import Any, Dict, List, Optional
 
@@ -22,7 +19,7 @@ from detectron2.solver.build import get_default_optimizer_params, reduce_param_g
 
 from .modeling.hpvit import find_vit_backbone
 
-__all__ = ["hpvit_lr_decay_rate", "vit_optimizer_params"]
+__all__ = ["hpvit_lr_decay_rate", "no_weight_decay_names", "vit_optimizer_params"]
 
 
 def hpvit_lr_decay_rate(name: str, lr_decay_rate: float, vit: torch.nn.Module, prefix: str) -> float:
@@ -38,37 +35,35 @@ def hpvit_lr_decay_rate(name: str, lr_decay_rate: float, vit: torch.nn.Module, p
     return lr_decay_rate ** (num_layers + 1 - vit.layer_id(name[len(prefix):]))
 
 
+def no_weight_decay_names(vit: torch.nn.Module) -> List[str]:
+    """Names (fnmatch patterns, relative to ``vit``) trained without weight decay: the model's
+    ``no_weight_decay()``, or ViTDet's ``pos_embed`` for a ViT without one."""
+    names = vit.no_weight_decay() if hasattr(vit, "no_weight_decay") else {"pos_embed"}
+    return sorted(names)
+
+
 def vit_optimizer_params(
     model: torch.nn.Module,
     base_lr: float,
     lr_decay_rate: float = 1.0,
     weight_decay_norm: Optional[float] = 0.0,
-    pool_weight_decay: Optional[float] = 0.0,
-    pos_embed_weight_decay: Optional[float] = 0.0,
     overrides: Optional[Dict[str, Dict[str, float]]] = None,
 ) -> List[Dict[str, Any]]:
     """
-    Parameter groups for ``torch.optim.AdamW(params, lr, weight_decay)`` (used as
-    ``optimizer.params`` in the configs): the depth and stages are read from the model's ViT, so
-    the same call serves HPViT and ViTDet of any size.
+    Parameter groups for ``torch.optim.AdamW(params, lr, weight_decay)`` (``optimizer.params`` in
+    the configs), read from the model's ViT, so the same call serves HPViT and ViTDet of any size.
 
     Args:
         model: a detector with an HPViT or detectron2 ViT in it.
         base_lr (float): the optimizer's lr.
         lr_decay_rate (float): layer-wise lr decay (ViTDet-B: 0.7, ViT-L: 0.8).
         weight_decay_norm (float or None): weight decay of normalisation layers.
-        pool_weight_decay (float or None): weight decay of the pooling layers (None: the
-            optimizer's).
-        pos_embed_weight_decay (float or None): weight decay of the absolute position
-            embedding ``pos_embed`` (None: the optimizer's).
-        overrides (dict): hyper-parameters by parameter name, as detectron2's (they take
-            precedence over ``pos_embed_weight_decay``).
+        overrides (dict): hyper-parameters by parameter name, as detectron2's; they take
+            precedence over :func:`no_weight_decay_names`.
     Returns:
         list[dict]: parameter groups with ``lr`` (and ``weight_decay`` where it differs).
     """
     prefix, vit = find_vit_backbone(model)
-    if pos_embed_weight_decay is not None:
-        overrides = {"pos_embed": {"weight_decay": pos_embed_weight_decay}, **(overrides or {})}
     groups = get_default_optimizer_params(
         model,
         base_lr=base_lr,
@@ -77,11 +72,12 @@ def vit_optimizer_params(
                                prefix=prefix),
         overrides=overrides,
     )
-    if pool_weight_decay is None or not hasattr(vit, "pools"):
-        return groups
-    pool_params = {id(p) for p in vit.pools.parameters()}
+    patterns = no_weight_decay_names(vit)
+    exempt = {id(p) for name, p in vit.named_parameters()
+              if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+              and name.rsplit(".", 1)[-1] not in (overrides or {})}
     single = [dict(group, params=[p]) for group in groups for p in group["params"]]
     for group in single:
-        if id(group["params"][0]) in pool_params:
-            group["weight_decay"] = pool_weight_decay
+        if id(group["params"][0]) in exempt:
+            group["weight_decay"] = 0.0
     return reduce_param_groups(single)

@@ -6,9 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
-# The lab (projects/HPViT/hpvit_lab: make demo, make reproduce, make bench) is tested too; its
-# package puts the folder on PYTHONPATH for the processes it starts.
+# The lab (projects/HPViT/hpvit_lab: make demo, make reproduce, make bench) is tested too; it
+# passes the folder on PYTHONPATH to the processes it starts (hpvit_lab.lab_env).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "projects" / "HPViT"))
+
+
+
+def pytest_configure(config):
+    """The warnings the commands silence (hpvit_d2.known_warnings, the one list), for pytest's
+    per-test filters too."""
+    from hpvit_d2.known_warnings import QUIET_WARNINGS
+
+    for category, message in QUIET_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
+
 
 # detectron2 reads $DETECTRON2_DATASETS once, when imported: the tests of its built-in names rely on
 # the default (./datasets from the working directory), and set the variable in fresh processes.

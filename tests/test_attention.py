@@ -208,7 +208,7 @@ def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, wind
     assert all(isinstance(b, cpu_inference.BandedBlock) and b.inplace for b in fast.blocks)
     assert isinstance(fast.blocks[0].mlp.fc1, OneDNNLinear)
     assert list(fast.state_dict()) == list(model.state_dict())
-    monkeypatch.setattr(cpu_inference, "BAND_TOKENS", 100)
+    monkeypatch.setattr(cpu_inference, "INFERENCE_BAND_TOKENS", 100)
     x = torch.randn(2, 3, 116, 92, device=device)
     with torch.no_grad():
         whole, banded = model(x), fast(x)

@@ -183,7 +183,7 @@ def test_activation_checkpoint_same_gradients(stages, band_tokens, monkeypatch):
     blocks really are recomputed."""
     from hpvit_d2.modeling import hpvit
 
-    monkeypatch.setattr(hpvit, "CHECKPOINT_BAND_TOKENS", band_tokens)
+    monkeypatch.setattr(hpvit, "RECOMPUTE_BAND_TOKENS", band_tokens)
     ref = tiny_hpvit(rel_pos_zero_init=False, use_rel_pos=True).train()
     ckpt = tiny_hpvit(rel_pos_zero_init=False, use_rel_pos=True, use_act_checkpoint=stages).train()
     ckpt.load_state_dict(ref.state_dict())

@@ -11,10 +11,11 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import FPN, ViT
 
-from hpvit_d2.checkpoint import CheckpointError, HPViTCheckpointer, load_checkpoint_file
+from hpvit_d2.checkpoint import (CheckpointError, HPViTCheckpointer, IncompatibleCheckpointError,
+                                 convert_plain_vit, load_checkpoint_file)
 from hpvit_d2.cli.convert import main as convert_main
-from hpvit_d2.modeling import HPViT, IncompatibleCheckpointError, convert_plain_vit
-from hpvit_d2.modeling.checkpoint_filter import resize_rel_pos
+from hpvit_d2.modeling import HPViT
+from hpvit_d2.modeling.position import resize_rel_pos
 
 WIDTH, DEPTH, HEADS = 192, 12, 3  # timm's vit_tiny / deit_tiny
 

@@ -246,9 +246,11 @@ def test_train_takes_detectron2s_defaults(monkeypatch):
 @pytest.mark.parametrize("show", ["0", "1"], ids=["default", "HPVIT_SHOW_WARNINGS=1"])
 def test_no_cuda_runtime_line_on_a_cpu_machine_with_a_cuda_toolkit(show, tmp_path):
     """torch logs 'No CUDA runtime is found, using CUDA_HOME=...' on detectron2's import wherever
-    a toolkit is installed and no GPU is: silenced by default, back with HPVIT_SHOW_WARNINGS=1."""
+    a toolkit is installed and no GPU is: silenced by quiet_warnings (what every command calls at
+    start), back with HPVIT_SHOW_WARNINGS=1."""
     env = dict(os.environ, CUDA_HOME=str(tmp_path), HPVIT_SHOW_WARNINGS=show, CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", "import hpvit_d2, torch.utils.cpp_extension"],
+    proc = subprocess.run([sys.executable, "-c", "import hpvit_d2; hpvit_d2.quiet_warnings(); "
+                           "import torch.utils.cpp_extension"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert ("No CUDA runtime is found" in proc.stderr) == (show == "1"), proc.stderr

@@ -97,8 +97,7 @@ def test_pooling_layers_have_their_place_in_lr_decay_and_weight_decay():
     cfg = get_config("mask_rcnn_hpvit_tiny.py")
     cfg.model.backbone.bottom_up.pool_type = "conv"  # the pooling with weights
     model = instantiate(cfg.model)
-    groups = vit_optimizer_params(model, base_lr=1.0, lr_decay_rate=0.5, weight_decay_norm=0.0,
-                                  pool_weight_decay=0.0, overrides={"pos_embed": {"weight_decay": 0.0}})
+    groups = vit_optimizer_params(model, base_lr=1.0, lr_decay_rate=0.5, weight_decay_norm=0.0)
     by_param = {id(p): g for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
     lr = {n: by_param[id(p)]["lr"] for n, p in named.items()}
@@ -121,5 +120,14 @@ def test_pooling_layers_have_their_place_in_lr_decay_and_weight_decay():
     vitdet = instantiate(get_config("mask_rcnn_vitdet_tiny.py").model)
     groups = vit_optimizer_params(vitdet, base_lr=1.0, lr_decay_rate=0.5)
     lrs = {n: g["lr"] for g in groups for n, p in vitdet.named_parameters() if any(p is q for q in g["params"])}
+    wds = {n: g.get("weight_decay") for g in groups for n, p in vitdet.named_parameters()
+           if any(p is q for q in g["params"])}
     assert lrs[f"backbone.net.blocks.{depth - 1}.mlp.fc1.weight"] == 0.5
     assert lrs["backbone.net.pos_embed"] == 0.5 ** (depth + 1)
+    # The no-decay set is read from the model: HPViT's no_weight_decay(), ViTDet's pos_embed.
+    assert model.backbone.bottom_up.no_weight_decay() == {"pos_embed", "pools.*"}
+    assert wds["backbone.net.pos_embed"] == 0.0 and wds["backbone.net.blocks.0.mlp.fc1.weight"] is None
+    # An override by name takes precedence over the model's set.
+    groups = vit_optimizer_params(model, base_lr=1.0, overrides={"pos_embed": {"weight_decay": 0.3}})
+    assert [g.get("weight_decay") for g in groups if any(p is model.backbone.bottom_up.pos_embed
+                                                         for p in g["params"])] == [0.3]

@@ -14,8 +14,9 @@ from hpvit_d2 import model_zoo
 from hpvit_d2.checkpoint import CheckpointError, HPViTCheckpointer
 from hpvit_d2.cli.convert import main as convert_main
 from hpvit_lab.mae import ensure_sincos_positions
-from hpvit_d2.modeling import HPViT, convert_plain_vit
-from hpvit_d2.modeling.checkpoint_filter import extract_state_dict
+from hpvit_d2.checkpoint import convert_plain_vit
+from hpvit_d2.checkpoint.plain_vit import extract_state_dict
+from hpvit_d2.modeling import HPViT
 
 WIDTH, DEPTH, HEADS = 128, 6, 4  # the tiny configs' backbone
 

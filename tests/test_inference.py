@@ -144,6 +144,33 @@ def test_predictor_returns_instances_in_original_image_coordinates(trained):
     torch.testing.assert_close(boxes, expected.tensor, rtol=0, atol=1e-3)
 
 
+def test_predictor_tunes_its_own_model_not_the_callers(trained):
+    """On the CPU the predictor runs a tuned copy of a model it is given: the caller's modules
+    keep their classes and mode, and the allocator is not touched; optimize=False runs the
+    caller's model itself. Both predict the same to float rounding."""
+    from hpvit_d2 import cpu_memory
+    from hpvit_d2.modeling.cpu_inference import BandedBlock
+
+    model, _ = trained
+    cfg = model_zoo.get_config(TINY)
+    classes = [type(m) for m in model.modules()]
+    allocator = cpu_memory.retained()
+    model.train()
+    tuned = LazyPredictor(cfg, model=model)
+    assert tuned.model is not model and _equal_state(tuned.model, model)
+    assert all(isinstance(b, BandedBlock) for b in tuned.model.backbone.bottom_up.blocks)
+    assert [type(m) for m in model.modules()] == classes and model.training
+    assert cpu_memory.retained() == allocator
+    model.eval()
+    plain = LazyPredictor(cfg, model=model, optimize=False)
+    assert plain.model is model and [type(m) for m in model.modules()] == classes
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        a, b = tuned.model.backbone(x), plain.model.backbone(x)
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-4)
+
+
 def test_predictor_builds_from_config_with_init_checkpoint(trained, capsys):
     reference, path = trained
     cfg = model_zoo.get_config(TINY, overrides=[f"train.init_checkpoint={path}"])
@@ -209,6 +236,13 @@ def test_demo_all_inputs_readable_exits_zero(trained, tmp_path, capsys):
     assert code == 0
     # wide.png is given twice (file and directory): two outputs, neither overwritten
     assert sorted(os.listdir(out)) == ["predictions.json", "square.png", "wide.png", "wide_1.png"]
+    # --no-cpu-tuning: the model as built, the same drawings' names
+    plain = tmp_path / "vis_plain"
+    assert run(demo.main, ["--config-file", TINY, "--input", str(tmp_path / "in"), "--output",
+                           str(plain), "--weights", weights, "--no-cpu-tuning"]) == 0
+    assert sorted(os.listdir(plain)) == ["predictions.json", "square.png", "wide.png"]
+    assert not demo.argument_parser().parse_args(
+        ["--config-file", TINY, "--input", "x", "--output", "y", "--no-cpu-tuning"]).cpu_tuning
     code = run(demo.main, ["--config-file", TINY, "--input", str(tmp_path / "in"),
                            "--output", str(out), "--weights", str(tmp_path / "missing.pth")])
     assert code == 2 and "missing.pth" in capsys.readouterr().err

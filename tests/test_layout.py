@@ -1,7 +1,10 @@
 """The layout's promises: the library imports no command; README numbers sit in blocks that the
 measuring commands write, each naming its command and date."""
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +163,23 @@ def test_the_import_graph_has_no_circle_and_no_arrow_up():
         if node not in state:
             visit(node, [node])
     assert circles == []
+
+
+def test_importing_the_library_or_the_lab_changes_no_environment():
+    """``import hpvit_d2`` (and the commands' package) installs no warning filter and sets no
+    environment variable; ``import hpvit_lab`` sets none either (its subprocesses get lab_env())."""
+    code = """
+import os, warnings
+env, filters = dict(os.environ), list(warnings.filters)
+import hpvit_d2, hpvit_d2.cli, hpvit_d2.cli.common
+assert dict(os.environ) == env and warnings.filters == filters, "hpvit_d2"
+import hpvit_lab
+assert dict(os.environ) == env, "hpvit_lab"
+lab = hpvit_lab.lab_env(FOO="1")
+assert lab["FOO"] == "1" and lab["PYTHONPATH"].split(os.pathsep)[0] == hpvit_lab.LAB_ROOT
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "projects" / "HPViT")])
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -8,7 +8,7 @@ checkpointables, ``?matching_heuristics=True``), with these additions:
   ``.pkl`` with an unpickler that admits only arrays, numbers, strings and containers; it also
   reads ``.safetensors`` and Hugging Face ``save_pretrained`` directories;
 - a plain ViT checkpoint (MAE, DeiT/timm, Hugging Face, ViTDet) is converted into the model's
-  ViT backbone (``hpvit_d2.modeling.convert_plain_vit``), whatever the model's key prefix;
+  ViT backbone (:func:`~hpvit_d2.checkpoint.plain_vit.convert_plain_vit`), whatever the model's key prefix;
 - ``require`` refuses, before the model is touched, what would leave wrong or random weights:
   ``"nothing"``, ``"architecture"`` (the checkpoint is for another model: a detector with another
   backbone, a ViT of another width, depth or patch size, not a ViT at all), ``"backbone"`` (also
@@ -32,14 +32,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint import detection_checkpoint as d2_detection_checkpoint
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
-from ..modeling.checkpoint_filter import (
-    IncompatibleCheckpointError,
-    convert_plain_vit,
-    extract_state_dict,
-    find_vit_prefix,
-    timm_named,
-    vit_geometry,
-)
 from .io import (
     AtomicPathManager,
     CheckpointError,
@@ -49,6 +41,14 @@ from .io import (
     os_error_behind,
     read_weights,
     safe_pickle_load,
+)
+from .plain_vit import (
+    IncompatibleCheckpointError,
+    convert_plain_vit,
+    extract_state_dict,
+    timm_named,
+    vit_geometry,
+    vit_key_prefix,
 )
 from .report import LoadReport, model_part
 from .resume import non_finite_optimizer_state, optimizer_state_problem
@@ -174,7 +174,7 @@ class HPViTCheckpointer(DetectionCheckpointer):
         raw = extract_state_dict(loaded["model"])
         _refuse_non_finite(source, raw, _floating_dtype(model))
         state, _ = timm_named(raw)
-        model_prefix, ckpt_prefix = find_vit_prefix(target), find_vit_prefix(state)
+        model_prefix, ckpt_prefix = vit_key_prefix(target), vit_key_prefix(state)
         plain = _is_plain_vit(state, ckpt_prefix)
         if model_prefix is not None and ckpt_prefix is not None and (
                 plain or ckpt_prefix != model_prefix):
@@ -389,7 +389,7 @@ def _fitting_hint(state: Dict, detector: bool = True) -> str:
     model that is itself the ViT (a classifier), the arguments to build it with."""
     from ..shipped_configs import configs_fitting
 
-    prefix = find_vit_prefix(state)
+    prefix = vit_key_prefix(state)
     if prefix is None:
         return "it cannot be converted into a ViT backbone"
     geometry = vit_geometry(state, prefix)

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Tuple
 
 from fvcore.common.checkpoint import _group_checkpoint_keys, _group_to_str
 
-from ..modeling.checkpoint_filter import ConversionReport
+from .plain_vit import ConversionReport
 
 __all__ = ["LoadReport", "model_part"]
 

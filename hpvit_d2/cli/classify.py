@@ -48,7 +48,7 @@ from typing import Dict, Sequence, Tuple
 
 from .common import EXIT_OK, add_debug_flag, log_to_stderr, program_name, run
 
-__all__ = ["argument_parser", "build_model", "evaluate", "main", "pillow_safe_rand_augment",
+__all__ = ["argument_parser", "create_classifier", "evaluate", "main", "pillow_safe_rand_augment",
            "resolve_data_dirs", "resolve_test_dir"]
 
 
@@ -168,7 +168,7 @@ def resolve_data_dirs(args) -> Tuple[str, str]:
     return dirs[0], dirs[1]
 
 
-def build_model(args, num_classes: int):
+def create_classifier(args, num_classes: int):
     """timm.create_model(args.model, ...), with a ConfigError for an unknown name or argument.
     HPViT's ``hpvit_*`` names are registered here (``hpvit_d2.timm_models``)."""
     import timm
@@ -337,7 +337,7 @@ def main(argv: Sequence[str]) -> int:
     train_dir, val_dir = resolve_data_dirs(args)
     classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
     num_classes = args.num_classes or len(classes)
-    model = build_model(args, num_classes)
+    model = create_classifier(args, num_classes)
     if args.pretrained:
         checkpointer = HPViTCheckpointer(model, require="backbone" if args.strict else "architecture")
         checkpointer.load(args.pretrained)  # logs the load report (stderr)

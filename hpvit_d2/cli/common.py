@@ -3,8 +3,8 @@ What every command shares: one error style and quiet start-up.
 
 - A user error (bad config, override, weights, device, dataset, image; a non-finite loss) is one
   line on stderr, ``error: <what> ...: <fix>``, and exit code 2; ``--debug`` shows the traceback.
-- Known third-party start-up warnings (torch.jit, pkg_resources, timm's moved modules, meshgrid)
-  are silenced here, at the entry points, not in the library.
+- Known third-party warnings are silenced at start, in this process and the ones it starts
+  (:func:`run` calls ``hpvit_d2.known_warnings.quiet_warnings``, the one place they are handled).
 - An optional dependency that is not installed (``onnx``/``onnxruntime`` for an ONNX export) is
   one line naming the wheel's extra to install, ``pip install 'hpvit_d2[onnx]'``, and exit code 3.
 - One command line: ``--config-file NAME`` (a path or a shipped config's name), positional
@@ -20,8 +20,9 @@ What every command shares: one error style and quiet start-up.
 import argparse
 import os
 import sys
-import warnings
 from typing import Callable, Sequence, Tuple, Type
+
+from ..known_warnings import quiet_warnings
 
 __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "EXIT_MISSING_EXTRA", "MissingExtraError",
            "add_debug_flag", "add_device_flag", "add_override_flag", "add_overrides",
@@ -33,24 +34,6 @@ EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
 EXIT_USAGE = 2  # bad config, override, weights, device, dataset: nothing was done
 EXIT_MISSING_EXTRA = 3  # an optional dependency is not installed: nothing was done
-
-# Beyond the library's known third-party warnings (hpvit_d2.known_warnings): a command's output is
-# its own, so every future / deprecation notice of its dependencies is silenced too.
-_QUIET = (
-    (FutureWarning, r".*"),
-    (DeprecationWarning, r".*"),
-    (UserWarning, r".*weights_only.*"),
-)
-
-
-def quiet_warnings() -> None:
-    """Silence the known third-party start-up warnings (also in processes started from here)."""
-    from ..known_warnings import silence_known_warnings
-
-    silence_known_warnings()
-    for category, message in _QUIET:
-        warnings.filterwarnings("ignore", message=message, category=category)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
 
 
 def user_errors() -> Tuple[Type[BaseException], ...]:
@@ -106,7 +89,7 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
     ``main(argv)`` with the shared error style; returns the exit code (``sys.exit`` it).
     ``--debug`` anywhere in argv lets exceptions through.
     """
-    quiet_warnings()
+    quiet_warnings(child_processes=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)

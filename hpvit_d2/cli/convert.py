@@ -38,11 +38,11 @@ def config_fitting_checkpoint(src: str) -> Tuple[str, str]:
     """
     from ..checkpoint import CheckpointError
     from ..checkpoint.io import load_checkpoint_file
-    from ..modeling.checkpoint_filter import extract_state_dict, find_vit_prefix, timm_named, vit_geometry
+    from ..checkpoint.plain_vit import extract_state_dict, timm_named, vit_geometry, vit_key_prefix
     from ..shipped_configs import configs_fitting
 
     state, _ = timm_named(extract_state_dict(load_checkpoint_file(src)))
-    prefix = find_vit_prefix(state)
+    prefix = vit_key_prefix(state)
     if prefix is None:
         raise CheckpointError(f"{src}: no patch_embed.proj.weight among its {len(state)} tensors: "
                               "not a ViT checkpoint, so no config can be chosen for it")

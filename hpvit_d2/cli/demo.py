@@ -23,9 +23,11 @@ naming it, the batch goes on, and predictions.json holds the others. Weights loa
 checkpoint of another model, or a plain ViT, is refused (--allow-partial loads what fits).
 Without --weights the model loads train.init_checkpoint (empty: random weights, with a warning).
 Config overrides are KEY=VALUE arguments (e.g. model.roi_heads.box_predictor.test_nms_thresh=0.4;
---opts KEY=VALUE ... too), before or after the flags; --device D is train.device=D. Exit code: 0 if every input was drawn, 1 if some failed (named at the
-end), 2 if none could be drawn (when no header reads, before the model is built) or on a bad
-config, override, device, dataset or weights.
+--opts KEY=VALUE ... too), before or after the flags; --device D is train.device=D. On the CPU the
+model runs tuned for inference (hpvit_d2.modeling.optimize_for_cpu_inference) and the process keeps
+freed memory for reuse (hpvit_d2.cpu_memory); --no-cpu-tuning turns both off. Exit code: 0 if
+every input was drawn, 1 if some failed (named at the end), 2 if none could be drawn (when no
+header reads, before the model is built) or on a bad config, override, device, dataset or weights.
 """
 import argparse
 import glob
@@ -73,6 +75,9 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="minimum score of the drawn instances (default: 0.5)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="load weights that do not fill the model (the rest stays random)")
+    parser.add_argument("--no-cpu-tuning", dest="cpu_tuning", action="store_false",
+                        help="on the CPU, run the model as built: no banded blocks or oneDNN "
+                             "projections, and glibc's allocator left as it is")
     add_device_flag(parser)
     add_register_coco_flag(parser)
     add_debug_flag(parser)
@@ -156,8 +161,12 @@ def _load_config(args):
 def _build_predictor(args, cfg):
     from ..predictor import LazyPredictor
 
-    # On the CPU the predictor applies optimize_for_cpu_inference (freed memory kept for reuse).
-    return LazyPredictor(cfg, strict=not args.allow_partial)
+    predictor = LazyPredictor(cfg, strict=not args.allow_partial, optimize=args.cpu_tuning)
+    if args.cpu_tuning and predictor.device.type == "cpu":
+        from ..cpu_memory import retain_freed_cpu_memory
+
+        retain_freed_cpu_memory()  # this command's process: freed memory kept for the next image
+    return predictor
 
 
 def _draw(predictor, image_bgr, threshold: float):

@@ -66,7 +66,6 @@ class Trainer(DefaultTrainer):
             base_lr=cfg.SOLVER.BASE_LR,
             lr_decay_rate=cfg.SOLVER.LR_DECAY_RATE,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            pool_weight_decay=cfg.SOLVER.POOL_WEIGHT_DECAY,
         )
         optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS),
                                       weight_decay=cfg.SOLVER.WEIGHT_DECAY)

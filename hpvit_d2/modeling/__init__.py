@@ -1,14 +1,8 @@
 """HPViT modeling: the backbone (detectron2's ViT with two changes), pooling, the attention with
-its kernel switch, the opt-in CPU inference step, the plain-ViT checkpoint filter, the yacs
-builder, the UperNet semantic segmentation head."""
+its kernel switch, the opt-in CPU inference step, the yacs builder, the UperNet semantic
+segmentation head. Converting other checkpoint formats is :mod:`hpvit_d2.checkpoint`'s."""
 from .attention import Attention, Block
 from .build import build_hpvit_backbone, build_hpvit_fpn_backbone
-from .checkpoint_filter import (
-    ConversionReport,
-    IncompatibleCheckpointError,
-    convert_plain_vit,
-)
-from .classifier import checkpoint_filter_fn
 from .cpu_inference import cpu_inference_kernels, optimize_for_cpu_inference
 from .hpvit import HPViT, find_vit_backbone
 from .pooling import TokenPool
@@ -18,15 +12,11 @@ from .upernet import UperNetHead
 __all__ = [
     "Attention",
     "Block",
-    "ConversionReport",
     "HPViT",
-    "IncompatibleCheckpointError",
     "TokenPool",
     "UperNetHead",
     "build_hpvit_backbone",
     "build_hpvit_fpn_backbone",
-    "checkpoint_filter_fn",
-    "convert_plain_vit",
     "cpu_inference_kernels",
     "find_vit_backbone",
     "optimize_for_cpu_inference",

@@ -1,21 +1,16 @@
 """
-detectron2's ViT attention and block, with the attention kernel chosen by one switch.
+detectron2's ViT attention and block, the kernel chosen by ``Attention.fused_attn`` (timm's idiom).
 
-:class:`Attention` and :class:`Block` subclass detectron2's (same parameters, names, shapes and
-initialisation; HPViT adopts the modules detectron2's ``ViT.__init__`` builds). The one
-difference in structure is that the attention partitions its input into windows itself, so that
-it can project only the real tokens. Following timm's ``fused_attn`` idiom, ``Attention.fused_attn``
-chooses the kernel:
+Same parameters, names and initialisation as detectron2's; the attention partitions its input into
+windows itself, so that it projects only the real tokens.
 
-- ``True`` (default): ``F.scaled_dot_product_attention``, the decomposed relative positions
-  passed as its additive bias. On large maps the queries are taken in chunks of rows, each with
-  its own slice of the bias, so the full (B, heads, N, N) bias is never in memory
-  (:data:`BIAS_CHUNK_BYTES` per chunk). Window attention projects only the real tokens: ``qkv``
-  runs before the map is padded to whole windows, the padded tokens get the ``qkv`` bias (what
-  detectron2's zero padding of the normalised input gives them), and the output projection runs
-  after the windows are merged and cropped. q, k and v are strided views of the qkv output.
-- ``False``: detectron2's ``window_partition``, ``Attention.forward`` and ``window_unpartition``
-  exactly, for reference.
+- ``fused_attn=True``: ``F.scaled_dot_product_attention`` with the decomposed relative positions as
+  its additive bias, the queries in chunks of rows on large maps so that the (B, heads, N, N) bias
+  never exists whole. ``qkv`` runs before the padding to whole windows (padded tokens get the
+  ``qkv`` bias, what detectron2's zero padding of the normalised input gives them) and ``proj``
+  after the crop.
+- ``fused_attn=False``: detectron2's ``window_partition``, ``Attention.forward`` and
+  ``window_unpartition``, for reference.
 """
 from typing import Optional, Tuple
 
@@ -23,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos, window_partition, window_unpartition
+
+from .retype import retype
 
 __all__ = [
     "Attention",
@@ -34,10 +31,8 @@ __all__ = [
     "split_windows",
 ]
 
-
-# Largest relative-position bias built at once (bytes): the queries are chunked so that a chunk's
-# (B, heads, rows * W, N) bias fits in it. Smaller chunks cost speed (SDPA is slower on few
-# queries); docs/benchmarks.md has the measurement behind this value.
+# Largest (B, heads, rows * W, N) bias chunk built at once, in bytes; docs/benchmarks.md
+# ("Speed and memory") has the measurement behind it.
 BIAS_CHUNK_BYTES = 128 * 2**20
 
 
@@ -45,15 +40,8 @@ def split_windows(
     x: torch.Tensor, window_size: int, fill: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """
-    Cut a channels-last map into non-overlapping windows, padding at the bottom and right.
-
-    Args:
-        x (Tensor): (B, H, W, C).
-        window_size (int): window side ws.
-        fill (Tensor or None): (C,) value given to padded tokens; zeros if None.
-    Returns:
-        windows (Tensor): (B * Hp/ws * Wp/ws, ws * ws, C), row-major windows of row-major tokens.
-        (Hp, Wp): the padded size, multiples of ws.
+    (B, H, W, C) -> windows (B * Hp/ws * Wp/ws, ws * ws, C) and (Hp, Wp), the map padded at the
+    bottom and right to multiples of ws with ``fill`` (C,) (zeros if None).
     """
     B, H, W, C = x.shape
     ws = window_size
@@ -72,16 +60,8 @@ def split_windows(
 def merge_windows(
     windows: torch.Tensor, window_size: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
 ) -> torch.Tensor:
-    """
-    Inverse of :func:`split_windows`, cropped back to the unpadded map.
-
-    Args:
-        windows (Tensor): (B * Hp/ws * Wp/ws, ws * ws, C).
-        window_size (int): window side ws.
-        padded_hw, hw (tuple[int, int]): (Hp, Wp) and (H, W).
-    Returns:
-        Tensor (B, H, W, C); a view (not a copy) when there was padding.
-    """
+    """Inverse of :func:`split_windows`: (B * Hp/ws * Wp/ws, ws * ws, C) -> (B, H, W, C), cropped
+    (a view) when there was padding."""
     ws = window_size
     (Hp, Wp), (H, W) = padded_hw, hw
     nh, nw = Hp // ws, Wp // ws
@@ -94,16 +74,8 @@ def decomposed_rel_pos_bias(
     q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, q_size: Tuple[int, int],
     k_size: Tuple[int, int],
 ) -> torch.Tensor:
-    """
-    Decomposed relative-position term of MViTv2/ViTDet as an additive attention bias.
-
-    Args:
-        q (Tensor): unscaled queries, (..., q_h * q_w, C); any leading dims (e.g. B, heads).
-        rel_pos_h, rel_pos_w (Tensor): tables (Lh, C) and (Lw, C), resized to the sizes if needed.
-        q_size, k_size (tuple[int, int]): (h, w) of the query and key maps.
-    Returns:
-        Tensor (..., q_h * q_w, k_h * k_w), in q's dtype.
-    """
+    """MViTv2/ViTDet's decomposed relative positions as an additive attention bias: unscaled
+    queries (..., q_h * q_w, C), tables (Lh, C) and (Lw, C) -> (..., q_h * q_w, k_h * k_w)."""
     q_h, q_w = q_size
     k_h, k_w = k_size
     lead = q.shape[:-2]
@@ -114,21 +86,11 @@ def decomposed_rel_pos_bias(
 
 def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
                   q_size: Tuple[int, int], k_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """
-    The two small factors of the decomposed relative-position bias.
-
-    Args:
-        q (Tensor): unscaled queries, (..., q_h * q_w, C).
-        rel_pos_h, rel_pos_w (Tensor): tables (Lh, C) and (Lw, C), resized to the sizes if needed.
-        q_size, k_size (tuple[int, int]): (h, w) of the query and key maps.
-    Returns:
-        (Tensor, Tensor): (B', q_h, q_w, k_h) and (B', q_h, q_w, k_w), B' the product of q's
-        leading dims, contiguous and in q's dtype; the bias is their broadcast sum.
-    """
+    """The bias's two factors, (B', q_h, q_w, k_h) and (B', q_h, q_w, k_w) with B' the product of
+    q's leading dims; the bias is their broadcast sum."""
     (q_h, q_w), (k_h, k_w) = q_size, k_size
     r_q = q.reshape(-1, q_h, q_w, q.shape[-1])
-    # einsum returns permuted strides; the (small) terms are made contiguous so that the (large)
-    # sum is laid out row-major and its reshape is a view, not a copy.
+    # Contiguous (einsum returns permuted strides), so that the large sum's reshape is a view.
     rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(q_h, k_h, rel_pos_h).to(q.dtype))
     rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(q_w, k_w, rel_pos_w).to(q.dtype))
     return rel_h.contiguous(), rel_w.contiguous()
@@ -136,15 +98,9 @@ def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Ten
 
 def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
                       chunk_bytes: Optional[int] = None) -> torch.Tensor:
-    """
-    SDPA with the decomposed relative-position bias, the queries in chunks of whole rows so that
-    no chunk's bias exceeds ``chunk_bytes`` (default :data:`BIAS_CHUNK_BYTES`).
-
-    Args:
-        q, k, v (Tensor): (batch, heads, N, C) with N = h * w tokens of a map of size ``side``.
-    Returns:
-        Tensor (batch, heads, N, C).
-    """
+    """SDPA with the decomposed relative-position bias, the queries in chunks of whole rows whose
+    bias fits in ``chunk_bytes`` (default :data:`BIAS_CHUNK_BYTES`). q, k, v: (batch, heads, h * w,
+    C) -> (batch, heads, h * w, C)."""
     h, w = side
     n = h * w
     budget = BIAS_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
@@ -153,8 +109,6 @@ def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scal
     if rows >= h:
         bias = decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, side, side)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    # The two small terms, (batch * heads, h, w, h) and (..., w), for all queries at once; only
-    # their (large) sum is built chunk by chunk.
     rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, side, side)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # once, not once per chunk
     lead = q.shape[:2]
@@ -169,22 +123,13 @@ def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scal
 
 
 class Attention(d2_vit.Attention):
-    """
-    detectron2's ``Attention`` over a whole map, partitioned into windows by the attention itself.
-    ``fused_attn`` (instance or class attribute) chooses the kernel (see the module docstring).
-    """
+    """detectron2's ``Attention`` over a whole map, split into windows by itself; ``fused_attn``
+    chooses the kernel (module docstring)."""
 
     fused_attn: bool = True
 
     def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:
-        """
-        Args:
-            x (Tensor): (B, H, W, C), the normalised map.
-            window_size (int): 0 for global attention, else attention within ws x ws windows of
-                the map zero-padded to whole windows (detectron2's ``window_partition``).
-        Returns:
-            Tensor (B, H, W, C).
-        """
+        """x: (B, H, W, C) -> (B, H, W, C); global attention for ``window_size`` 0."""
         if not self.fused_attn:
             if window_size == 0:
                 return super().forward(x)
@@ -199,7 +144,7 @@ class Attention(d2_vit.Attention):
             qkv = qkv.reshape(B, H * W, 3 * C)
             side = (H, W)
         batch, tokens = qkv.shape[:2]
-        # (3, batch, heads, tokens, head_dim), strided views of the qkv output
+        # each (batch, heads, tokens, head_dim), strided views of the qkv output
         q, k, v = qkv.view(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         if self.use_rel_pos:
             out = sdpa_with_rel_pos(q, k, v, self.rel_pos_h, self.rel_pos_w, side, self.scale)
@@ -214,9 +159,7 @@ class Attention(d2_vit.Attention):
 
 
 class Block(d2_vit.Block):
-    """detectron2's ``Block`` whose :class:`Attention` takes the window size. x: (B, H, W, C).
-    Built with detectron2's ``Block`` arguments plus ``fused_attn``, or from a block detectron2
-    built (:func:`adopt_block`)."""
+    """detectron2's ``Block`` whose :class:`Attention` takes the window size. x: (B, H, W, C)."""
 
     def __init__(self, *args, fused_attn: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -231,14 +174,11 @@ class Block(d2_vit.Block):
 
 
 def adopt_block(block: d2_vit.Block, fused_attn: bool = True) -> Block:
-    """
-    Make a detectron2 ``Block`` (e.g. one ``ViT.__init__`` built) a :class:`Block` with an
-    :class:`Attention` of kernel ``fused_attn``, in place: the modules, parameters and state-dict
-    keys stay the ones detectron2 built, only their forwards change.
-    """
+    """A detectron2 ``Block`` (one ``ViT.__init__`` built) as a :class:`Block` with an
+    :class:`Attention` of kernel ``fused_attn``, in place (:func:`~.retype.retype`)."""
     if not isinstance(block, Block):
-        block.__class__ = Block
+        retype(block, Block)
     if not isinstance(block.attn, Attention):
-        block.attn.__class__ = Attention
+        retype(block.attn, Attention)
     block.attn.fused_attn = fused_attn
     return block

@@ -4,10 +4,8 @@ global average pooling of the last stage, ``fc_norm`` (LayerNorm) and a linear `
 
 Its parameters have timm's ViT names (``patch_embed.*``, ``pos_embed``, ``blocks.{i}.*``,
 ``pools.{k}.*``, ``fc_norm.*``, ``head.*``), so plain checkpoints convert through
-``hpvit_d2.modeling.checkpoint_filter.convert_plain_vit`` (MAE,
-DeiT, timm, Hugging Face ViT/ViTMAE/DeiT, detectron2 ViTDet, HPViT detectors); ``head`` and
-``fc_norm`` load when the checkpoint has them with the same shapes (a timm ViT made with
-``global_pool="avg"``, an MAE fine-tuned model).
+:mod:`hpvit_d2.checkpoint.plain_vit`; ``head`` and ``fc_norm`` load when the checkpoint has them
+with the same shapes (a timm ViT made with ``global_pool="avg"``, an MAE fine-tuned model).
 
 With ``patch_stride=16, stage_depths=(12,)`` it is timm's ``VisionTransformer(class_token=False,
 global_pool="avg")``, ``fc_norm`` included (timm then makes ``norm`` an identity): same weights,
@@ -15,23 +13,23 @@ same logits.
 
 The timm model names (``hpvit_{tiny,small,base,large}_patch16_224``) are registered by
 ``import hpvit_d2.timm_models``, whose factory reads weights with the project's checkpointer, as
-every entry does. :func:`checkpoint_filter_fn` is timm's filter for users of timm's own loaders
-(``timm.models.load_checkpoint(..., filter_fn=checkpoint_filter_fn)``).
+every entry does; ``hpvit_d2.checkpoint.checkpoint_filter_fn`` is timm's filter for users of
+timm's own loaders.
 """
-import logging
-from functools import partial
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from .checkpoint_filter import convert_plain_vit
 from .hpvit import HPViT
 
-__all__ = ["HPViTClassifier", "checkpoint_filter_fn"]
+__all__ = ["HPViTClassifier"]
 
-logger = logging.getLogger(__name__)
+
+def _check_global_pool(global_pool: str) -> None:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool={global_pool!r}: use 'avg' or '' (no pooling)")
 
 
 class HPViTClassifier(HPViT):
@@ -57,16 +55,11 @@ class HPViTClassifier(HPViT):
                 ``pool_type``, ``img_size``, ``embed_dim``, ``depth``, ``num_heads``,
                 ``drop_path_rate``, ``norm_layer``, ...). ``out_features`` is the last stage.
         """
-        if global_pool not in ("avg", ""):
-            raise ValueError(f"global_pool={global_pool!r}: use 'avg' or '' (no pooling)")
+        _check_global_pool(global_pool)
         hpvit_kwargs.pop("out_features", None)
         super().__init__(**hpvit_kwargs)
+        self._set_out_features(self.stage_names[-1:])
         embed_dim = self.patch_embed.proj.out_channels
-        last = self.stage_names[-1]
-        self._out_features = [last]
-        self._out_feature_channels = {last: embed_dim}
-        self._out_feature_strides = {last: self.stage_strides[-1]}
-        self._last_stage = len(self.stage_depths) - 1
         norm_layer = hpvit_kwargs.get("norm_layer", nn.LayerNorm)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -97,11 +90,6 @@ class HPViTClassifier(HPViT):
         return stage_id
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """timm's no-decay names besides 1-D ones: :attr:`HPViT.NO_WEIGHT_DECAY`."""
-        return set(self.NO_WEIGHT_DECAY)
-
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.use_act_checkpoint = enable
 
@@ -110,8 +98,7 @@ class HPViTClassifier(HPViT):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         if global_pool is not None:
-            if global_pool not in ("avg", ""):
-                raise ValueError(f"global_pool={global_pool!r}: use 'avg' or ''")
+            _check_global_pool(global_pool)
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -133,17 +120,3 @@ class HPViTClassifier(HPViT):
         """(B, 3, H, W) -> (B, num_classes) logits."""
         return self.forward_head(self.forward_features(x))
 
-
-def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> Dict[str, torch.Tensor]:
-    """
-    timm's filter: a plain ViT (or HPViT) checkpoint as ``model``'s state dict, converted by
-    ``convert_plain_vit``; what was loaded and left out is logged. Raises
-    ``IncompatibleCheckpointError`` for a checkpoint of another width, depth or patch size.
-    """
-    converted, report = convert_plain_vit(state_dict, model)
-    left = sorted(set(model.state_dict()) - set(converted))
-    logger.info("%s checkpoint: %d of %d tensors loaded (%d resized); left at initialisation: "
-                "%s; shape mismatches: %s", report.source_format, len(converted),
-                len(model.state_dict()), len(report.resized), left or "none",
-                sorted(report.mismatched) or "none")
-    return converted

@@ -1,7 +1,7 @@
 """HPViT: detectron2's ViT with two changes, a stride-4 patch embedding and pooling between stages."""
 import inspect
 import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Set, Union
 
 import torch
 import torch.nn as nn
@@ -10,20 +10,17 @@ from detectron2.modeling.backbone.utils import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
 from .attention import adopt_block
-from .checkpoint_filter import resize_rel_pos
-from .pooling import POOL_TYPES, TokenPool
-from .position import resized_abs_pos
+from .bands import RECOMPUTE_BAND_TOKENS, row_bands
+from .pooling import TokenPool, check_pool_type
+from .position import resize_rel_pos, resized_abs_pos
+from .retype import retype
 
-__all__ = ["CHECKPOINT_BAND_TOKENS", "HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "checkpointed_block",
-           "find_vit_backbone", "stage_depths_problem"]
+__all__ = ["HPViT", "MAX_GLOBAL_ATTENTION_SIDE", "find_vit_backbone", "recomputed_block",
+           "stage_depths_problem"]
 
-# Global attention is quadratic in the number of tokens: it is only allowed on maps of at most
-# 64x64 tokens at `img_size` (ViTDet's largest global map, ViT-B at 1024/16).
+# Global attention is quadratic in the tokens: allowed on maps of at most 64x64 tokens at
+# `img_size`, ViTDet's largest global map (ViT-B at 1024/16).
 MAX_GLOBAL_ATTENTION_SIDE = 64
-
-# Tokens per band of a checkpointed window block (checkpointed_block): the activations backward
-# rebuilds at once.
-CHECKPOINT_BAND_TOKENS = 4096
 
 _VIT_ARGUMENTS = frozenset(inspect.signature(ViT.__init__).parameters) - {"self", "out_feature"}
 
@@ -41,17 +38,15 @@ class HPViT(ViT):
     """
     Hierarchical plain ViT ("Rethinking Hierarchies in Pre-trained Plain Vision Transformer").
 
-    It is detectron2's ``ViT`` (built by ``ViT.__init__``: the same blocks, patch embedding,
-    position embedding, parameter names ``blocks.{i}`` as in MAE, timm and ViTDet, and
-    initialisation), with two changes:
+    detectron2's ``ViT`` (its blocks, patch and position embeddings, ``blocks.{i}`` names and
+    initialisation) with two changes: the patch embedding runs its ``patch_size`` kernel at
+    ``patch_stride``, and a pooling layer ``pools.{k}`` halves the map after every stage but the
+    last. Outputs ``scale2`` (1/4) ... ``scale5`` (1/32), each (B, embed_dim, H / s, W / s). With
+    ``patch_stride=patch_size`` and ``stage_depths=(depth,)`` it is detectron2's ``ViT``, its one
+    output named ``scale4``.
 
-    1. the patch embedding keeps its ``patch_size`` kernel but runs at ``patch_stride``;
-    2. a pooling layer (``pools.{k}``) halves the map after every stage but the last.
-
-    Outputs are named by stride, ``scale2`` (1/4) ... ``scale5`` (1/32), each
-    (B, embed_dim, H / stride, W / stride). With ``patch_stride=patch_size`` and
-    ``stage_depths=(depth,)`` it is detectron2's ``ViT`` (same state dict, same output) whose one
-    output is named ``scale4``.
+    Its own arguments default to the paper's HPViT-B/16 at 224; those it passes on keep
+    detectron2's ``ViT`` defaults (docs/design.md, "Defaults").
     """
 
     def __init__(
@@ -67,26 +62,17 @@ class HPViT(ViT):
     ):
         """
         Args:
-            img_size (int): input size the model is built for: sizes the relative-position tables
-                of global blocks (each for its stage's map) and decides where global attention is
-                allowed. Any input size runs. Detection configs set 1024.
-            patch_stride (int): stride of the patch embedding: 4 for HPViT, ``patch_size`` for
-                the plain ViT.
+            img_size (int): the input size the model is built for: sizes the relative-position
+                tables of global blocks (each for its stage's map) and decides where global
+                attention is allowed. Any input size runs.
+            patch_stride (int): stride of the patch embedding (``patch_size``: the plain ViT).
             stage_depths (list[int]): blocks per stage, summing to ``depth``.
             pool_type (str): "conv" (2x2 stride-2 conv, initialised to the average), "avg" or "max".
-            out_features (list[str] or None): stages to return, among ``scale{log2(stride)}``;
-                None: all.
-            fused_attn (bool): the attention kernel of every block
-                (:class:`~hpvit_d2.modeling.attention.Attention`): SDPA with the chunked
-                relative-position bias (True), or detectron2's own ops (False, for reference).
-            use_act_checkpoint (bool or list[int]): recompute block activations in backward to
-                save memory (``torch.utils.checkpoint``; detectron2's needs fairscale): True in
-                every stage, or the stages listed (e.g. (0, 1): the 1/4 and 1/8 stages, whose
-                maps hold most of the activations).
-            vit_kwargs: the other arguments of detectron2's ``ViT`` (``patch_size``,
-                ``embed_dim``, ``depth``, ``num_heads``, ``window_size``,
-                ``window_block_indexes``, ``use_rel_pos``, ``drop_path_rate``, ...), with its
-                defaults.
+            out_features (list[str] or None): stages to return, ``scale{log2(stride)}``; None: all.
+            fused_attn (bool): the blocks' attention kernel (:class:`~.attention.Attention`).
+            use_act_checkpoint (bool or list[int]): recompute block activations in backward
+                (``torch.utils.checkpoint``): in every stage, or in the stages listed.
+            vit_kwargs: detectron2 ``ViT``'s other arguments, with its defaults.
         """
         unknown = sorted(set(vit_kwargs) - _VIT_ARGUMENTS)
         if unknown:
@@ -101,12 +87,12 @@ class HPViT(ViT):
         self._validate(patch_size, patch_stride, pool_type,
                        vit_kwargs.get("window_block_indexes", ()))
 
-        # detectron2's modules, given forwards that keep the token map row-major and let the
-        # attention choose its kernel (same parameters, state dict and initialisation).
-        self.patch_embed.__class__ = RowMajorPatchEmbed
+        # detectron2's modules with forwards that keep the map row-major and let the attention
+        # choose its kernel (same parameters and state dict).
+        retype(self.patch_embed, RowMajorPatchEmbed)
         for blk in self.blocks:
             adopt_block(blk, fused_attn)
-        # Change 1: the pre-trained kernel at a finer stride (padding keeps the grid centred).
+        # Change 1: the pre-trained kernel at a finer stride (the padding keeps the grid centred).
         self.patch_embed.proj.stride = (patch_stride, patch_stride)
         self.patch_embed.proj.padding = ((patch_size - patch_stride) // 2,) * 2
         # Change 2: a pooling layer between consecutive stages.
@@ -119,17 +105,18 @@ class HPViT(ViT):
         self._block_stages = [k for k, d in enumerate(self.stage_depths) for _ in range(d)]
         self._check_global_attention(img_size)
         self._size_global_rel_pos_tables(img_size, patch_size)
+        self._set_out_features(self.stage_names if out_features is None else out_features)
 
-        out_features = self.stage_names if out_features is None else tuple(out_features)
-        unknown = [f for f in out_features if f not in self.stage_names]
-        if unknown or not out_features:
+    def _set_out_features(self, out_features: Sequence[str]) -> None:
+        """The stages ``forward`` returns, and the shapes detectron2's necks read from them."""
+        out_features = tuple(out_features)
+        if not out_features or any(f not in self.stage_names for f in out_features):
             raise ValueError(
                 f"out_features={list(out_features)} names stages that do not exist: with "
-                f"patch_stride={patch_stride} and {len(self.stage_depths)} stages they are "
-                f"{list(self.stage_names)}"
-            )
+                f"patch_stride={self.stage_strides[0]} and {len(self.stage_depths)} stages they "
+                f"are {list(self.stage_names)}")
         self._out_features = list(out_features)
-        self._out_feature_channels = {name: embed_dim for name in out_features}
+        self._out_feature_channels = {n: self.patch_embed.proj.out_channels for n in out_features}
         self._out_feature_strides = {
             n: s for n, s in zip(self.stage_names, self.stage_strides) if n in out_features
         }
@@ -147,8 +134,7 @@ class HPViT(ViT):
         problem = stage_depths_problem(self.stage_depths, depth)
         if problem:
             raise ValueError(problem)
-        if pool_type not in POOL_TYPES:
-            raise ValueError(f"pool_type={pool_type!r} is unknown: use one of {POOL_TYPES}")
+        check_pool_type(pool_type)  # also where one stage builds no pool
         outside = [i for i in window_block_indexes if not 0 <= i < depth]
         if outside:
             raise ValueError(
@@ -171,7 +157,7 @@ class HPViT(ViT):
     @torch.no_grad()
     def _size_global_rel_pos_tables(self, img_size: int, patch_size: int) -> None:
         """detectron2 sizes every global block's tables for the 1/patch_size map; here each gets
-        the size of its own stage's map at ``img_size`` (its initial values resampled)."""
+        its own stage's map at ``img_size`` (its initial values resampled)."""
         for i, blk in enumerate(self.blocks):
             stride = self.stage_strides[self._block_stages[i]]
             if blk.window_size > 0 or not blk.attn.use_rel_pos or stride == patch_size:
@@ -180,18 +166,21 @@ class HPViT(ViT):
             blk.attn.rel_pos_h = nn.Parameter(resize_rel_pos(blk.attn.rel_pos_h, length))
             blk.attn.rel_pos_w = nn.Parameter(resize_rel_pos(blk.attn.rel_pos_w, length))
 
-    # Names (fnmatch patterns, relative to this module) trained without weight decay besides the
-    # 1-D ones: the position embedding, and the pooling layers (a conv pool starts as the average;
-    # decay would pull it towards zero, shrinking the stream the next stage's blocks expect).
-    NO_WEIGHT_DECAY = ("pos_embed", "pools.*")
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """
+        Names (fnmatch patterns) trained without weight decay besides 1-D tensors, read by timm's
+        optimizers and ``hpvit_d2.solver``: the position embedding (ViTDet's and MAE's recipe),
+        and the pooling layers: a conv pool starts as the average, and decay would pull it towards
+        zero, shrinking the stream the next stage's pre-trained blocks expect.
+        """
+        return {"pos_embed", "pools.*"}
 
     def layer_id(self, name: str) -> int:
         """
-        Depth of parameter ``name`` (relative to this module) for layer-wise lr decay: patch and
-        position embeddings 0, block ``i`` at ``i + 1`` (as detectron2's
-        ``get_vit_lr_decay_rate``), pooling layer ``k`` at the layer of the first block of the
-        stage it feeds (that stage's input, as the patch embedding is the first stage's), anything
-        else ``depth + 1``. The detector's and the classifier's optimizers both use it.
+        Depth of parameter ``name`` for layer-wise lr decay: patch and position embeddings 0,
+        block ``i`` at ``i + 1`` (as ``get_vit_lr_decay_rate``), pooling layer ``k`` at the layer
+        of the first block of the stage it feeds (that stage's input layer), the rest ``depth + 1``.
         """
         if name.startswith(("patch_embed.", "pos_embed")):
             return 0
@@ -203,7 +192,7 @@ class HPViT(ViT):
 
     @property
     def use_act_checkpoint(self) -> Union[bool, Sequence[int]]:
-        """Activation checkpointing: True (every stage), False, or the stages recomputed."""
+        """Activations recomputed in backward: True (every stage), False, or the stages listed."""
         return self._act_checkpoint
 
     @use_act_checkpoint.setter
@@ -214,32 +203,26 @@ class HPViT(ViT):
         if not chosen <= set(stages):
             raise ValueError(f"use_act_checkpoint={value!r}: stages are 0..{len(stages) - 1} "
                              "(or True / False for all / none)")
-        self._act_checkpoint, self._checkpointed_stages = value, chosen
+        self._act_checkpoint, self._recomputed_stages = value, chosen
 
     @property
     def size_divisibility(self) -> int:
         return self.stage_strides[-1]
 
     def forward(self, x: torch.Tensor):
-        """
-        Args:
-            x (Tensor): images (B, in_chans, H, W).
-        Returns:
-            dict[str, Tensor]: ``scale{n}`` -> (B, embed_dim, ceil(H / 2**n), ceil(W / 2**n)),
-            exact for H, W divisible by ``size_divisibility``.
-        """
-        x = self.patch_embed(x)  # (B, H / patch_stride, W / patch_stride, C), row-major
-        if self.pos_embed is not None:  # resized to the map (in place: one map, not two)
+        """(B, in_chans, H, W) -> {``scale{n}``: (B, embed_dim, ceil(H / 2**n), ceil(W / 2**n))}."""
+        x = self.patch_embed(x)  # (B, H / patch_stride, W / patch_stride, C)
+        if self.pos_embed is not None:  # in place: one map in memory, not two
             x += resized_abs_pos(self.pos_embed, self.pretrain_use_cls_token, x.shape[1:3])
-        recompute = self.training and torch.is_grad_enabled()
+        training = self.training and torch.is_grad_enabled()
         outputs = {}
         first = 0
         for stage, depth in enumerate(self.stage_depths):
             if stage > 0:
                 x = self.pools[stage - 1](x)
-            checkpointed = recompute and stage in self._checkpointed_stages
+            recompute = training and stage in self._recomputed_stages
             for blk in self.blocks[first : first + depth]:
-                x = checkpointed_block(blk, x) if checkpointed else blk(x)
+                x = recomputed_block(blk, x) if recompute else blk(x)
             first += depth
             if self.stage_names[stage] in self._out_features:
                 outputs[self.stage_names[stage]] = x.permute(0, 3, 1, 2)
@@ -248,39 +231,31 @@ class HPViT(ViT):
         return outputs
 
 
-def checkpointed_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def recomputed_block(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
-    ``blk(x)`` with its activations recomputed in backward (``torch.utils.checkpoint``). A window
-    block without a residual conv runs in bands of whole window rows (window attention never
-    crosses them, the MLP is per token), each band its own checkpoint: backward then rebuilds one
-    band's activations at a time (at most :data:`CHECKPOINT_BAND_TOKENS` tokens), not the whole
-    1/4 map's. The same output and gradients as ``blk(x)``. x: (B, H, W, C) -> (B, H, W, C).
+    ``blk(x)`` with its activations recomputed in backward; a window block without a residual
+    conv in row bands (:mod:`.bands`), each recomputed on its own. x: (B, H, W, C).
     """
     ws = blk.window_size
-    B, H, W, _ = x.shape
-    rows = ws * max(1, CHECKPOINT_BAND_TOKENS // max(1, B * W * ws)) if ws else H
-    if ws == 0 or blk.use_residual_block or rows >= H:
+    pieces = [] if ws == 0 or blk.use_residual_block else list(
+        row_bands(x, RECOMPUTE_BAND_TOKENS, ws))
+    if len(pieces) <= 1:
         return checkpoint(blk, x, use_reentrant=False)
-    return torch.cat([checkpoint(blk, x[:, r0:r0 + rows], use_reentrant=False)
-                      for r0 in range(0, H, rows)], dim=1)
+    return torch.cat([checkpoint(blk, band, use_reentrant=False) for band in pieces], dim=1)
 
 
 class RowMajorPatchEmbed(PatchEmbed):
-    """detectron2's ``PatchEmbed`` whose output map is row-major: images (B, C_in, H, W) ->
-    (B, H', W', C) contiguous. Given the image channels-last, the convolution writes the map in
-    that layout (no copy), so every LayerNorm, band and residual add of the blocks reads and
-    writes contiguous memory (detectron2 returns a permuted view of a (B, C, H', W') map)."""
+    """detectron2's ``PatchEmbed`` with a contiguous (B, H', W', C) output: given the image
+    channels-last, the convolution writes the map in that layout, so the blocks read and write
+    contiguous memory (detectron2 returns a permuted view)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1).contiguous()
 
 
 def find_vit_backbone(model: nn.Module):
-    """(prefix, module) of the first detectron2 ViT (HPViT included) in ``model``; prefix '' if it is one.
-
-    Raises:
-        ValueError: ``model`` holds no ViT.
-    """
+    """(prefix, module) of the first detectron2 ViT (HPViT included) in ``model``'s modules; prefix
+    '' if it is one. Raises ValueError if there is none."""
     for name, module in model.named_modules():
         if isinstance(module, ViT):
             return (name + "." if name else ""), module

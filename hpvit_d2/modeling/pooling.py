@@ -3,9 +3,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["POOL_TYPES", "TokenPool"]
+__all__ = ["POOL_TYPES", "TokenPool", "check_pool_type"]
 
 POOL_TYPES = ("conv", "avg", "max")
+
+
+def check_pool_type(pool_type: str) -> None:
+    if pool_type not in POOL_TYPES:
+        raise ValueError(f"pool_type={pool_type!r} is unknown: use one of {POOL_TYPES}")
 
 
 class TokenPool(nn.Module):
@@ -24,8 +29,7 @@ class TokenPool(nn.Module):
                 "avg" or "max" (parameter-free).
         """
         super().__init__()
-        if pool_type not in POOL_TYPES:
-            raise ValueError(f"pool_type={pool_type!r} is unknown: use one of {POOL_TYPES}")
+        check_pool_type(pool_type)
         self.pool_type = pool_type
         if pool_type == "conv":
             self.conv = nn.Conv2d(dim, dim, kernel_size=2, stride=2)

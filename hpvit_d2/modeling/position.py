@@ -1,13 +1,11 @@
 """
-The absolute position embedding resized to a token map, as two small matrix products.
+The model's position tables resized at run time: the absolute embedding to a token map, and the
+relative-position tables to a length.
 
-detectron2's ``get_abs_pos`` resizes the pre-training grid (e.g. 14x14 for ViT-B at 224) with
-``F.interpolate(mode="bicubic", align_corners=False)`` on every forward and returns it permuted,
-which is slow for HPViT's large 1/4 map. Bicubic interpolation is separable: each output is a weighted sum over rows of a
-weighted sum over columns, with torch's cubic weights and border clamping. Here the two 1-D
-weight matrices are read off ``F.interpolate`` itself (by resizing an identity), and the grid is
-resized as ``A_h @ grid @ A_w^T``: the same values to float rounding (tested against
-``get_abs_pos``), written directly as a row-major (1, H, W, C) map.
+detectron2's ``get_abs_pos`` runs ``F.interpolate(mode="bicubic")`` on every forward and returns
+a permuted map, slow on HPViT's 1/4 map. Bicubic interpolation is separable, so here the grid is
+resized as ``A_h @ grid @ A_w^T`` with the 1-D weights read off ``F.interpolate`` itself: the same
+values to float rounding, written as a row-major (1, H, W, C) map.
 """
 import math
 from typing import Tuple
@@ -15,29 +13,18 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bicubic_matrix", "resized_abs_pos"]
+__all__ = ["bicubic_matrix", "resize_rel_pos", "resized_abs_pos"]
 
 
 def bicubic_matrix(src: int, dst: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """
-    The (dst, src) matrix ``A`` with ``A @ v`` equal to resizing the length-``src`` signal ``v``
-    to ``dst`` samples by torch's bicubic interpolation (``align_corners=False``).
-    """
+    """(dst, src) ``A`` with ``A @ v`` = ``v`` (src,) resized to dst by torch's bicubic."""
     eye = torch.eye(src, dtype=dtype, device=device).view(1, src, src, 1)  # src signals, one each
     return F.interpolate(eye, size=(dst, 1), mode="bicubic", align_corners=False)[0, :, :, 0].t()
 
 
 def resized_abs_pos(abs_pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> torch.Tensor:
-    """
-    What detectron2's ``get_abs_pos(abs_pos, has_cls_token, hw)`` returns, computed separably.
-
-    Args:
-        abs_pos (Tensor): (1, L, C) with L = S * S (+1 with a class token) for an S x S grid.
-        has_cls_token (bool): whether the first of the L entries is the class token's (dropped).
-        hw (tuple[int, int]): (H, W) of the token map.
-    Returns:
-        Tensor (1, H, W, C), row-major, in ``abs_pos``'s dtype (also under autocast).
-    """
+    """detectron2's ``get_abs_pos(abs_pos, has_cls_token, hw)``: (1, [1 +] S * S, C) ->
+    (1, H, W, C) row-major, in ``abs_pos``'s dtype (also under autocast)."""
     h, w = hw
     grid = abs_pos[:, 1:] if has_cls_token else abs_pos
     side = int(math.sqrt(grid.shape[1]))
@@ -51,3 +38,12 @@ def resized_abs_pos(abs_pos: torch.Tensor, has_cls_token: bool, hw: Tuple[int, i
         cols = rows if w == h else bicubic_matrix(side, w, abs_pos.dtype, abs_pos.device)  # (W, S)
         tall = (rows @ grid.reshape(side, side * channels)).view(h, side, channels)  # (H, S, C)
         return torch.matmul(cols, tall).unsqueeze(0)  # (1, H, W, C)
+
+
+def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample a relative-position table (L, C) -> (length, C), as detectron2's
+    ``get_rel_pos`` does at run time."""
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
+    return resized[0].t().to(table.dtype)

@@ -1,20 +1,12 @@
 """
-The token projections of a ViT block (``qkv``, ``proj``, ``fc1``, ``fc2``), computed by oneDNN at
-CPU inference: the same ``nn.Linear`` parameters, multiplied by oneDNN instead of MKL.
+A ViT block's token projections (``qkv``, ``proj``, ``fc1``, ``fc2``) through oneDNN's linear
+(``torch.ops.mkldnn._linear_pointwise``, the kernel inductor calls for CPU linears) instead of
+``F.linear`` (MKL's sgemm and a bias pass), with the same ``nn.Linear`` parameters.
 
-PyTorch's ``F.linear`` on the CPU is MKL's sgemm with a bias pass over the output; this path
-runs the same products through oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the
-kernel inductor calls for CPU linears). Which is faster depends on the processor (10-25% faster
-on an AMD EPYC, 3-12% slower on the Intel Xeon of docs/benchmarks.md), so it is decided on the
-machine: :func:`choose_cpu_linear` times both kernels on the model's own
-projection shapes, once per process, and ``HPVIT_CPU_LINEAR=onednn|mkl`` (or the ``linear``
-argument of ``optimize_for_cpu_inference``) fixes the choice. ``make bench`` prints the kernel
-its rows used and both rooflines.
-
-:func:`hpvit_d2.modeling.optimize_for_cpu_inference` makes a built model's projections
-:class:`OneDNNLinear` when oneDNN is chosen. Only inference takes this path (no autograd, fp32 on
-the CPU, no autocast, not traced, compiled or exported): training, exported graphs,
-``torch.compile`` and other devices keep ``F.linear``.
+Which kernel is faster depends on the processor (docs/benchmarks.md, "Speed and memory", the two
+rooflines), so :func:`choose_cpu_linear` times both on the model's own shapes, once per process;
+``HPVIT_CPU_LINEAR=onednn|mkl`` fixes the choice. Only CPU fp32 inference takes this path (no
+autograd or autocast, not traced, compiled or exported).
 """
 import functools
 import os
@@ -31,8 +23,8 @@ __all__ = ["CPU_LINEAR_ENV", "CPU_LINEARS", "CpuLinearChoice", "OneDNNLinear", "
 # The environment variable that fixes the CPU inference projections' kernel, and its values.
 CPU_LINEAR_ENV = "HPVIT_CPU_LINEAR"
 CPU_LINEARS = ("auto", "onednn", "mkl")
-# Rows of the product each kernel is timed on in "auto": a band's worth of tokens would be 8192;
-# a quarter of it ranks the kernels at a quarter of the cost (1.7 s for ViT-B's four shapes).
+# Rows of the product each kernel is timed on in "auto": a quarter of an inference band
+# (bands.INFERENCE_BAND_TOKENS) ranks the kernels at a quarter of the cost.
 _TIMED_TOKENS = 2048
 
 

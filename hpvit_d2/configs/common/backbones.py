@@ -32,10 +32,9 @@ hpvit_b_fpn = L(FPN)(
         stage_depths=(2, 2, 6, 2),
         pool_type="conv",
         out_features=("scale2", "scale3", "scale4", "scale5"),
-        # Recompute every stage in backward, window blocks in bands of window rows: the train
-        # step within ViTDet-B's memory in fp32 and under AMP (docs/benchmarks.md, train rows),
-        # the same gradients. (0, 1), the 1/4 and 1/8 stages only, is ~6% faster at ~1.1x
-        # ViTDet-B's memory under AMP; False is ~25% faster at ~2.8x.
+        # Recompute every stage in backward, window blocks in bands of window rows: the same
+        # gradients in less memory. (0, 1) recomputes the 1/4 and 1/8 stages only, False none;
+        # their time and memory against ViTDet-B: docs/benchmarks.md, "Training step" block.
         use_act_checkpoint=True,
     ),
     in_features=("scale2", "scale3", "scale4", "scale5"),

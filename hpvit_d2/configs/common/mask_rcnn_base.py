@@ -8,9 +8,10 @@ only in `model.backbone`.
 - train: ViTDet's 100-epoch recipe on GPUs (device cuda, fp16 AMP): 184375 iterations at batch
   64, initialised from MAE ViT-B (the same file for both backbones; the `?matching_heuristics`
   suffix lets detectron2's stock tool map its keys, our entry converts it itself).
-- optimizer / lr_multiplier: AdamW lr 1e-4, wd 0.1 (0 for norms, the position embedding and
-  HPViT's pooling layers), layer-wise lr decay 0.7 (hpvit_d2.solver.vit_optimizer_params, which
-  places the pooling layers too), steps at 88.9% and 96.3%, 250-iteration warm-up.
+- optimizer / lr_multiplier: AdamW lr 1e-4, wd 0.1 (0 for norms and what the backbone's
+  no_weight_decay() names: the position embedding, HPViT's pooling layers), layer-wise lr decay
+  0.7 (hpvit_d2.solver.vit_optimizer_params, which places the pooling layers too), steps at 88.9%
+  and 96.3%, 250-iteration warm-up.
 """
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from detectron2 import model_zoo
@@ -53,6 +54,4 @@ optimizer.params = L(vit_optimizer_params)(
     base_lr="${..lr}",
     lr_decay_rate=0.7,
     weight_decay_norm=0.0,
-    pool_weight_decay=0.0,
-    pos_embed_weight_decay=0.0,
 )

@@ -13,7 +13,8 @@ configs (ade20k/common.py, cityscapes/semseg_common.py) set the classes, data an
   the `?matching_heuristics` suffix lets detectron2's stock tool map its keys, our entry converts
   it itself).
 - optimizer: AdamW, lr 1e-4, betas (0.9, 0.999), weight decay 0.05 (MAE), 0 for norms, biases
-  through detectron2's defaults, the position embedding and HPViT's pooling layers; layer-wise lr
+  through detectron2's defaults, and what the backbone's no_weight_decay() names (the position
+  embedding, HPViT's pooling layers); layer-wise lr
   decay 0.65 (MAE, ViT-B) through hpvit_d2.solver.vit_optimizer_params, which places the pooling
   layers at the depth of the stage they feed.
 - lr_multiplier: linear warm-up over 1500 iterations from 1e-6 (BEiT/MAE), then "poly" decay of
@@ -70,8 +71,6 @@ optimizer.params = L(vit_optimizer_params)(
     base_lr="${..lr}",
     lr_decay_rate=0.65,
     weight_decay_norm=0.0,
-    pool_weight_decay=0.0,
-    pos_embed_weight_decay=0.0,
 )
 
 lr_multiplier = L(WarmupParamScheduler)(

@@ -5,14 +5,24 @@ The lab: the harnesses that run the project's experiments and write the README's
 only through its public modules, and the library never imports it.
 
 Run a harness as ``python -m hpvit_lab.NAME`` with ``projects/HPViT`` on ``PYTHONPATH`` (the
-Makefile sets it). Importing this package puts that folder on ``PYTHONPATH`` for the harnesses'
-own subprocesses (pre-training, benchmark rows).
+Makefile sets it). Importing this package leaves the environment alone: the harnesses give the
+processes they start :func:`lab_env`. It silences the known third-party warnings in this process
+(``hpvit_d2.known_warnings``), before a harness imports detectron2.
 """
 import os
+from typing import Mapping, Optional
 
-from hpvit_d2.cli import common as _common  # noqa: F401  (silences the known start-up warnings)
+from hpvit_d2.known_warnings import quiet_warnings
 
 LAB_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-if LAB_ROOT not in _paths:
-    os.environ["PYTHONPATH"] = os.pathsep.join([LAB_ROOT, *filter(None, _paths)])
+
+quiet_warnings()
+
+
+def lab_env(base: Optional[Mapping[str, str]] = None, **variables: str) -> dict:
+    """``base`` (default: this process's environment) with ``variables`` set and ``LAB_ROOT`` first
+    on ``PYTHONPATH``, for a subprocess that runs ``python -m hpvit_lab...``."""
+    env = dict(os.environ if base is None else base, **variables)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != LAB_ROOT]
+    env["PYTHONPATH"] = os.pathsep.join([LAB_ROOT, *paths])
+    return env

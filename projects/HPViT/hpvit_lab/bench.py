@@ -62,6 +62,7 @@ from hpvit_d2 import cpu_memory
 from hpvit_d2.overrides import ConfigError
 from hpvit_d2.cli.common import command_line, run as run_command, update_readme_block
 from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, CPU_LINEARS, choose_cpu_linear
+from . import lab_env
 from .variants import (SCALES, VARIANTS, build_model, config_act_checkpoint, projection_shapes,
                        share_weights)
 
@@ -320,7 +321,7 @@ def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
 
 
 def _measure_in_subprocess(spec: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
+    env = lab_env(OMP_NUM_THREADS=str(spec["threads"]), PYTHONWARNINGS="ignore")
     if spec["part"] in TRAIN_PARTS:  # training (hpvit_d2.cli.train) runs on the system allocator
         env[cpu_memory.ENV_VAR] = "0"
     cmd = [sys.executable, "-m", "hpvit_lab.bench", "--measure-row", json.dumps(spec)]

@@ -27,6 +27,8 @@ from typing import Dict, List, Sequence
 
 from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
 
+from . import lab_env
+
 __all__ = ["VARIANTS", "main", "measure"]
 
 VARIANTS = ("sdpa-chunked", "sdpa-whole-bias", "flex-eager", "flex-compiled")
@@ -106,7 +108,7 @@ def _measure_in_subprocess(variant: str, side: int, args) -> Dict:
     spec = json.dumps(dict(variant=variant, side=side, heads=args.heads, dim=args.dim,
                            runs=args.runs, threads=args.threads))
     proc = subprocess.run([sys.executable, "-m", "hpvit_lab.bench_attention", "--one", spec],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=lab_env())
     if proc.returncode != 0:  # reported in the table, not fatal (flex may not run here)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": last[:160]}

@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from hpvit_d2.cli.common import update_readme_block
 from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
+from . import lab_env
+
 __all__ = ["CommandJob", "TrainRun", "argv_with", "cpu_name", "balanced_lanes", "format_table", "replay_wall", "run_lanes",
            "run_metrics", "train_command"]
 
@@ -191,7 +193,7 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     if unknown:
         raise ValueError(f"run_lanes: no job is named {', '.join(map(repr, unknown))}")
     threads = threads or max(1, (os.cpu_count() or 1) // len(lanes))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = lab_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     pending = [list(lane) for lane in lanes]
     running: Dict[int, tuple] = {}  # lane index -> (job, process, log, start)
     finished: set = set()

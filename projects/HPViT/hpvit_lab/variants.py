@@ -123,7 +123,8 @@ def share_weights(models: Dict[str, torch.nn.Module], reference: str) -> None:
     Give every model the reference's weights where they share parameters: tensors of the same
     name and shape, and the ViT trunk through the plain-ViT conversion (resized rel-pos tables).
     """
-    from hpvit_d2.modeling import convert_plain_vit, find_vit_backbone
+    from hpvit_d2.checkpoint import convert_plain_vit
+    from hpvit_d2.modeling import find_vit_backbone
 
     ref_state = models[reference].state_dict()
     for name, model in models.items():

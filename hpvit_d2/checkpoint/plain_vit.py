@@ -1,9 +1,9 @@
 """
-Plain-ViT checkpoints onto an HPViT (or detectron2 ViT): key mapping and resizing (position tables by timm's resampler).
+Plain-ViT checkpoints onto an HPViT (or detectron2 ViT): key mapping and resizing, the one place
+this project converts other formats.
 
 ``convert_plain_vit(state_dict, model)`` returns the state dict to load into ``model`` with a
-:class:`ConversionReport` (timm's ``checkpoint_filter_fn`` wraps it beside the classifier, in
-``hpvit_d2.modeling.classifier``). Sources:
+:class:`ConversionReport`; :func:`checkpoint_filter_fn` is the same as timm's filter. Sources:
 
 - MAE (``{"model": ...}`` with ``decoder_*`` and ``mask_token``), timm and DeiT (``cls_token``,
   ``dist_token``, ``head.*``), detectron2 ViTDet (``backbone.net.*``), HPViT detectors
@@ -17,6 +17,7 @@ The position embedding is resampled (bicubic) to the model's grid, keeping the c
 relative-position tables are resampled (linear, as detectron2 does at run time). A source of
 another width, depth or patch size cannot fill the model: :class:`IncompatibleCheckpointError`.
 """
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -24,23 +25,26 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
+
+from ..modeling.position import resize_rel_pos
 
 __all__ = [
     "ANCHOR_KEY",
     "ConversionReport",
     "IncompatibleCheckpointError",
     "VitGeometry",
+    "checkpoint_filter_fn",
     "convert_plain_vit",
+    "convert_pos_embed",
     "extract_state_dict",
-    "find_vit_prefix",
     "hf_vit_to_timm",
-    "resize_abs_pos",
-    "resize_rel_pos",
     "timm_named",
     "vit_geometry",
+    "vit_key_prefix",
 ]
+
+logger = logging.getLogger(__name__)
 
 ANCHOR_KEY = "patch_embed.proj.weight"
 _HF_ANCHOR = "embeddings.patch_embeddings.projection.weight"
@@ -198,7 +202,7 @@ def hf_vit_to_timm(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tens
 def timm_named(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
     """``state`` with timm's key names: Hugging Face ViT/ViTMAE/DeiT are renamed (returns the
     Hugging Face prefix, else None and ``state`` unchanged)."""
-    if find_vit_prefix(state) is None and any(k.endswith(_HF_ANCHOR) for k in state):
+    if vit_key_prefix(state) is None and any(k.endswith(_HF_ANCHOR) for k in state):
         return hf_vit_to_timm(state)
     return state, None
 
@@ -221,7 +225,7 @@ def _detect_format(keys: List[str], prefix: str, hf_prefix: Optional[str]) -> st
     return "bare ViT state dict"
 
 
-def find_vit_prefix(state: Mapping[str, Any]) -> Optional[str]:
+def vit_key_prefix(state: Mapping[str, Any]) -> Optional[str]:
     """The shortest prefix under which ``state`` has ``patch_embed.proj.weight``, or None."""
     anchors = [k for k in state if k.endswith(ANCHOR_KEY)]
     return min(anchors, key=len)[: -len(ANCHOR_KEY)] if anchors else None
@@ -235,15 +239,7 @@ def vit_geometry(state: Mapping[str, torch.Tensor], prefix: str = "") -> VitGeom
     return VitGeometry(int(kernel.shape[0]), 1 + max(indexes, default=-1), int(kernel.shape[-1]))
 
 
-def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
-    """Linearly resample a relative-position table (L, C) -> (length, C), as detectron2 does at run time."""
-    if table.shape[0] == length:
-        return table
-    resized = F.interpolate(table.float().t()[None], size=length, mode="linear")
-    return resized[0].t().to(table.dtype)
-
-
-def resize_abs_pos(pos: torch.Tensor, target_shape: torch.Size, target_has_cls: bool) -> torch.Tensor:
+def convert_pos_embed(pos: torch.Tensor, target_shape: torch.Size, target_has_cls: bool) -> torch.Tensor:
     """
     Resample a position embedding (1, prefix + s*s, C) to (1, [1 +] t*t, C), bicubic.
 
@@ -285,7 +281,7 @@ def convert_plain_vit(
             size differs from the model's (both are named).
     """
     source, hf_prefix = timm_named(extract_state_dict(state_dict))
-    prefix = find_vit_prefix(source)
+    prefix = vit_key_prefix(source)
     if prefix is None:
         sample = ", ".join(sorted(source)[:3])
         raise IncompatibleCheckpointError(
@@ -310,7 +306,7 @@ def convert_plain_vit(
         value = backbone_src.pop(key)
         if value.shape != ref.shape:
             if key == "pos_embed":
-                value = resize_abs_pos(value, ref.shape, target_has_cls)
+                value = convert_pos_embed(value, ref.shape, target_has_cls)
             elif key.endswith(_REL_POS) and value.shape[1:] == ref.shape[1:]:
                 value = resize_rel_pos(value, ref.shape[0])
             if value.shape != ref.shape:
@@ -323,3 +319,17 @@ def convert_plain_vit(
             report.all_zero.append(key)
     report.unused = sorted(unused + [prefix + k for k in backbone_src])
     return out, report
+
+
+def checkpoint_filter_fn(state_dict: Any, model: nn.Module) -> Dict[str, torch.Tensor]:
+    """
+    timm's filter (``timm.models.load_checkpoint(..., filter_fn=checkpoint_filter_fn)``):
+    :func:`convert_plain_vit`'s state dict, with what was loaded and left out logged.
+    """
+    converted, report = convert_plain_vit(state_dict, model)
+    left = sorted(set(model.state_dict()) - set(converted))
+    logger.info("%s checkpoint: %d of %d tensors loaded (%d resized); left at initialisation: "
+                "%s; shape mismatches: %s", report.source_format, len(converted),
+                len(model.state_dict()), len(report.resized), left or "none",
+                sorted(report.mismatched) or "none")
+    return converted
