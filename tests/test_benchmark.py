@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from hpvit_d2 import cpu_memory
-from hpvit_d2.cli.common import command_line
+from hpvit_lab.blocks import command_line
 from hpvit_lab import bench as benchmark
 from hpvit_d2.overrides import ConfigError
 

@@ -21,8 +21,8 @@ from hpvit_d2.data import register_all_shapes, shapes
 from hpvit_d2.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPLIT_NAMES = ("hpvit_shapes_train", "hpvit_shapes_val", "hpvit_shapes_train_mini",
-               "hpvit_shapes_val_mini")
+SPLIT_NAMES = ("hpvit_shapes_train", "hpvit_shapes_val", "hpvit_shapes_test",
+               "hpvit_shapes_train_mini", "hpvit_shapes_val_mini")
 # Their semantic versions (same images, label maps: hpvit_d2.data.shapes_semseg).
 SEM_SEG_SPLIT_NAMES = tuple(n.replace("hpvit_shapes_", "hpvit_shapes_sem_seg_") for n in SPLIT_NAMES)
 

@@ -28,7 +28,7 @@ __all__ = ["EXIT_OK", "EXIT_FAILED_INPUTS", "EXIT_USAGE", "EXIT_MISSING_EXTRA", 
            "add_debug_flag", "add_device_flag", "add_override_flag", "add_overrides",
            "add_register_coco_flag", "check_output_path", "log_to_stderr",
            "parse_command", "program_name", "quiet_warnings", "register_datasets", "require_extra",
-           "run", "update_readme_block", "user_errors"]
+           "run", "user_errors"]
 
 EXIT_OK = 0
 EXIT_FAILED_INPUTS = 1  # some inputs could not be processed (demo), the rest were
@@ -108,45 +108,6 @@ def run(main: Callable[[Sequence[str]], int], argv: Sequence[str] = None) -> int
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def command_line(module: str, argv: Sequence[str]) -> str:
-    """``python -m MODULE ARGS`` as a user would type it again, without ``--readme FILE`` (or
-    ``--readme=FILE``): the caption of a README block names the command that measured it."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--readme":
-            skip = True
-        elif not arg.startswith("--readme="):
-            kept.append(arg)
-    return " ".join(["python -m", module, *kept])
-
-
-def update_readme_block(readme: str, name: str, text: str) -> None:
-    """
-    Replace the text between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in ``readme``
-    (the measuring commands' ``--readme`` flag): README numbers are written by the command that
-    measures them, never by hand.
-
-    Raises:
-        ConfigError: the file or the markers are missing.
-    """
-    from ..overrides import ConfigError
-
-    begin, end = f"<!-- begin: {name} -->", f"<!-- end: {name} -->"
-    try:
-        with open(readme) as f:
-            content = f.read()
-    except OSError as e:
-        raise ConfigError(f"--readme {readme}: cannot be read ({e})") from None
-    if content.count(begin) != 1 or content.count(end) != 1 or content.index(begin) > content.index(end):
-        raise ConfigError(f"--readme {readme}: expected one '{begin}' ... '{end}' block")
-    head, rest = content.split(begin)
-    _, tail = rest.split(end)
-    with open(readme, "w") as f:
-        f.write(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
 
 
 def program_name(console: str) -> str:

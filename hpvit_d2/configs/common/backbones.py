@@ -12,8 +12,9 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from hpvit_d2.modeling import HPViT
 
-# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4 (HPViT's patch_stride default: the
-# paper's value lives in the class, once), conv pooling after stages 1-3.
+# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4, conv pooling after stages 1-3. The
+# three HPViT choices equal the class defaults (the paper's values) and are spelled out here so
+# that the config shows them and a command-line override finds their keys.
 # Global attention in blocks 7, 9 (1/16) and 10, 11 (1/32); window attention elsewhere.
 hpvit_b_fpn = L(FPN)(
     bottom_up=L(HPViT)(
@@ -29,6 +30,7 @@ hpvit_b_fpn = L(FPN)(
         use_rel_pos=True,
         window_size=14,
         window_block_indexes=(0, 1, 2, 3, 4, 5, 6, 8),
+        patch_stride=4,
         stage_depths=(2, 2, 6, 2),
         pool_type="conv",
         out_features=("scale2", "scale3", "scale4", "scale5"),

@@ -19,8 +19,8 @@ own fresh process on the system allocator: the peak memory of the first step, th
 ``--train-runs`` timed steps; in fp32 and/or under the configs' mixed precision
 (``--train-precisions``: ``amp`` is what ``train.amp.enabled`` trains with, autocast bfloat16 on
 the CPU as :class:`hpvit_d2.engine.AutocastForward` runs it). By default the backbone part has
-every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), so that the default run
-stays around 25 minutes on 2 cores.
+every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), to keep the
+default run short.
 
 How it measures:
 - latency: models of one (part, size) are timed in the same process, after ``--warmup`` passes
@@ -60,7 +60,8 @@ import torch
 
 from hpvit_d2 import cpu_memory
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import command_line, run as run_command, update_readme_block
+from hpvit_d2.cli.common import run as run_command
+from .blocks import command_line, update_readme_block
 from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, CPU_LINEARS, choose_cpu_linear
 from . import lab_env
 from .variants import (SCALES, VARIANTS, build_model, config_act_checkpoint, projection_shapes,

@@ -25,7 +25,8 @@ import sys
 import time
 from typing import Dict, List, Sequence
 
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, run
+from .blocks import command_line, update_readme_block
 
 from . import lab_env
 

@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence
 
 from hpvit_d2.engine.metrics import read_metrics
 from hpvit_d2.overrides import ConfigError
-from hpvit_d2.cli.common import EXIT_OK, command_line, run as run_command
+from hpvit_d2.cli.common import EXIT_OK, run as run_command
+from .blocks import command_line
 from .runs import TrainRun, argv_with, cpu_name, format_table, publish, run_lanes, run_metrics
 
 __all__ = ["DEFAULT_ITERS", "MODELS", "main", "markdown_table", "parse_args", "run_demo"]

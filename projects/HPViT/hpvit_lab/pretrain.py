@@ -31,8 +31,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
-from .runs import CommandJob, TrainRun, cpu_name, format_table, run_lanes, run_metrics
+from hpvit_d2.cli.common import EXIT_OK, run
+from .blocks import command_line, update_readme_block
+from .runs import CommandJob, TrainRun, cpu_name, format_table, run_lanes, run_metrics, timing_text
 
 __all__ = ["RECIPE", "UNLABELLED_SPLIT", "main", "mae_settings", "unlabelled_images"]
 
@@ -197,7 +198,8 @@ def sweep(args) -> List[Dict]:
                          conversion_job(work / f"mae_{tag}", PROXY_CONFIG, init, work,
                                         name=f"convert_{tag}", needs=(f"mae_{tag}",))]
         lanes[k % 2].append(runs[lr])
-    wall = run_lanes(lanes, tag="pretrain-sweep", reuse=True)
+    durations: Dict[str, float] = {}
+    wall = run_lanes(lanes, tag="pretrain-sweep", reuse=True, durations=durations)
     from .mae import read_history
 
     rows = []
@@ -215,7 +217,7 @@ def sweep(args) -> List[Dict]:
                f"steps (otherwise RECIPE), is converted with `hpvit_d2.convert --strict` and "
                f"fine-tuned as HPViT-tiny for {args.proxy_iters} iterations (the config with "
                f"{' '.join(args.proxy_overrides) or 'no override'}, seed 0) on {train}, scored on {val}. Best proxy: lr {best['lr']}. "
-               f"Wall time {wall / 60:.1f} min, two lanes of one thread.")
+               f"Two lanes of one thread, {timing_text(wall, lanes, durations)}.")
     report = table + "\n\n" + caption
     (work / "sweep.md").write_text(report + "\n")
     print("\n" + report)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from hpvit_d2.cli.common import update_readme_block
+from .blocks import update_readme_block
 from hpvit_d2.engine.metrics import final_metrics, read_metrics
 
 from . import lab_env
@@ -307,6 +307,18 @@ def replay_wall(lanes: Sequence[Sequence[Job]], durations: Dict[str, float]) -> 
         if not progressed:
             raise ValueError("replay_wall: the lanes wait for each other")
     return max(free, default=0.0)
+
+
+def timing_text(wall: float, lanes: Sequence[Sequence[Job]], durations: Dict[str, float]) -> str:
+    """How long a lab command took, for a caption: its wall time, or, when finished runs were
+    reused (the command took less than 90% of its jobs replayed on their measured durations),
+    both figures, so a table regenerated from reused runs still says what its runs cost."""
+    known = all(job.name in durations for lane in lanes for job in lane)
+    replayed = replay_wall(lanes, durations) if known else None
+    if replayed is None or wall >= 0.9 * replayed:
+        return f"wall time {wall / 60:.1f} min"
+    return (f"finished runs reused (this command: {wall / 60:.1f} min); its jobs on their "
+            f"measured durations: {replayed / 60:.1f} min")
 
 
 def balanced_lanes(jobs: Sequence[Job], cost: Callable[[Job], float], num_lanes: int = 2) -> List[List[Job]]:

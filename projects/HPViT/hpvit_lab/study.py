@@ -40,9 +40,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, run
+from .blocks import command_line, update_readme_block
 from . import claims as stats
-from .runs import (CommandJob, TrainRun, balanced_lanes, cpu_name, replay_wall, run_lanes,
+from .runs import (CommandJob, TrainRun, balanced_lanes, cpu_name, run_lanes, timing_text,
                    run_metrics)
 from .tasks import TASKS, Claim, Task
 
@@ -61,15 +62,13 @@ Recipe = Dict[str, float]  # lr, layer_decay, drop_path
 def recipe_for(task: Task, arm: str) -> Tuple[Recipe, str]:
     """(recipe, where it comes from): the tuned recipe of ``arm`` from ``recipes.json``, or the
     first point of the task's tuning grid when the arm was never tuned."""
-    from .tune import GRIDS
-
     try:
         tuned = json.loads(RECIPES_FILE.read_text()).get(task.name, {}).get(arm)
     except (OSError, ValueError):
         tuned = None
     if tuned:
         return {k: tuned[k] for k in ("lr", "layer_decay", "drop_path")}, "tuned on val"
-    return dict(GRIDS[task.name][0]), "untuned (the grid's first point)"
+    return dict(task.grid[0]), "untuned (the grid's first point)"
 
 
 def recipe_args(task: Task, model: str, recipe: Recipe) -> List[str]:
@@ -492,8 +491,8 @@ def parse_args(task: Task, argv: Sequence[str], prog: str, description: str) -> 
     return args
 
 
-def _caption(task: Task, args, recipes: Dict[str, Tuple[Recipe, str]], wall: float,
-             replayed: Optional[float], checkpoint: Path, sums: Dict[str, str], noise: Dict,
+def _caption(task: Task, args, recipes: Dict[str, Tuple[Recipe, str]], timing: str,
+             checkpoint: Path, sums: Dict[str, str], noise: Dict,
              module: str) -> str:
     splits = _split_names(task, args.smoke)
     if task.runner == "timm":
@@ -505,10 +504,6 @@ def _caption(task: Task, args, recipes: Dict[str, Tuple[Recipe, str]], wall: flo
                 f"{2 if args.smoke else task.iters} iterations per run")
     recipe_text = "; ".join(f"{arm}: lr {r['lr']:g}, layer decay {r['layer_decay']:g}, drop path "
                             f"{r['drop_path']:g} ({how})" for arm, (r, how) in recipes.items())
-    timing = f"wall time {wall / 60:.1f} min"
-    if replayed is not None and wall < 0.9 * replayed:
-        timing = (f"finished runs reused (this command: {wall / 60:.1f} min); its jobs on their "
-                  f"measured durations: {replayed / 60:.1f} min")
     return (f"`{command_line(module, args.argv)}`, {datetime.date.today().isoformat()}, CPU "
             f"({cpu_name()}, {os.cpu_count()} cores), two lanes of one thread: {data}; "
             f"seeds {', '.join(map(str, sorted(args.seeds)))}; MAE arms from `"
@@ -556,8 +551,7 @@ def run_study(argv: Sequence[str]) -> List[Dict]:
     lanes = balanced_lanes(ordered, lambda job: job_cost(task, job))
     durations: Dict[str, float] = {}
     wall = run_lanes(lanes, tag=task.name, reuse=True, durations=durations)
-    replayed = replay_wall(lanes, durations) if all(
-        j.name in durations for lane in lanes for j in lane) else None
+    timing = timing_text(wall, lanes, durations)
 
     records = []
     for arm, seed, run_dir, job in planned:
@@ -585,7 +579,7 @@ def run_study(argv: Sequence[str]) -> List[Dict]:
     costs = model_costs(task, sorted({a.split("/")[0] for a in args.arm_list}), args.smoke)
     report = "\n\n".join([arms_table(task, records, args.arm_list, costs, noise),
                           claims_table(task, judged, noise),
-                          _caption(task, args, recipes, wall, replayed, checkpoint, sums, noise,
+                          _caption(task, args, recipes, timing, checkpoint, sums, noise,
                                    module)])
     (out / "results.json").write_text(json.dumps(records, indent=2))
     (out / "claims.json").write_text(json.dumps(

@@ -15,7 +15,8 @@ from typing import List, Sequence
 
 import torch
 
-from hpvit_d2.cli.common import EXIT_OK, run, update_readme_block
+from hpvit_d2.cli.common import EXIT_OK, run
+from .blocks import update_readme_block
 from .variants import build_model
 
 __all__ = ["ROWS", "describe", "main", "markdown_table"]

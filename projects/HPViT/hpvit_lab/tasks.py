@@ -66,10 +66,20 @@ class Task:
     docs: str = ""  # the docs file its blocks go to (--readme default)
     output_dir: str = ""
     seconds_per_unit: Dict[str, float] = field(default_factory=dict)  # lane balancing only
+    # hpvit_lab.tune's points, the same for every arm: MAE-style fine-tunes (low lr, strong layer
+    # decay, drop path) through scratch-style ones (high lr, weak decay, no drop path)
+    grid: Tuple[Dict[str, float], ...] = ()
+
+
+def _grid(*points: Tuple[float, float, float]) -> Tuple[Dict[str, float], ...]:
+    """Tuning points from (lr, layer decay, drop path) triples."""
+    return tuple(dict(lr=lr, layer_decay=ld, drop_path=dp) for lr, ld, dp in points)
 
 
 _DETECTION = Task(
     name="detection",
+    grid=_grid((4e-4, 0.75, 0.1), (8e-4, 0.75, 0.1), (1.6e-3, 0.75, 0.1),
+               (4e-4, 0.9, 0.0), (8e-4, 0.9, 0.0), (1.6e-3, 0.9, 0.0)),
     title="Mask R-CNN on the shapes data",
     runner="detectron2",
     models={"hpvit": ModelSpec("HPViT-tiny", "mask_rcnn_hpvit_tiny.py", "model.backbone.bottom_up"),
@@ -103,6 +113,8 @@ _DETECTION = Task(
 
 _SEMSEG = Task(
     name="semseg",
+    grid=_grid((2e-4, 0.75, 0.1), (5e-4, 0.75, 0.1), (1e-3, 0.75, 0.1),
+               (5e-4, 0.9, 0.0), (1e-3, 0.9, 0.0), (2e-3, 0.9, 0.0)),
     title="UperNet semantic segmentation on the shapes label maps",
     runner="detectron2",
     models={"hpvit": ModelSpec("HPViT-tiny", "semseg_hpvit_tiny.py", "model.backbone"),
@@ -133,6 +145,8 @@ _SEMSEG = Task(
 
 _CLASSIFY = Task(
     name="classify",
+    grid=_grid((2.5e-4, 0.75, 0.1), (5e-4, 0.75, 0.1), (1e-3, 0.75, 0.1),
+               (5e-4, 0.9, 0.0), (1e-3, 0.9, 0.0), (2e-3, 0.9, 0.0)),
     title="image classification (timm) on the shapes ImageFolder",
     runner="timm",
     models={"hpvit": ModelSpec("HPViT-tiny", timm_kwargs=("stage_depths=(1,1,3,1)",

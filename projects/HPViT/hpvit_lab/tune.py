@@ -1,6 +1,6 @@
 """
 Fair tuning on val: every arm of a task gets the same budget, the points of the task's grid
-(``GRIDS``: lr, layer decay, drop path), one seed (``TUNE_SEED``, not a verdict seed), scored on
+(``Task.grid`` in hpvit_lab.tasks: lr, layer decay, drop path), one seed (``TUNE_SEED``, not a verdict seed), scored on
 the val split. The best point of each arm is written to ``hpvit_lab/recipes.json``, which the
 studies (``make reproduce``, ``make demo-semseg``, ``make demo-classify``) and ``make demo``
 read. No test image is used.
@@ -19,29 +19,15 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from hpvit_d2.cli.common import EXIT_OK, command_line, run, update_readme_block
-from .runs import balanced_lanes, run_lanes
+from hpvit_d2.cli.common import EXIT_OK, run
+from .blocks import command_line, update_readme_block
+from . import study
+from .runs import balanced_lanes, run_lanes, timing_text
 from .tasks import TASKS
 
-__all__ = ["GRIDS", "TUNE_SEED", "main"]
+__all__ = ["TUNE_SEED", "main"]
 
 TUNE_SEED = 100
-
-
-def _grid(*points) -> List[Dict[str, float]]:
-    return [dict(lr=lr, layer_decay=ld, drop_path=dp) for lr, ld, dp in points]
-
-
-# The same points for every arm of a task: MAE-style fine-tunes (low lr, strong layer decay,
-# drop path) through scratch-style ones (high lr, weak decay, no drop path).
-GRIDS = {
-    "detection": _grid((4e-4, 0.75, 0.1), (8e-4, 0.75, 0.1), (1.6e-3, 0.75, 0.1),
-                       (4e-4, 0.9, 0.0), (8e-4, 0.9, 0.0), (1.6e-3, 0.9, 0.0)),
-    "semseg": _grid((2e-4, 0.75, 0.1), (5e-4, 0.75, 0.1), (1e-3, 0.75, 0.1),
-                    (5e-4, 0.9, 0.0), (1e-3, 0.9, 0.0), (2e-3, 0.9, 0.0)),
-    "classify": _grid((2.5e-4, 0.75, 0.1), (5e-4, 0.75, 0.1), (1e-3, 0.75, 0.1),
-                      (5e-4, 0.9, 0.0), (1e-3, 0.9, 0.0), (2e-3, 0.9, 0.0)),
-}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -68,7 +54,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = sorted(set(args.arms) - set(task.full_arms))
     if unknown:
         p.error(f"--arms {' '.join(unknown)}: {args.task} has {' '.join(task.full_arms)}")
-    grid = GRIDS[args.task]
+    grid = TASKS[args.task].grid
     args.points = args.points if args.points is not None else list(range(len(grid)))
     if any(not 0 <= k < len(grid) for k in args.points):
         p.error(f"--points: indices 0..{len(grid) - 1}")
@@ -78,11 +64,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    from . import study
     from .shipped import verify_checkpoint
 
     task = TASKS[args.task]
-    grid = GRIDS[args.task]
+    grid = TASKS[args.task].grid
     start = time.time()
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -102,8 +87,9 @@ def main(argv: Sequence[str]) -> int:
             jobs.append(job)
             planned.append((arm, k, job))
     ordered = [j for j in jobs if not j.needs] + [j for j in jobs if j.needs]
-    wall = run_lanes(balanced_lanes(ordered, lambda j: study.job_cost(task, j), args.lanes),
-                     tag=f"tune-{task.name}", reuse=True, threads=1)
+    lanes = balanced_lanes(ordered, lambda j: study.job_cost(task, j), args.lanes)
+    durations: Dict[str, float] = {}
+    wall = run_lanes(lanes, tag=f"tune-{task.name}", reuse=True, threads=1, durations=durations)
 
     scores: Dict[str, Dict[int, float]] = {arm: {} for arm in args.arms}
     for arm, k, job in planned:
@@ -122,7 +108,7 @@ def main(argv: Sequence[str]) -> int:
                f"CPU, {args.lanes} lane(s) of one thread: {task.metric_label} on the val split "
                f"({splits['val'] if task.runner == 'detectron2' else 'the ImageFolder val/'}), "
                f"seed {TUNE_SEED}, the same {len(args.points)} points for every arm; bold: the "
-               f"arm's choice, written to hpvit_lab/recipes.json. Wall time {wall / 60:.1f} min.")
+               f"arm's choice, written to hpvit_lab/recipes.json; {timing_text(wall, lanes, durations)}.")
     report = "\n".join(lines) + "\n\n" + caption
     (out / "tuning.md").write_text(report + "\n")
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
