@@ -67,7 +67,8 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
         assert pinned in requires, pinned
     assert not any(r.startswith(("pytest", "onnx")) for r in requires)
     harnesses = {"bench", "bench_attention", "summary", "variants", "demo_run", "study", "tasks",
-                 "tune", "claims", "eval_noise", "shipped", "pretrain", "runs", "pretrain_mae", "mae"}
+                 "tune", "claims", "eval_noise", "shipped", "pretrain", "runs", "pretrain_mae", "mae",
+                 "blocks"}
     assert harnesses <= {p.stem for p in (ROOT / "projects" / "HPViT" / "hpvit_lab").glob("*.py")}
     assert not harnesses & {p.stem for p in PACKAGE.rglob("*.py")}
 
