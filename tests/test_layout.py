@@ -73,16 +73,24 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
     assert not harnesses & {p.stem for p in PACKAGE.rglob("*.py")}
 
 
+# Blocks whose command has not been run yet (issue 32): empty, and said so in the page's text.
+PENDING_BLOCKS = {"semseg-study", "classify-study"}
+
+
 def test_readme_numbers_are_written_by_commands():
-    """README.md and the docs/ pages it links: every measured block names its command and date."""
+    """README.md and the docs/ pages it links: every measured block names its command and date;
+    a pending block is empty (no number without its command)."""
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     names = []
     for page in pages:
         text = page.read_text()
-        blocks = re.findall(r"<!-- begin: ([\w-]+) -->\n(.*?)\n<!-- end: \1 -->", text, re.S)
+        blocks = re.findall(r"<!-- begin: ([\w-]+) -->\n(.*?)\n?<!-- end: \1 -->", text, re.S)
         assert text.count("<!-- begin:") == len(blocks), page
         for name, body in blocks:
             names.append(name)
+            if name in PENDING_BLOCKS and not body.strip():
+                assert "not measured yet" in text.lower(), (page, name)
+                continue
             assert re.search(r"`(make [\w-]+|python -m hpvit_lab\.\w+)[^`]*`", body), (page, name)
             assert re.search(r"20\d\d-\d\d-\d\d", body), f"{page.name} {name}: no date"
             assert "not measured yet" not in body and "predates" not in body, (page, name)
