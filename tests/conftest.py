@@ -42,10 +42,10 @@ else:
 FILE_SECONDS = {
     "test_benchmark.py": 200, "test_distributed.py": 145, "test_operations.py": 130,
     "test_nothing_lost.py": 110,
-    "test_reproduce.py": 120, "test_engine.py": 115, "test_bad_data.py": 80, "test_cli.py": 65,
-    "test_wheel.py": 60, "test_demo_classify.py": 55, "test_demo.py": 50,
+    "test_study.py": 250, "test_pretrain.py": 90, "test_engine.py": 115, "test_bad_data.py": 80, "test_cli.py": 65,
+    "test_wheel.py": 60, "test_demo.py": 50,
     "test_wrong_weights.py": 45, "test_semseg.py": 40, "test_small_vits.py": 35,
-    "test_hf_checkpoints.py": 28, "test_demo_semseg.py": 25, "test_fair_baselines.py": 22,
+    "test_hf_checkpoints.py": 28, "test_fair_baselines.py": 22,
     "test_checkpoint.py": 17, "test_attention.py": 16, "test_stock_tool.py": 15,
     "test_inference.py": 14, "test_semseg_configs.py": 14, "test_cpu_memory.py": 11,
     "test_datasets.py": 10, "test_classifier.py": 10, "test_amp.py": 9, "test_yacs.py": 8,

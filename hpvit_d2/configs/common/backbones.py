@@ -12,9 +12,8 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from hpvit_d2.modeling import HPViT
 
-# HPViT-B: MAE ViT-B blocks, patch embedding at stride 4, conv pooling after stages 1-3. The
-# three HPViT choices equal the class defaults (the paper's values) and are spelled out here so
-# that the config shows them and a command-line override finds their keys.
+# HPViT-B: MAE ViT-B blocks; patch embedding at stride 4, stages (2, 2, 6, 2) and conv pooling
+# are HPViT's defaults, the paper's values, not restated here (docs/design.md, "Defaults").
 # Global attention in blocks 7, 9 (1/16) and 10, 11 (1/32); window attention elsewhere.
 hpvit_b_fpn = L(FPN)(
     bottom_up=L(HPViT)(
@@ -30,9 +29,6 @@ hpvit_b_fpn = L(FPN)(
         use_rel_pos=True,
         window_size=14,
         window_block_indexes=(0, 1, 2, 3, 4, 5, 6, 8),
-        patch_stride=4,
-        stage_depths=(2, 2, 6, 2),
-        pool_type="conv",
         out_features=("scale2", "scale3", "scale4", "scale5"),
         # Recompute every stage in backward, window blocks in bands of window rows: the same
         # gradients in less memory. (0, 1) recomputes the 1/4 and 1/8 stages only, False none;

@@ -51,6 +51,7 @@ __all__ = ["RECIPES_FILE", "Recipe", "build_job", "conversion_jobs", "ensure_spl
            "parse_args", "read_record", "recipe_for", "run_study"]
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
+README_FILE = Path(__file__).resolve().parents[3] / "README.md"
 Recipe = Dict[str, float]  # lr, layer_decay, drop_path
 
 
@@ -589,9 +590,24 @@ def run_study(argv: Sequence[str]) -> List[Dict]:
     print("\n" + report)
     if args.readme:
         update_readme_block(args.readme, f"{task.name}-study{'-full' if args.full else ''}", report)
+        _write_verdicts(task, args, judged, noise, module)
     print(f"\n[{task.name}] done in {time.time() - start:.0f}s; wrote {out}/results.json, "
           "claims.json, results.md")
     return records
+
+
+def _write_verdicts(task: Task, args, judged: Dict[str, Dict], noise: Dict, module: str) -> None:
+    """The claims table alone into the top-level README's ``TASK-verdicts`` block, when it has
+    one (the default study of a task, not ``--full`` or ``--smoke``): the verdicts, plainly, where
+    a new user reads first."""
+    readme = README_FILE
+    if args.full or args.smoke or f"<!-- begin: {task.name}-verdicts -->" not in readme.read_text():
+        return
+    caption = (f"`{command_line(module, args.argv)}`, {datetime.date.today().isoformat()}, CPU: "
+               f"{len(args.seeds)} paired seeds on the held-out test split, one-sided 95% bounds, "
+               f"Holm's correction per family; every arm and the recipes: {task.docs}.")
+    update_readme_block(str(readme), f"{task.name}-verdicts",
+                        claims_table(task, judged, noise) + "\n\n" + caption)
 
 
 def main(argv: Sequence[str]) -> int:
