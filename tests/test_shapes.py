@@ -228,8 +228,8 @@ def test_bad_arguments_are_named(tmp_path):
         generate_shapes_dataset(str(tmp_path), "train", 0)
     with pytest.raises(ValueError, match="image_size"):
         generate_shapes_dataset(str(tmp_path), "train", 2, image_size=16)
-    with pytest.raises(KeyError, match="hpvit_shapes_val"):
-        shapes.ensure_shapes_split("hpvit_shapes_test")
+    with pytest.raises(KeyError, match="hpvit_shapes_test"):
+        shapes.ensure_shapes_split("hpvit_shapes_holdout")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="HPVIT_DATA"):
