@@ -230,7 +230,7 @@ def test_exports_with_torch_export():
 
 def test_flop_count_includes_fused_attention():
     """Plain-mode HPViT (fused attention) counts the same FLOPs as detectron2's explicit attention."""
-    from hpvit_d2.flops import count_flops
+    from hpvit_lab.flops import count_flops
 
     d2, ours = plain_pair()
     ours.load_state_dict(d2.state_dict())

@@ -1,6 +1,6 @@
-"""hpvit_d2.cpu_memory: glibc keeps freed memory, so a fresh large tensor costs no page faults."""
+"""hpvit_d2.cpu_memory: glibc keeps freed memory, so a fresh large tensor costs no page faults
+(measured by the lab's hpvit_lab.memory_probe)."""
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from hpvit_d2 import cpu_memory
+from hpvit_lab import lab_env
 
 PAGES = 64 * 2**20 // resource.getpagesize()  # the pages of a 64 MB tensor
 REPEATS = 9
@@ -15,14 +16,15 @@ CHILD = f"""
 REPEATS = {REPEATS}
 import json, sys
 from hpvit_d2 import cpu_memory
+from hpvit_lab.memory_probe import probe
 if sys.argv[1] == "retain":
     cpu_memory.retain_freed_cpu_memory()
-print(json.dumps(cpu_memory.probe(megabytes=64, repeats=REPEATS)))
+print(json.dumps(probe(megabytes=64, repeats=REPEATS)))
 """
 
 
 def _probe(mode: str, env_value: str = "1") -> dict:
-    env = dict(os.environ, **{cpu_memory.ENV_VAR: env_value})
+    env = lab_env(**{cpu_memory.ENV_VAR: env_value})
     out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])

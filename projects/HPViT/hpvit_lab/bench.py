@@ -26,7 +26,7 @@ How it measures:
 - latency: models of one (part, size) are timed in the same process, after ``--warmup`` passes
   each, in ``--runs`` rounds that alternate the order of the models; the matrix-multiply
   roofline (4096x768 @ 768x3072) is measured in every round too. Threads are fixed (printed).
-- params, fvcore FLOPs (hpvit_d2.flops) and peak memory: in a fresh subprocess per row, so that
+- params, fvcore FLOPs (hpvit_lab.flops) and peak memory: in a fresh subprocess per row, so that
   nothing else lives in it. CPU: peak resident memory of the pass (the kernel's high-water mark,
   reset with /proc/self/clear_refs after the model is built), and the total process peak. CUDA:
   ``torch.cuda.max_memory_allocated``.
@@ -313,7 +313,7 @@ def measure_row(spec: dict) -> dict:
 
 
 def _count_gflops(model: torch.nn.Module, part: str, inputs) -> float:
-    from hpvit_d2.flops import count_detector_flops, count_flops
+    from hpvit_lab.flops import count_detector_flops, count_flops
 
     model.eval()
     with torch.no_grad():

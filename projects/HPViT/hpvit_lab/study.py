@@ -439,7 +439,7 @@ def model_costs(task: Task, models: Sequence[str], smoke: bool) -> Dict[str, Dic
         from detectron2.config import instantiate
         from detectron2.data import DatasetCatalog
 
-        from hpvit_d2.flops import count_flops
+        from hpvit_lab.flops import count_flops
         from hpvit_d2.model_zoo import get_config
 
         cfg = get_config(task.models[model].config)

@@ -5,7 +5,7 @@ the shapes of their outputs: ``python -m hpvit_lab.summary``, ``hpvit-summary``.
     python -m hpvit_lab.summary [--sizes 512 1024] [--markdown FILE]
 
 The models are the benchmark's (hpvit_lab.variants, built from the shipped configs); FLOPs are
-counted by hpvit_d2.flops (fvcore; one multiply-add = one flop; the fused attention counted as
+counted by hpvit_lab.flops (fvcore; one multiply-add = one flop; the fused attention counted as
 the two matrix products it replaces, over the tokens it computes: HPViT skips window padding).
 """
 import argparse
@@ -34,7 +34,7 @@ ROWS = (
 
 def describe(sizes: Sequence[int]) -> List[dict]:
     """One dict per row of ROWS: label, params (M), GFLOPs at each size, output shapes."""
-    from hpvit_d2.flops import count_flops
+    from hpvit_lab.flops import count_flops
 
     rows = []
     for label, variant, part in ROWS:
