@@ -213,6 +213,21 @@ def test_browse_draws_the_training_data(tmp_path, monkeypatch, source, output, c
         assert image.size == (256, 256)
 
 
+def test_browse_draws_a_semantic_segmentation_configs_label_maps(tmp_path, monkeypatch):
+    """Before: KeyError 'instances' traceback on semseg_hpvit_tiny.py (its samples hold sem_seg)."""
+    monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
+    out = tmp_path / "browse"
+    assert run(browse.main, ["--config-file", "semseg_hpvit_tiny.py", "--output", str(out),
+                             "--num-images", "2", "dataloader.train.num_workers=0",
+                             "dataloader.train.dataset.names=hpvit_shapes_sem_seg_train_mini"]) == 0
+    pngs = sorted(os.listdir(out))
+    assert len(pngs) == 2
+    with Image.open(out / pngs[0]) as image:
+        drawn = np.asarray(image.convert("RGB"))
+    assert all(112 <= side <= 128 for side in drawn.shape[:2])  # the 128 crop of a 112-144 resize
+    assert len(np.unique(drawn.reshape(-1, 3), axis=0)) > 10  # image and overlay, not blank
+
+
 @pytest.mark.parametrize("content", [None, b"not an image"])
 def test_export_names_a_missing_or_unreadable_sample_image(tmp_path, weights, content, capsys):
     """Before: `image file ... does not exist: check the image root the dataset was registered

@@ -7,7 +7,8 @@ Look at a config's training data as the model sees it, like detectron2's tools/v
         --num-images 20 --output browse_b/
 
 --source dataloader (default) draws the ground truth after the train-time augmentation (the
-config's training loader, its mapper and augmentations); --source annotation draws the dataset
+config's training loader, its mapper and augmentations): instances for the detection configs,
+the label map for the semantic segmentation ones; --source annotation draws the dataset
 dicts as loaded and checked. One PNG per image in the --output directory (--output-dir, its
 former spelling, still works). --register-coco and KEY=VALUE overrides as for training. It runs no
 model, so it takes no --device. Exit codes: 0, 2 on a bad config, override or dataset.
@@ -77,12 +78,7 @@ def main(argv: Sequence[str]) -> int:
                     break
                 image = sample["image"].permute(1, 2, 0).numpy()
                 image = np.ascontiguousarray(convert_image_to_rgb(image, image_format))
-                fields = sample["instances"].get_fields()
-                classes = metadata.get("thing_classes", None)
-                labels = [classes[i] if classes else str(int(i)) for i in fields["gt_classes"]]
-                drawn = Visualizer(image, metadata).overlay_instances(
-                    labels=labels, boxes=fields.get("gt_boxes"), masks=fields.get("gt_masks"),
-                    keypoints=fields.get("gt_keypoints")).get_image()
+                drawn = _draw_sample(Visualizer(image, metadata), sample, metadata)
                 name = os.path.splitext(os.path.basename(sample["file_name"]))[0]
                 Image.fromarray(drawn).save(os.path.join(args.output, f"{written:04d}_{name}.png"))
                 written += 1
@@ -92,6 +88,19 @@ def main(argv: Sequence[str]) -> int:
     progress.close()
     print(f"wrote {written} image(s) to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _draw_sample(visualizer, sample: dict, metadata):
+    """The ground truth of one mapped training sample: its ``instances`` (detection: boxes,
+    masks, keypoints) or its ``sem_seg`` label map ((H, W) class ids, 255 ignored)."""
+    if "sem_seg" in sample:
+        return visualizer.draw_sem_seg(sample["sem_seg"].numpy(), alpha=0.5).get_image()
+    fields = sample["instances"].get_fields()
+    classes = metadata.get("thing_classes", None)
+    labels = [classes[i] if classes else str(int(i)) for i in fields["gt_classes"]]
+    return visualizer.overlay_instances(
+        labels=labels, boxes=fields.get("gt_boxes"), masks=fields.get("gt_masks"),
+        keypoints=fields.get("gt_keypoints")).get_image()
 
 
 def entry() -> None:
