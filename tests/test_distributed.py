@@ -9,6 +9,7 @@ real tiny config (RandomFlip, 2 loader workers):
   mid-training restarts the group, which resumes from the last checkpoint by itself and ends
   with the uninterrupted run's weights.
 """
+import contextlib
 import os
 import signal
 import socket
@@ -41,11 +42,29 @@ def env(tmp_path_factory):
                 PYTHONWARNINGS="ignore")
 
 
+@contextlib.contextmanager
+def per_user_port_taken():
+    """detectron2's per-user --dist-url port held by another listener, as by a second
+    multi-process run of the same user (two test suites at once failed so: EADDRINUSE)."""
+    from hpvit_d2.cli.train import detectron2_defaults
+
+    port = int(detectron2_defaults()["dist_url"].rsplit(":", 1)[1])
+    with socket.socket() as listener:
+        try:
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+        except OSError:  # already taken by someone else: the same situation
+            pass
+        yield
+
+
 @pytest.fixture(scope="module")
 def two_gpus_run(tmp_path_factory, env):
-    """The reference: two processes on one machine (detectron2's launch, GLOO)."""
+    """The reference: two processes on one machine (detectron2's launch, GLOO), with no
+    --dist-url while the per-user default port is taken: one machine takes a free port."""
     out = tmp_path_factory.mktemp("num_gpus_2")
-    run([sys.executable, TRAIN_NET, "--num-gpus", "2", *args_for(out)], env, timeout=400)
+    with per_user_port_taken():
+        run([sys.executable, TRAIN_NET, "--num-gpus", "2", *args_for(out)], env, timeout=400)
     return out
 
 

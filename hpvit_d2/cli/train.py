@@ -84,7 +84,9 @@ def argument_parser():
     parser.add_argument("--machine-rank", type=int, default=d2["machine_rank"],
                         help="this machine's rank (0 .. num-machines - 1)")
     parser.add_argument("--dist-url", default=d2["dist_url"],
-                        help="initialisation URL of the process group (tcp://HOST:PORT)")
+                        help="initialisation URL of the process group (tcp://HOST:PORT); not given "
+                             "with --num-machines 1, a free port of this machine (two runs at once "
+                             "do not collide), else detectron2's per-user port")
     add_overrides(parser)
     add_device_flag(parser)
     add_override_flag(parser, "--output", "train.output_dir", metavar="DIR",
@@ -213,6 +215,14 @@ def _training_processes(args):
             f" (--num-gpus {args.num_gpus} x --num-machines {args.num_machines})")
 
 
+def _dist_url(args, argv: Sequence[str]) -> str:
+    """``--dist-url`` as given; when it is not, ``"auto"`` on one machine (detectron2's launch then
+    takes a free port, so two multi-process runs of one user do not both take the per-user port),
+    else the per-user default, which every machine computes alike."""
+    given = any(a == "--dist-url" or a.startswith("--dist-url=") for a in argv)
+    return args.dist_url if given or args.num_machines > 1 else "auto"
+
+
 def main(argv: Sequence[str]) -> int:
     args = parse_command(argument_parser(), argv)
     from ..data.datasets import check_num_classes
@@ -236,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
         raise
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
-                   machine_rank=args.machine_rank, dist_url=args.dist_url,
+                   machine_rank=args.machine_rank, dist_url=_dist_url(args, argv),
                    timeout=datetime.timedelta(seconds=args.dist_timeout))
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
