@@ -215,12 +215,12 @@ def _training_processes(args):
             f" (--num-gpus {args.num_gpus} x --num-machines {args.num_machines})")
 
 
-def _dist_url(args, argv: Sequence[str]) -> str:
-    """``--dist-url`` as given; when it is not, ``"auto"`` on one machine (detectron2's launch then
-    takes a free port, so two multi-process runs of one user do not both take the per-user port),
-    else the per-user default, which every machine computes alike."""
-    given = any(a == "--dist-url" or a.startswith("--dist-url=") for a in argv)
-    return args.dist_url if given or args.num_machines > 1 else "auto"
+def _dist_url(args) -> str:
+    """``--dist-url``; at its per-user default on one machine, ``"auto"`` instead (detectron2's
+    launch then takes a free port, so two multi-process runs of one user do not collide). Several
+    machines keep the URL every machine computes alike."""
+    default = detectron2_defaults()["dist_url"]
+    return "auto" if args.num_machines == 1 and args.dist_url == default else args.dist_url
 
 
 def main(argv: Sequence[str]) -> int:
@@ -246,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
         raise
     try:
         launch_job(_worker, (args,), num_gpus=args.num_gpus, num_machines=args.num_machines,
-                   machine_rank=args.machine_rank, dist_url=_dist_url(args, argv),
+                   machine_rank=args.machine_rank, dist_url=_dist_url(args),
                    timeout=datetime.timedelta(seconds=args.dist_timeout))
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE

@@ -67,7 +67,7 @@ def _main() -> int:
         print(json.dumps(probe()))
         return 0
     for value in ("0", "1"):
-        env = dict(lab_env(), _HPVIT_PROBE_CHILD="1", **{cpu_memory.ENV_VAR: value})
+        env = lab_env(_HPVIT_PROBE_CHILD="1", **{cpu_memory.ENV_VAR: value})
         out = subprocess.run([sys.executable, "-m", "hpvit_lab.memory_probe"], env=env, check=True,
                              capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
