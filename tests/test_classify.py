@@ -129,3 +129,17 @@ def test_rand_augment_never_posterizes_to_zero_bits():
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=9, hparams=capped)
     for _ in range(300):  # ~half the draws of N(9, 0.5) are clipped at the cap
         op(image)
+
+
+def test_img_size_sizes_the_data_of_a_model_without_one(tree, tmp_path, capsys):
+    """--img-size goes into a ViT and only into the data pipeline of a CNN (was: "ResNet.__init__()
+    got an unexpected keyword argument 'img_size'"); other bad arguments still stop in one line."""
+    out = tmp_path / "cnn"
+    args = ["--data-dir", tree, "--model", "resnet10t", "--img-size", "32", *FAST, "--epochs", "1",
+            "--aa", "", "--reprob", "0", "--mixup", "0", "--cutmix", "0", "--output", str(out)]
+    assert run(classify.main, args) == 0
+    assert "input (3, 32, 32)" in capsys.readouterr().err
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 0
+    assert run(classify.main, args + ["--model-kwargs", "no_such_argument=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --model resnet10t with") and "no_such_argument" in err[-1]

@@ -62,7 +62,8 @@ def argument_parser() -> argparse.ArgumentParser:
                        help="the embedded shapes ImageFolder (4 classes, 64x64, 100 + 25 / class)")
     data.add_argument("--workers", type=int, default=4)
     data.add_argument("--img-size", type=int, default=None,
-                      help="input side (default: the model's, 224); also the model's img_size")
+                      help="input side (default: the model's, 224); also the img_size of a "
+                           "model that takes one (a ViT)")
     data.add_argument("--crop-pct", type=float, default=None, help="eval crop (default 0.875)")
     data.add_argument("--interpolation", default="bicubic")
     data.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), metavar=("MIN", "MAX"),
@@ -180,13 +181,18 @@ def create_classifier(args, num_classes: int):
         raise ConfigError(f"--model {args.model!r} is not a timm model; HPViT's: "
                           f"{', '.join(timm.list_models('hpvit_*'))} (timm.list_models() for all)")
     kwargs = _parse_kwargs(args.model_kwargs)
-    if args.img_size is not None:
-        kwargs.setdefault("img_size", args.img_size)
     kwargs.setdefault("drop_path_rate", args.drop_path)
-    try:
-        return timm.create_model(args.model, num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"--model {args.model} with {kwargs}: {e}") from None
+    attempts = [kwargs]
+    if args.img_size is not None and "img_size" not in kwargs:
+        # ViTs take the input side; a model without a fixed one (a CNN) refuses it, and then
+        # --img-size sizes the data pipeline only.
+        attempts.insert(0, dict(kwargs, img_size=args.img_size))
+    for k, attempt in enumerate(attempts):
+        try:
+            return timm.create_model(args.model, num_classes=num_classes, **attempt)
+        except (TypeError, ValueError) as e:
+            if k + 1 == len(attempts) or "img_size" not in str(e):
+                raise ConfigError(f"--model {args.model} with {attempt}: {e}") from None
 
 
 def pillow_safe_rand_augment(policy: str) -> str:
