@@ -32,6 +32,10 @@ def bench_run(tmp_path_factory):
     return out, printed.getvalue()
 
 
+def header_line(out) -> str:
+    return (out / "benchmark.md").read_text().splitlines()[0]
+
+
 def _table(md: str):
     lines = [line for line in md.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -102,6 +106,8 @@ def test_every_inference_row_has_every_number(bench_run):
     out, _ = bench_run
     header, rows = _table((out / "benchmark.md").read_text())
     col = {name: i for i, name in enumerate(header)}
+    bf16 = json.loads((out / "benchmark.json").read_text())["bf16_roofline_gmacs"]
+    assert bf16 > 0 and f"the same product in bf16 {bf16:.1f} GMAC/s" in header_line(out)
     for r in rows:
         assert float(r[col["params (M)"]]) > 0
         assert float(r[col["peak mem (MB)"]]) > float(r[col["pass peak (MB)"]]) > 0
@@ -113,6 +119,12 @@ def test_every_inference_row_has_every_number(bench_run):
                 assert float(r[col["GFLOPs"]]) > 0 and float(r[col["GMAC/s"]]) > 0
                 assert float(r[col["GMAC/s"]]) == pytest.approx(
                     3 * float(r[col["GFLOPs"]]) / float(r[col["median (s)"]]), rel=0.05)
+                # an AMP row is judged against the bf16 product, not the fp32 one (issue 36),
+                # and has no share of oneDNN's fp32 inference kernel
+                assert r[2].endswith("+ AMP bf16") and r[col["% oneDNN roofline"]] == "-"
+                assert float(r[col["% roofline"]].rstrip("%")) == pytest.approx(
+                    100 * float(r[col["GMAC/s"]]) / bf16, abs=1.0)
+                assert r[col["GMAC/s vs d2"]] == "1.00x"
             if r[2].startswith("detectron2"):
                 assert r[col["speed vs d2"]] == "1.00x" and r[col["mem vs d2"]] == "1.00x"
             continue
@@ -122,8 +134,14 @@ def test_every_inference_row_has_every_number(bench_run):
         assert low <= float(r[col["median (s)"]]) <= high
         assert r[col["% roofline"]].endswith("%") and r[col["speed vs d2"]].endswith("x")
         assert r[col["% oneDNN roofline"]].endswith("%")
+        # per FLOP against detectron2's row of the same part and size: the speed ratio times the
+        # FLOPs ratio
+        base = next(b for b in rows if b[:2] == r[:2] and b[2].startswith("detectron2"))
+        assert float(r[col["GMAC/s vs d2"]].rstrip("x")) == pytest.approx(
+            float(r[col["speed vs d2"]].rstrip("x")) * float(r[col["GFLOPs"]])
+            / float(base[col["GFLOPs"]]), rel=0.05, abs=0.02)
         if r[2].startswith("detectron2"):
-            assert r[col["speed vs d2"]] == "1.00x"
+            assert r[col["speed vs d2"]] == "1.00x" == r[col["GMAC/s vs d2"]]
 
 
 def test_json_keeps_raw_measurements(bench_run):

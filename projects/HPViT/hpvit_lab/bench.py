@@ -30,9 +30,12 @@ How it measures:
   nothing else lives in it. CPU: peak resident memory of the pass (the kernel's high-water mark,
   reset with /proc/self/clear_refs after the model is built), and the total process peak. CUDA:
   ``torch.cuda.max_memory_allocated``.
-- GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; % of the roofline
-  (``torch.mm``, MKL on the CPU) and, on the CPU, % of oneDNN's linear on the same product (what
-  HPViT's projections run at inference, :mod:`hpvit_d2.modeling.projection`).
+- GMAC/s = fvcore FLOPs (one multiply-add = one flop) / median latency; "GMAC/s vs d2" is that
+  rate over the detectron2 baseline's of the same part, size and precision (training per FLOP);
+  % of the roofline: ``torch.mm`` in fp32 (MKL on the CPU), and for the rows under bf16 autocast
+  the same product in bf16 (their ceiling); on the CPU, the fp32 rows' % of oneDNN's linear on
+  the same product (what HPViT's projections run at inference,
+  :mod:`hpvit_d2.modeling.projection`).
 - CPU memory: glibc keeps freed memory for reuse (``hpvit_d2.cpu_memory``) in the timing process
   and in the inference rows' subprocesses, for every model alike; ``--system-allocator`` measures
   without it. The train rows' memory is measured on the system allocator, as training runs.
@@ -84,7 +87,7 @@ DEFAULT_TRAIN_MASKRCNN_MODELS = ("vit", "hpvit-2262-conv")
 TRAIN_INSTANCES = 8
 COLUMNS = ("part", "size", "model", "params (M)", "GFLOPs", "median (s)", "spread (s)",
            "first pass (s)", "img/s",
-           "speed vs d2", "GMAC/s", "% roofline", "% oneDNN roofline", "peak mem (MB)",
+           "speed vs d2", "GMAC/s", "GMAC/s vs d2", "% roofline", "% oneDNN roofline", "peak mem (MB)",
            "pass peak (MB)", "mem vs d2")
 
 
@@ -200,25 +203,28 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def matmul_roofline(device: str = "cpu", repeats: int = 3, kernel: str = "mm") -> Optional[float]:
+def matmul_roofline(device: str = "cpu", repeats: int = 3, kernel: str = "mm",
+                    dtype: torch.dtype = torch.float32) -> Optional[float]:
     """
-    GMAC/s of a (4096x768) @ (768x3072) fp32 matrix product: the median of ``repeats``.
+    GMAC/s of a (4096x768) @ (768x3072) matrix product in ``dtype``: the median of ``repeats``.
+    ``torch.bfloat16`` gives the ceiling of the AMP rows (autocast runs their matmuls in bf16).
 
     ``kernel``: "mm" (``torch.mm``: MKL on the CPU, cuBLAS on CUDA; the table's roofline) or
     "onednn" (the same product as a linear through oneDNN, what HPViT's projections run at CPU
     inference; None where that path does not exist).
     """
     m, k, n = ROOFLINE_SHAPE
-    a = torch.randn(m, k, device=device)
+    a = torch.randn(m, k, device=device, dtype=dtype)
     if kernel == "mm":
-        b, out = torch.randn(k, n, device=device), torch.empty(m, n, device=device)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        out = torch.empty(m, n, device=device, dtype=dtype)
 
         def product():
             torch.mm(a, b, out=out)
     else:
         from hpvit_d2.modeling.projection import onednn_applies, token_linear
 
-        linear = torch.nn.Linear(k, n, bias=False).to(device)
+        linear = torch.nn.Linear(k, n, bias=False).to(device=device, dtype=dtype)
         with torch.no_grad():
             if not onednn_applies(a):
                 return None
@@ -486,6 +492,9 @@ def run(args, log=print) -> dict:
         "roofline_samples": [r[0] for r in rooflines],
         "onednn_roofline_gmacs": _median_or_none([r[1] for r in rooflines] if rooflines else
                                                  [matmul_roofline(args.device, kernel="onednn")]),
+        # the AMP rows' ceiling: the same product in bf16 (measured when a row runs under AMP)
+        "bf16_roofline_gmacs": (matmul_roofline(args.device, repeats=5, dtype=torch.bfloat16)
+                                if args.amp or any(r.amp for r in rows) else None),
         "allocator": cpu_memory.retained(),
         "cpu_linear": linear and linear._asdict(),
         "rows": [dict(asdict(r), name=r.name) for r in rows],
@@ -525,7 +534,6 @@ def _fmt_g(value) -> str:
 def table_rows(results: dict) -> List[List[str]]:
     """The table's cells, one list per row, in COLUMNS order."""
     rows = [Row(**{k: v for k, v in r.items() if k != "name"}) for r in results["rows"]]
-    roofline = results["roofline_gmacs"]
     onednn = results.get("onednn_roofline_gmacs")
     base = {(r.part, r.size, r.amp): r for r in rows if r.model == BASELINE and not r.compiled}
     out = []
@@ -538,6 +546,10 @@ def table_rows(results: dict) -> List[List[str]]:
         work = r.gflops * (3 if r.part in TRAIN_PARTS else 1) if r.gflops else None
         gmacs = work / median if (work and median) else None
         speed = b_median / median if (b_median and median) else None
+        # per FLOP: this row's GMAC/s over the baseline's (their forward FLOPs counted alike)
+        per_flop = (speed * r.gflops / b.gflops if speed and r.gflops and b and b.gflops
+                    else None)
+        roofline = _roofline_of(results, r)
         mem_ratio = (r.pass_peak_mb / b.pass_peak_mb
                      if b and r.pass_peak_mb and b.pass_peak_mb else None)
         out.append([
@@ -548,13 +560,34 @@ def table_rows(results: dict) -> List[List[str]]:
             _fmt(results["batch"] / median if median else None, 2),
             _fmt(speed, 2) + ("x" if speed else ""),
             _fmt_g(gmacs),
+            _fmt(per_flop, 2) + ("x" if per_flop else ""),
             _fmt(100 * gmacs / roofline if gmacs else None, 0) + ("%" if gmacs else ""),
-            _fmt(100 * gmacs / onednn if gmacs and onednn else None, 0) +
-            ("%" if gmacs and onednn else ""),
+            # oneDNN's roofline is an fp32 inference kernel: not the ceiling of a bf16 row
+            _fmt(100 * gmacs / onednn if gmacs and onednn and not _is_bf16(results, r) else None,
+                 0) + ("%" if gmacs and onednn and not _is_bf16(results, r) else ""),
             _fmt(r.peak_mb, 0), _fmt(r.pass_peak_mb, 0),
             _fmt(mem_ratio, 2) + ("x" if mem_ratio else ""),
         ])
     return out
+
+
+def _is_bf16(results: dict, row: Row) -> bool:
+    """The row ran under bf16 autocast: a train row with AMP, or any inference row of a run
+    with --amp."""
+    return row.amp if row.part in TRAIN_PARTS else bool(results.get("amp_bf16"))
+
+
+def _roofline_of(results: dict, row: Row) -> float:
+    """The ceiling a row's GMAC/s is judged against: the bf16 product for bf16 rows (when the
+    run measured it), else the fp32 one."""
+    bf16 = results.get("bf16_roofline_gmacs")
+    return bf16 if bf16 and _is_bf16(results, row) else results["roofline_gmacs"]
+
+
+def _bf16_note(results: dict) -> str:
+    rate = results.get("bf16_roofline_gmacs")
+    return "" if rate is None else (f", the same product in bf16 {rate:.1f} GMAC/s (the "
+                                    f"roofline of the bf16 rows)")
 
 
 def _onednn_note(results: dict) -> str:
@@ -589,7 +622,7 @@ def markdown_table(results: dict) -> str:
             f"{' (AMP bf16)' if results['amp_bf16'] else ''}, batch {results['batch']}, "
             f"{results['runs']} runs after {results['warmup']} warm-up; matmul roofline "
             f"{results['roofline_gmacs']:.1f} GMAC/s (fp32 {ROOFLINE_SHAPE[0]}x{ROOFLINE_SHAPE[1]}"
-            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}, torch.mm)"
+            f" @ {ROOFLINE_SHAPE[1]}x{ROOFLINE_SHAPE[2]}, torch.mm){_bf16_note(results)}"
             f"{_onednn_note(results)}{_linear_note(results)}; CPU memory: "
             f"{results.get('allocator', 'system allocator')}{_allocator_note(results)}.")
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |",
