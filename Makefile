@@ -26,10 +26,10 @@ pretrain: setup
 	$(LAB) -m hpvit_lab.pretrain
 
 demo-semseg: setup
-	$(LAB) -m hpvit_lab.study semseg
+	$(LAB) -m hpvit_lab.study semseg --readme
 
 demo-classify: setup
-	$(LAB) -m hpvit_lab.study classify
+	$(LAB) -m hpvit_lab.study classify --readme
 
 reproduce: setup
 	$(LAB) -m hpvit_lab.study detection

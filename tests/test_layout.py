@@ -74,7 +74,7 @@ def test_the_lab_is_beside_the_library_not_in_its_wheel():
 
 
 # Blocks whose command has not been run yet (issue 32): empty, and said so in the page's text.
-PENDING_BLOCKS = {"semseg-study", "classify-study"}
+PENDING_BLOCKS = {"classify-study"}
 
 
 def test_readme_numbers_are_written_by_commands():

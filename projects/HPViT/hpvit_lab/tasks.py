@@ -137,10 +137,10 @@ _SEMSEG = Task(
         Claim("mae_helps_plain", "MAE helps ViT-tiny + SFP (MAE - scratch)", "plain/mae",
               "plain/scratch", family="secondary"),
     ),
-    iters=600,
+    iters=800,
     docs="docs/tasks.md",
     output_dir="output/demo_semseg",
-    seconds_per_unit={"hpvit": 0.5, "plain": 0.35},
+    seconds_per_unit={"hpvit": 0.4, "plain": 0.28},
 )
 
 _CLASSIFY = Task(
