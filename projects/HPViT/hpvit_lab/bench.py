@@ -550,6 +550,9 @@ def table_rows(results: dict) -> List[List[str]]:
         per_flop = (speed * r.gflops / b.gflops if speed and r.gflops and b and b.gflops
                     else None)
         roofline = _roofline_of(results, r)
+        # oneDNN's roofline is an fp32 inference kernel: not the ceiling of a bf16 row
+        onednn_share = (100 * gmacs / onednn if gmacs and onednn and not _is_bf16(results, r)
+                        else None)
         mem_ratio = (r.pass_peak_mb / b.pass_peak_mb
                      if b and r.pass_peak_mb and b.pass_peak_mb else None)
         out.append([
@@ -562,9 +565,7 @@ def table_rows(results: dict) -> List[List[str]]:
             _fmt_g(gmacs),
             _fmt(per_flop, 2) + ("x" if per_flop else ""),
             _fmt(100 * gmacs / roofline if gmacs else None, 0) + ("%" if gmacs else ""),
-            # oneDNN's roofline is an fp32 inference kernel: not the ceiling of a bf16 row
-            _fmt(100 * gmacs / onednn if gmacs and onednn and not _is_bf16(results, r) else None,
-                 0) + ("%" if gmacs and onednn and not _is_bf16(results, r) else ""),
+            _fmt(onednn_share, 0) + ("%" if onednn_share else ""),
             _fmt(r.peak_mb, 0), _fmt(r.pass_peak_mb, 0),
             _fmt(mem_ratio, 2) + ("x" if mem_ratio else ""),
         ])
