@@ -111,3 +111,26 @@ def test_a_rerun_leaves_out_the_steps_that_only_reused_runs_need(tmp_path, capsy
     run_lanes([[step(), run]], tag="t", threads=1, reuse=True, not_run=not_run)
     assert not_run == set() and written.is_file()
     assert "[t] step (1 thread(s))" in capsys.readouterr().out
+
+
+def test_a_finished_command_run_is_reused_and_a_changed_one_runs_again(tmp_path, capsys):
+    """A classifier run (a CommandJob marked ``is_run``, as hpvit_lab.study builds timm's) that
+    finished the same command with its outputs there is not trained again on a rerun; one whose
+    command changed, or a step not marked as a run, is."""
+    summary = tmp_path / "run" / "summary.json"
+
+    def run_job(flag="a", is_run=True):
+        code = (f"import pathlib; p = pathlib.Path({str(summary)!r}); p.parent.mkdir(exist_ok=True); "
+                f"p.write_text({flag!r}); print('trained')")
+        return CommandJob("run", [sys.executable, "-c", code, flag], tmp_path / "run.log",
+                          outputs=(summary,), is_run=is_run)
+
+    run_lanes([[run_job()]], tag="t", reuse=True)
+    trained = summary.stat().st_mtime_ns
+    capsys.readouterr()
+    run_lanes([[run_job()]], tag="t", reuse=True)
+    assert "[t] run: reused" in capsys.readouterr().out and summary.stat().st_mtime_ns == trained
+    run_lanes([[run_job("b")]], tag="t", reuse=True)  # another command: trained again
+    assert "[t] run (" in capsys.readouterr().out and summary.read_text() == "b"
+    run_lanes([[run_job("b", is_run=False)]], tag="t", reuse=True)  # a plain step: runs again
+    assert "reused" not in capsys.readouterr().out

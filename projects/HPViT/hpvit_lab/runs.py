@@ -78,6 +78,7 @@ class CommandJob:
     needs: Tuple[str, ...] = ()
     cost: float = 0.0
     outputs: Tuple[Path, ...] = ()
+    is_run: bool = False  # a training run (reused like a TrainRun when it finished before)
 
     def command(self) -> List[str]:
         return list(self.argv)
@@ -176,7 +177,8 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     progress line every ``poll_seconds``. Returns the wall time (s).
 
     ``reuse``: a training run whose output directory holds a finished, evaluated run of the same
-    command and thread count is not run again; nor is a step (``CommandJob`` with ``outputs``)
+    command and thread count (a ``CommandJob`` with ``is_run``: the same command, its outputs
+    there) is not run again; nor is a step (``CommandJob`` with ``outputs``)
     that only such runs need, directly or through other such steps, when it finished the same
     command before and its outputs are there (a rerun of a finished ``make reproduce`` neither
     pre-trains nor converts). ``durations`` (if given) receives each job's seconds by name (a
@@ -214,9 +216,12 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
                     launch_or_leave_out(index, lane.pop(0))
 
     def launch_or_leave_out(index: int, job: Job):
-        earlier = reuse and isinstance(job, TrainRun) and job.finished_record(threads)
+        # a training run (detectron2's, or a command marked as one, as timm's classifier runs
+        # are) that finished the same command is not run again
+        earlier = reuse and _finished_run(job, threads)
         if earlier:
-            print(f"[{tag}] {job.name}: reused ({job.output_dir} finished the same command "
+            where = job.output_dir if isinstance(job, TrainRun) else job.outputs[0].parent
+            print(f"[{tag}] {job.name}: reused ({where} finished the same command "
                   f"in {earlier['seconds'] / 60:.1f} min)", flush=True)
             durations[job.name] = earlier["seconds"]
             finished.add(job.name)
@@ -271,10 +276,18 @@ def run_lanes(lanes: Sequence[Sequence[Job]], tag: str = "demo", poll_seconds: f
     return time.time() - start
 
 
+def _finished_run(job: Job, threads: int):
+    """The record of a training run (a TrainRun, or a CommandJob marked ``is_run``) that finished
+    the same command before, or None (also for any other step)."""
+    if isinstance(job, TrainRun):
+        return job.finished_record(threads)
+    return job.finished_record() if job.is_run else None
+
+
 def _steps_only_reused_runs_need(jobs: Sequence[Job], threads: int) -> set:
     """Names of the steps (``CommandJob`` with ``outputs``) that finished the same command before
     and that only reused training runs need, directly or through other such steps."""
-    reused = {job.name for job in jobs if isinstance(job, TrainRun) and job.finished_record(threads)}
+    reused = {job.name for job in jobs if _finished_run(job, threads)}
     dependents = {job.name: [other.name for other in jobs if job.name in other.needs] for job in jobs}
     unneeded: set = set()
     grew = True

@@ -161,7 +161,7 @@ def build_job(task: Task, arm: str, seed: int, split: str, recipe: Recipe, run_d
     epochs = int(schedule[schedule.index("--epochs") + 1])
     return CommandJob(name, argv, run_dir.parent / f"{run_dir.name}.log",
                       cost=task.seconds_per_unit[model] * epochs,
-                      outputs=(run_dir / "summary.json",))
+                      outputs=(run_dir / "summary.json",), is_run=True)
 
 
 def ensure_splits(*names: str) -> None:

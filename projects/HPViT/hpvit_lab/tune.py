@@ -91,9 +91,11 @@ def main(argv: Sequence[str]) -> int:
     durations: Dict[str, float] = {}
     wall = run_lanes(lanes, tag=f"tune-{task.name}", reuse=True, threads=1, durations=durations)
 
+    # the split scored: a detectron2 dataset name, or the classification tree's val/ folder
+    val_split = splits["val"] if task.runner == "detectron2" else "the ImageFolder val/"
     scores: Dict[str, Dict[int, float]] = {arm: {} for arm in args.arms}
     for arm, k, job in planned:
-        scores[arm][k] = study.read_record(task, job, splits["val"])[task.metric]
+        scores[arm][k] = study.read_record(task, job, val_split)[task.metric]
     best = {arm: max(points, key=points.get) for arm, points in scores.items()}
     lines = ["| point | lr | layer decay | drop path | " +
              " | ".join(f"{task.models[a.split('/')[0]].label} / {a.split('/')[1]}" for a in args.arms)
@@ -106,7 +108,7 @@ def main(argv: Sequence[str]) -> int:
                      + " | ".join(cells) + " |")
     caption = (f"`{command_line('hpvit_lab.tune', args.argv)}`, {datetime.date.today().isoformat()}, "
                f"CPU, {args.lanes} lane(s) of one thread: {task.metric_label} on the val split "
-               f"({splits['val'] if task.runner == 'detectron2' else 'the ImageFolder val/'}), "
+               f"({val_split}), "
                f"seed {TUNE_SEED}, the same {len(args.points)} points for every arm; bold: the "
                f"arm's choice, written to hpvit_lab/recipes.json; {timing_text(wall, lanes, durations)}.")
     report = "\n".join(lines) + "\n\n" + caption
