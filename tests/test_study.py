@@ -129,3 +129,27 @@ def test_classify_study_at_smoke_size(checkpoint, tmp_path, monkeypatch):
     assert "Hugging Face ViTMAE" not in (out / "hpvit_scratch_seed0.log").read_text()
     claims = json.loads((out / "claims.json").read_text())
     assert claims["evaluation_noise"]["how"].startswith("binomial")
+
+
+def test_classify_tuning_at_smoke_size_scores_every_point_on_val(checkpoint, tmp_path, monkeypatch,
+                                                                 capsys):
+    """hpvit_lab.tune on the timm task: each (arm, point) trains and is scored on the tree's val/
+    (top-1), tabled with the arm's choice in bold; a smoke run writes no recipe, and a rerun
+    reuses the finished runs."""
+    from hpvit_lab import tune
+
+    monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
+    recipes = study.RECIPES_FILE.read_text()
+    argv = ["classify", "--smoke", "--arms", "plain/mae", "hpvit/scratch", "--points", "0", "2",
+            "--output-dir", str(tmp_path / "tune"), "--checkpoint", str(checkpoint)]
+    assert run(tune.main, argv) == 0
+    scores = json.loads((tmp_path / "tune" / "scores.json").read_text())
+    assert set(scores) == {"plain/mae", "hpvit/scratch"}
+    assert all(set(points) == {"0", "2"} and all(0 <= v <= 100 for v in points.values())
+               for points in scores.values())
+    table = (tmp_path / "tune" / "tuning.md").read_text()
+    assert "top-1 on the val split (the ImageFolder val/)" in table and table.count("**") == 4
+    assert study.RECIPES_FILE.read_text() == recipes  # smoke: no recipe written
+    capsys.readouterr()
+    assert run(tune.main, argv) == 0
+    assert capsys.readouterr().out.count(": reused (") == 4
