@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -202,6 +203,28 @@ def test_training_cost_curve_runs_each_trunk_as_its_config_sets_it(tmp_path):
     assert "conv + act ckpt |" in readme and "old" not in readme
     with Image.open(tmp_path / "train-curve.png") as image:
         assert image.format == "PNG" and image.width > 1000
+
+
+def test_training_profile_names_the_ops_of_one_step_as_the_config_trains(tmp_path):
+    """--profile MODEL --parts train: torch.profiler over one training step of the trunk as its
+    config checkpoints it, in the first precision asked (amp: bf16 autocast), tabled by op into
+    the model's own 'bench-train-profile-MODEL' block; a detector part is refused by name."""
+    block = "bench-train-profile-hpvit-2262-conv"
+    (tmp_path / "p.md").write_text(f"<!-- begin: {block} -->\nold\n<!-- end: {block} -->\n")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert benchmark.main(["--profile", "hpvit-2262-conv", "--parts", "train", "--scale", "tiny",
+                               "--threads", "1", "--train-sizes", "64", "--train-precisions",
+                               "amp", "--readme", str(tmp_path / "p.md")]) == 0
+    text = (tmp_path / "p.md").read_text()
+    assert "old" not in text and "one training step of HPViT-" in text
+    assert "act ckpt + AMP bf16 at 64x64" in text  # the B config recomputes every stage
+    shares = [int(m) for m in re.findall(r"\| (\d+)% \|", text)]
+    assert len(shares) == 17 and " other ops |" in text  # 16 ops and the rest: all of the step
+    assert 100 - len(shares) <= sum(shares) <= 100 + len(shares)
+    assert "`aten::" in text and "backward" in text.lower()  # the step's backward ops are in it
+    with pytest.raises(ConfigError, match="--parts train"):
+        benchmark.main(["--profile", "vit", "--parts", "train-maskrcnn", "--scale", "tiny"])
 
 
 def test_readme_caption_names_the_command_without_the_readme_flag():

@@ -754,7 +754,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(train-curve.{json,md,png})")
     p.add_argument("--profile", choices=list(VARIANTS), metavar="MODEL",
                    help="instead: torch.profiler over one backbone pass of MODEL at the first "
-                        "--sizes, the ops that take the time (README block 'bench-profile')")
+                        "--sizes, the ops that take the time (README block 'bench-profile'); with "
+                        "--parts train, one training step of MODEL's trunk as its config "
+                        "checkpoints it, at the first --train-sizes, in the first "
+                        "--train-precisions (block 'bench-train-profile-MODEL')")
     p.add_argument("--readme", help="write the table into this README's 'bench' block ('bench-curve' "
                                     "with --curve, 'bench-compile' with --compile, 'bench-profile' "
                                     "with --profile, 'bench-train' with only training parts, "
@@ -815,13 +818,25 @@ def main(argv) -> int:
 
 
 def _profile(args, argv) -> int:
-    """torch.profiler over one inference pass (after a warm-up): time by op, as a table."""
+    """
+    torch.profiler over one pass (after a warm-up): time by op, as a table. The pass is the
+    backbone's inference, or with ``--parts train`` one training step of the trunk as its config
+    checkpoints it, in the first of ``--train-precisions`` (``amp``: bf16 autocast), at the first
+    of ``--train-sizes`` (block 'bench-train-profile').
+    """
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(args.threads)
-    size = (args.sizes or [1024])[0]
-    model = build_model(args.profile, "backbone", args.scale, size).eval()
-    step = make_step(model, "backbone", make_inputs("backbone", size, args.batch, "cpu"), "cpu", False)
+    train = set(args.parts) <= set(TRAIN_PARTS)
+    if train and args.parts != ["train"]:
+        raise ConfigError(f"--profile with --parts {' '.join(args.parts)}: profiles one trunk; "
+                          "use --parts train (a training step) or backbone (inference)")
+    size = ((args.train_sizes if train else args.sizes) or [1024])[0]
+    part = "train" if train else "backbone"
+    amp = train and args.train_precisions[0] == "amp"
+    checkpoint = config_act_checkpoint(args.profile) if train else False
+    model = build_model(args.profile, part, args.scale, size, checkpoint)
+    step = make_step(model, part, make_inputs(part, size, args.batch, "cpu"), "cpu", amp)
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
@@ -830,17 +845,26 @@ def _profile(args, argv) -> int:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     own = sum(e.self_cpu_time_total for e in events)
     lines = ["| op | self CPU (s) | share | calls |", "|---|---:|---:|---:|"]
-    for e in events[:12]:
+    shown = 16 if train else 12
+    for e in events[:shown]:
         lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e6:.2f} | "
                      f"{100 * e.self_cpu_time_total / own:.0f}% | {e.count} |")
+    rest = events[shown:]
+    if rest:
+        rest_us = sum(e.self_cpu_time_total for e in rest)
+        lines.append(f"| {len(rest)} other ops | {rest_us / 1e6:.2f} | {100 * rest_us / own:.0f}% | "
+                     f"{sum(e.count for e in rest)} |")
     command = command_line("hpvit_lab.bench", argv)
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
-               f"{torch.get_num_threads()} threads: {VARIANTS[args.profile]['label']} backbone at "
-               f"{size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
+               f"{torch.get_num_threads()} threads: "
+               + (f"one training step of {Row(part, size, args.profile, checkpoint, amp=amp).name}"
+                  if train else f"{VARIANTS[args.profile]['label']} backbone")
+               + f" at {size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
     table = "\n".join(lines)
     print(table + "\n\n" + caption)
     if args.readme:
-        update_readme_block(args.readme, "bench-profile", table + "\n\n" + caption)
+        block = f"bench-train-profile-{args.profile}" if train else "bench-profile"
+        update_readme_block(args.readme, block, table + "\n\n" + caption)
     return 0
 
 
