@@ -264,3 +264,36 @@ def test_cpu_linear_kernel_is_timed_on_the_machine_or_fixed_by_the_user(monkeypa
     assert cpu_inference_kernels(optimize_for_cpu_inference(onednn, False, linear="mkl")) == \
         {"onednn": 0, "mkl": 8}
 
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_training_attention_with_a_learned_bias_equals_sdpa(amp):
+    """On the CPU, a bias that carries a gradient (training with relative positions) takes the
+    written-out product instead of SDPA's math fallback: the same output and gradients as SDPA,
+    in fp32 and under bf16 autocast (within bf16's resolution), and SDPA itself at inference."""
+    from torch.nn import functional as F
+
+    from hpvit_d2.modeling.attention import attend_with_bias
+
+    gen = torch.Generator().manual_seed(0)
+    leaves = [torch.randn(2, 3, 40, 16, generator=gen) for _ in range(3)]
+    leaves.append(torch.randn(2, 3, 40, 40, generator=gen))
+    results = []
+    for attend in (lambda q, k, v, b: F.scaled_dot_product_attention(q, k, v, attn_mask=b,
+                                                                      scale=0.25),
+                   lambda q, k, v, b: attend_with_bias(q, k, v, b, 0.25)):
+        q, k, v, b = (t.clone().requires_grad_() for t in leaves)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = attend(q, k, v, b)
+        out.float().square().sum().backward()
+        results.append((out, [t.grad for t in (q, k, v, b)]))
+    (expected, expected_grads), (got, grads) = results
+    assert got.dtype == expected.dtype == (torch.bfloat16 if amp else torch.float32)
+    tol = dict(atol=0.1, rtol=0.02) if amp else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.float(), expected.float(), **tol)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, **tol)
+    with torch.no_grad():  # inference: SDPA's own kernel, bit for bit
+        q, k, v, b = leaves
+        assert torch.equal(attend_with_bias(q, k, v, b, 0.25),
+                           F.scaled_dot_product_attention(q, k, v, attn_mask=b, scale=0.25))

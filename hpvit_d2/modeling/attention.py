@@ -8,7 +8,8 @@ windows itself, so that it projects only the real tokens.
   its additive bias, the queries in chunks of rows on large maps so that the (B, heads, N, N) bias
   never exists whole. ``qkv`` runs before the padding to whole windows (padded tokens get the
   ``qkv`` bias, what detectron2's zero padding of the normalised input gives them) and ``proj``
-  after the crop.
+  after the crop. Training on the CPU, where SDPA with a bias that carries a gradient falls back
+  to its math kernel, the same product is written out (:func:`attend_with_bias`).
 - ``fused_attn=False``: detectron2's ``window_partition``, ``Attention.forward`` and
   ``window_unpartition``, for reference.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "BIAS_CHUNK_BYTES",
     "Block",
     "adopt_block",
+    "attend_with_bias",
     "decomposed_rel_pos_bias",
     "merge_windows",
     "split_windows",
@@ -96,6 +98,20 @@ def rel_pos_terms(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Ten
     return rel_h.contiguous(), rel_w.contiguous()
 
 
+def attend_with_bias(q, k, v, bias, scale: float) -> torch.Tensor:
+    """
+    softmax(q k^T * scale + bias) v for (..., N, C) queries, (..., M, C) keys and values and a
+    (..., N, M) additive bias. ``F.scaled_dot_product_attention``, except when the bias carries a
+    gradient on the CPU (training): there SDPA falls back to its math kernel, which also guards
+    every row against being fully masked (``isneginf``, ``all``, ``where`` on the whole score
+    matrix), so the product is written out instead, with the scores scaled and biased in place.
+    """
+    if q.is_cuda or not (bias.requires_grad and torch.is_grad_enabled()):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias)
+    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+
+
 def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,
                       chunk_bytes: Optional[int] = None) -> torch.Tensor:
     """SDPA with the decomposed relative-position bias, the queries in chunks of whole rows whose
@@ -108,7 +124,7 @@ def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scal
     rows = max(1, budget // row_bytes)
     if rows >= h:
         bias = decomposed_rel_pos_bias(q, rel_pos_h, rel_pos_w, side, side)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return attend_with_bias(q, k, v, bias, scale)
     rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, side, side)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # once, not once per chunk
     lead = q.shape[:2]
@@ -117,8 +133,7 @@ def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scal
         r1 = min(h, r0 + rows)
         bias = rel_h[:, r0:r1, :, :, None] + rel_w[:, r0:r1, :, None, :]
         bias = bias.view(*lead, (r1 - r0) * w, n)
-        out[:, :, r0 * w:r1 * w] = F.scaled_dot_product_attention(
-            q[:, :, r0 * w:r1 * w], k, v, attn_mask=bias, scale=scale)
+        out[:, :, r0 * w:r1 * w] = attend_with_bias(q[:, :, r0 * w:r1 * w], k, v, bias, scale)
     return out
 
 

@@ -28,6 +28,11 @@ def _count_fused_attention(analysis: FlopCountAnalysis) -> FlopCountAnalysis:
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
+    # Traced here, without autograd: the forward that inference runs (with gradients on, the
+    # CPU attention with a learned bias writes its product out instead of calling SDPA; the
+    # count is the same, under other operator names).
+    with torch.no_grad():
+        analysis.total()
     return analysis
 
 
