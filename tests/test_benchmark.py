@@ -217,7 +217,7 @@ def test_training_profile_names_the_ops_of_one_step_as_the_config_trains(tmp_pat
                                "--threads", "1", "--train-sizes", "64", "--train-precisions",
                                "amp", "--readme", str(tmp_path / "p.md")]) == 0
     text = (tmp_path / "p.md").read_text()
-    assert "old" not in text and "one training step of HPViT-" in text
+    assert "old" not in text and "one training step of HPViT-tiny trunk" in text
     assert "act ckpt + AMP bf16 at 64x64" in text  # the B config recomputes every stage
     shares = [int(m) for m in re.findall(r"\| (\d+)% \|", text)]
     assert len(shares) == 17 and " other ops |" in text  # 16 ops and the rest: all of the step

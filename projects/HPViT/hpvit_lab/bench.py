@@ -822,7 +822,7 @@ def _profile(args, argv) -> int:
     torch.profiler over one pass (after a warm-up): time by op, as a table. The pass is the
     backbone's inference, or with ``--parts train`` one training step of the trunk as its config
     checkpoints it, in the first of ``--train-precisions`` (``amp``: bf16 autocast), at the first
-    of ``--train-sizes`` (block 'bench-train-profile').
+    of ``--train-sizes`` (block 'bench-train-profile-MODEL').
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -857,7 +857,7 @@ def _profile(args, argv) -> int:
     command = command_line("hpvit_lab.bench", argv)
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
                f"{torch.get_num_threads()} threads: "
-               + (f"one training step of {Row(part, size, args.profile, checkpoint, amp=amp).name}"
+               + (f"one training step of {Row(part, size, args.profile, checkpoint, amp=amp, scale=args.scale).name}"
                   if train else f"{VARIANTS[args.profile]['label']} backbone")
                + f" at {size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
     table = "\n".join(lines)
