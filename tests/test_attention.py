@@ -265,7 +265,6 @@ def test_cpu_linear_kernel_is_timed_on_the_machine_or_fixed_by_the_user(monkeypa
         {"onednn": 0, "mkl": 8}
 
 
-
 @pytest.mark.parametrize("amp", [False, True])
 def test_training_attention_with_a_learned_bias_equals_sdpa(amp):
     """On the CPU, a bias that carries a gradient (training with relative positions) takes the

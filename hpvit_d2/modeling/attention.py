@@ -109,7 +109,7 @@ def attend_with_bias(q, k, v, bias, scale: float) -> torch.Tensor:
     if q.is_cuda or not (bias.requires_grad and torch.is_grad_enabled()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     scores = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).add_(bias)
-    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+    return torch.matmul(scores.softmax(-1), v)
 
 
 def sdpa_with_rel_pos(q, k, v, rel_pos_h, rel_pos_w, side: Tuple[int, int], scale: float,

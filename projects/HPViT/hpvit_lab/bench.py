@@ -787,9 +787,9 @@ def main(argv) -> int:
     if args.runs < 1 or args.warmup < 0:
         raise ConfigError(f"--runs {args.runs} / --warmup {args.warmup}: "
                           "need runs >= 1 and warmup >= 0")
-    if args.profile:
-        return _profile(args, argv)
     train_only = set(args.parts) <= set(TRAIN_PARTS)
+    if args.profile:
+        return _profile(args, argv, train_only)
     if args.curve and train_only:
         args.parts = ["train"]
         args.train_sizes = args.sizes or list(CURVE_SIZES)
@@ -817,7 +817,7 @@ def main(argv) -> int:
     return 0
 
 
-def _profile(args, argv) -> int:
+def _profile(args, argv, train: bool) -> int:
     """
     torch.profiler over one pass (after a warm-up): time by op, as a table. The pass is the
     backbone's inference, or with ``--parts train`` one training step of the trunk as its config
@@ -827,7 +827,6 @@ def _profile(args, argv) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(args.threads)
-    train = set(args.parts) <= set(TRAIN_PARTS)
     if train and args.parts != ["train"]:
         raise ConfigError(f"--profile with --parts {' '.join(args.parts)}: profiles one trunk; "
                           "use --parts train (a training step) or backbone (inference)")
@@ -855,11 +854,11 @@ def _profile(args, argv) -> int:
         lines.append(f"| {len(rest)} other ops | {rest_us / 1e6:.2f} | {100 * rest_us / own:.0f}% | "
                      f"{sum(e.count for e in rest)} |")
     command = command_line("hpvit_lab.bench", argv)
+    row = Row(part, size, args.profile, checkpoint, amp=amp, scale=args.scale)
+    what = f"one training step of {row.name}" if train else f"{row.name} backbone"
     caption = (f"`{command.strip()}`, {datetime.date.today().isoformat()}, {_machine('cpu')}, "
-               f"{torch.get_num_threads()} threads: "
-               + (f"one training step of {Row(part, size, args.profile, checkpoint, amp=amp, scale=args.scale).name}"
-                  if train else f"{VARIANTS[args.profile]['label']} backbone")
-               + f" at {size}x{size}, one pass of {total:.2f} s (under the profiler), by op.")
+               f"{torch.get_num_threads()} threads: {what} at {size}x{size}, one pass of "
+               f"{total:.2f} s (under the profiler), by op.")
     table = "\n".join(lines)
     print(table + "\n\n" + caption)
     if args.readme:
