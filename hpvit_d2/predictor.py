@@ -100,8 +100,8 @@ class LazyPredictor:
             amp (bool or None): mixed precision on CUDA; None takes ``cfg.train.amp.enabled``.
             amp_dtype (torch.dtype): autocast dtype, torch.float16 or torch.bfloat16.
             optimize (bool): on the CPU, run an HPViT model through
-                ``hpvit_d2.modeling.optimize_for_cpu_inference`` (banded blocks, the faster
-                projection kernel; the same predictions to float rounding). It tunes the
+                ``hpvit_d2.modeling.optimize_for_cpu_inference`` (blocks banded in place, one
+                projection kernel for all; the same predictions to float rounding). It tunes the
                 predictor's own model: the one it builds, or a copy of ``model``, which stays as
                 it is. False runs ``model`` itself (set to eval mode), with no copy. The allocator
                 is not touched (``hpvit_d2.cpu_memory.retain_freed_cpu_memory`` is the caller's

@@ -191,12 +191,12 @@ def test_bf16_autocast_stays_close_to_fp32_on_cuda():
 @pytest.mark.parametrize("window_blocks", [(0, 1), (1,)], ids=["window-first", "global-first"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, window_blocks):
-    """optimize_for_cpu_inference: banded blocks (every block banded with a 100-token band),
-    oneDNN projections; the same outputs as the default forward at inference, the same outputs
-    and gradients in training (where it must change nothing), the same state dict."""
+    """Inference in bands (every block banded with a 100-token band): the default forward and
+    optimize_for_cpu_inference's (in place, oneDNN projections) give the whole map's outputs; in
+    training the step changes nothing (outputs and gradients); the same state dict."""
     import copy
 
-    from hpvit_d2.modeling import HPViT, cpu_inference, optimize_for_cpu_inference
+    from hpvit_d2.modeling import HPViT, bands, optimize_for_cpu_inference
     from hpvit_d2.modeling.projection import OneDNNLinear
 
     model = HPViT(img_size=128, embed_dim=48, depth=4, num_heads=3, window_size=4,
@@ -205,14 +205,21 @@ def test_cpu_inference_step_equals_the_default_forward(monkeypatch, device, wind
     fast = optimize_for_cpu_inference(copy.deepcopy(model), retain_freed_memory=False,
                                       linear="onednn")
     assert optimize_for_cpu_inference(fast, retain_freed_memory=False, linear="onednn") is fast
-    assert all(isinstance(b, cpu_inference.BandedBlock) and b.inplace for b in fast.blocks)
+    assert all(b.inplace for b in fast.blocks) and not any(b.inplace for b in model.blocks)
     assert isinstance(fast.blocks[0].mlp.fc1, OneDNNLinear)
     assert list(fast.state_dict()) == list(model.state_dict())
-    monkeypatch.setattr(cpu_inference, "INFERENCE_BAND_TOKENS", 100)
+    monkeypatch.setattr(bands, "INFERENCE_BAND_TOKENS", 100)
     x = torch.randn(2, 3, 116, 92, device=device)
+    fc1_tokens = []
+    hook = model.blocks[0].mlp.fc1.register_forward_hook(
+        lambda m, args, out: fc1_tokens.append(args[0].shape[:-1].numel()))
+    whole = {k: v.detach() for k, v in model(x).items()}  # autograd on: no bands
     with torch.no_grad():
-        whole, banded = model(x), fast(x)
+        default, banded = model(x), fast(x)  # both in bands, the step's in place
+    hook.remove()
+    assert fc1_tokens[0] == 2 * 29 * 23 and max(fc1_tokens[1:]) < 2 * 29 * 23, fc1_tokens
     for name in whole:
+        torch.testing.assert_close(default[name], whole[name], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(banded[name], whole[name], atol=1e-5, rtol=1e-5)
     model.train(), fast.train()
     got, expected = fast(x), model(x)
@@ -228,11 +235,12 @@ def test_cpu_linear_kernel_is_timed_on_the_machine_or_fixed_by_the_user(monkeypa
     """The projections' kernel at CPU inference: "auto" times both on the model's own shapes
     (the reason gives the ratio), HPVIT_CPU_LINEAR or linear= fix it (the argument first), a
     wrong name is one ConfigError naming where it came from; both kernels give the same outputs
-    and cpu_inference_kernels says which one each projection runs."""
+    and cpu_inference_kernels says which one each projection runs, with the step and without
+    it (the default CpuLinear projections, each on its own shape's kernel)."""
     import copy
 
     from hpvit_d2.modeling import HPViT, cpu_inference_kernels, optimize_for_cpu_inference
-    from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, choose_cpu_linear
+    from hpvit_d2.modeling.projection import CPU_LINEAR_ENV, CpuLinear, choose_cpu_linear
     from hpvit_d2.overrides import ConfigError
 
     monkeypatch.delenv(CPU_LINEAR_ENV, raising=False)
@@ -263,6 +271,19 @@ def test_cpu_linear_kernel_is_timed_on_the_machine_or_fixed_by_the_user(monkeypa
     # applied again with the other kernel: the projections follow
     assert cpu_inference_kernels(optimize_for_cpu_inference(onednn, False, linear="mkl")) == \
         {"onednn": 0, "mkl": 8}
+    # without the step, each projection takes its own shape's kernel, fixed by the environment
+    assert all(type(p) is CpuLinear for b in model.blocks for p in b.projections())
+    for kernel, other in (("onednn", "mkl"), ("mkl", "onednn")):
+        monkeypatch.setenv(CPU_LINEAR_ENV, kernel)
+        assert cpu_inference_kernels(model) == {kernel: 8, other: 0}
+        with torch.no_grad():
+            default = model(x)
+        for name in a:
+            torch.testing.assert_close(default[name], a[name], atol=1e-5, rtol=1e-5)
+    monkeypatch.setenv(CPU_LINEAR_ENV, "fastest")
+    with pytest.raises(ConfigError, match=f"^{CPU_LINEAR_ENV}='fastest' is not a CPU linear"):
+        with torch.no_grad():
+            model(x)
 
 
 @pytest.mark.parametrize("amp", [False, True])

@@ -149,7 +149,6 @@ def test_predictor_tunes_its_own_model_not_the_callers(trained):
     keep their classes and mode, and the allocator is not touched; optimize=False runs the
     caller's model itself. Both predict the same to float rounding."""
     from hpvit_d2 import cpu_memory
-    from hpvit_d2.modeling.cpu_inference import BandedBlock
 
     model, _ = trained
     cfg = model_zoo.get_config(TINY)
@@ -158,8 +157,9 @@ def test_predictor_tunes_its_own_model_not_the_callers(trained):
     model.train()
     tuned = LazyPredictor(cfg, model=model)
     assert tuned.model is not model and _equal_state(tuned.model, model)
-    assert all(isinstance(b, BandedBlock) for b in tuned.model.backbone.bottom_up.blocks)
+    assert all(b.inplace for b in tuned.model.backbone.bottom_up.blocks)
     assert [type(m) for m in model.modules()] == classes and model.training
+    assert not any(b.inplace for b in model.backbone.bottom_up.blocks)
     assert cpu_memory.retained() == allocator
     model.eval()
     plain = LazyPredictor(cfg, model=model, optimize=False)

@@ -76,8 +76,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-partial", action="store_true",
                         help="load weights that do not fill the model (the rest stays random)")
     parser.add_argument("--no-cpu-tuning", dest="cpu_tuning", action="store_false",
-                        help="on the CPU, run the model as built: no banded blocks or oneDNN "
-                             "projections, and glibc's allocator left as it is")
+                        help="on the CPU, run the model as built (its default forward, without "
+                             "optimize_for_cpu_inference), and glibc's allocator left as it is")
     add_device_flag(parser)
     add_register_coco_flag(parser)
     add_debug_flag(parser)

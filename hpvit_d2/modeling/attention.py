@@ -1,5 +1,6 @@
 """
-detectron2's ViT attention and block, the kernel chosen by ``Attention.fused_attn`` (timm's idiom).
+detectron2's ViT attention and block, the kernel chosen by ``Attention.fused_attn`` (timm's idiom);
+at inference the block takes large maps in row bands (:class:`Block`).
 
 Same parameters, names and initialisation as detectron2's; the attention partitions its input into
 windows itself, so that it projects only the real tokens.
@@ -16,10 +17,13 @@ windows itself, so that it projects only the real tokens.
 from typing import Optional, Tuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.modeling.backbone import vit as d2_vit
 from detectron2.modeling.backbone.utils import get_rel_pos, window_partition, window_unpartition
 
+import hpvit_d2.modeling.bands as bands  # read at call time: the budget can be changed
+from .projection import CpuLinear
 from .retype import retype
 
 __all__ = [
@@ -174,26 +178,69 @@ class Attention(d2_vit.Attention):
 
 
 class Block(d2_vit.Block):
-    """detectron2's ``Block`` whose :class:`Attention` takes the window size. x: (B, H, W, C)."""
+    """
+    detectron2's ``Block`` whose :class:`Attention` takes the window size. x: (B, H, W, C).
+
+    At inference (no autograd, eval mode, not traced or compiled), a map of more than
+    ``bands.INFERENCE_BAND_TOKENS`` tokens goes through the block in row bands, so that its
+    (tokens, 3C) qkv and (tokens, 4C) MLP activations exist for one band at a time: a window block
+    takes bands of whole window rows through both branches, a global block attends over the whole
+    map and takes its MLP in bands. The output is the same. With ``inplace`` (as
+    ``nn.ReLU(inplace=True)``; ``optimize_for_cpu_inference`` sets it, since HPViT's forward owns
+    every map it passes to a block) the banded result is written into the input instead of a copy.
+    """
+
+    inplace: bool = False
 
     def __init__(self, *args, fused_attn: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         adopt_block(self, fused_attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._banded(x):
+            return self._forward_in_bands(x)
         x = x + self.drop_path(self.attn(self.norm1(x), self.window_size))
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         if self.use_residual_block:
             x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x
 
+    def _banded(self, x: torch.Tensor) -> bool:
+        B, H, W, _ = x.shape
+        return not (torch.is_grad_enabled() or self.training or torch.jit.is_tracing()
+                    or torch.compiler.is_compiling() or B * H * W <= bands.INFERENCE_BAND_TOKENS)
+
+    def _forward_in_bands(self, x: torch.Tensor) -> torch.Tensor:
+        budget = bands.INFERENCE_BAND_TOKENS
+        x = x if self.inplace else x.clone()
+        ws = self.window_size
+        if ws > 0:
+            for band in bands.row_bands(x, budget, ws):  # views of x: no copy
+                band += self.attn(self.norm1(band), ws)
+                band += self.mlp(self.norm2(band))
+        else:
+            x += self.attn(self.norm1(x), 0)
+            for band in bands.row_bands(x, budget):
+                band += self.mlp(self.norm2(band))
+        if self.use_residual_block:
+            x = self.residual(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return x
+
+    def projections(self) -> Tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+        """The token projections: attention ``qkv`` and ``proj``, MLP ``fc1`` and ``fc2``."""
+        return (self.attn.qkv, self.attn.proj, self.mlp.fc1, self.mlp.fc2)
+
 
 def adopt_block(block: d2_vit.Block, fused_attn: bool = True) -> Block:
     """A detectron2 ``Block`` (one ``ViT.__init__`` built) as a :class:`Block` with an
-    :class:`Attention` of kernel ``fused_attn``, in place (:func:`~.retype.retype`)."""
+    :class:`Attention` of kernel ``fused_attn`` and :class:`~.projection.CpuLinear` projections
+    (the faster kernel at CPU inference), in place (:func:`~.retype.retype`)."""
     if not isinstance(block, Block):
         retype(block, Block)
     if not isinstance(block.attn, Attention):
         retype(block.attn, Attention)
     block.attn.fused_attn = fused_attn
+    for projection in block.projections():
+        if type(projection) is nn.Linear:
+            retype(projection, CpuLinear)
     return block

@@ -12,7 +12,7 @@ __all__ = ["INFERENCE_BAND_TOKENS", "RECOMPUTE_BAND_TOKENS", "row_bands"]
 # Tokens per band, the two budgets side by side:
 # training with recomputation: the activations backward rebuilds at once (HPViT.forward);
 RECOMPUTE_BAND_TOKENS = 4096
-# CPU inference: the (tokens, 3C) qkv and (tokens, 4C) MLP activations (cpu_inference.BandedBlock).
+# inference: the (tokens, 3C) qkv and (tokens, 4C) MLP activations (attention.Block).
 INFERENCE_BAND_TOKENS = 8192
 
 

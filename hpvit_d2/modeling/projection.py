@@ -4,11 +4,17 @@ A ViT block's token projections (``qkv``, ``proj``, ``fc1``, ``fc2``) through on
 ``F.linear`` (MKL's sgemm and a bias pass), with the same ``nn.Linear`` parameters.
 
 Which kernel is faster depends on the processor (docs/benchmarks.md, "Speed and memory", the two
-rooflines), so :func:`choose_cpu_linear` times both on the model's own shapes, once per process;
+rooflines: on an AMD EPYC oneDNN's was 2.2x MKL's, on an Intel Xeon 0.97x), so
+:func:`choose_cpu_linear` times both on the model's own shapes, once per process;
 ``HPVIT_CPU_LINEAR=onednn|mkl`` fixes the choice. Only CPU fp32 inference takes this path (no
 autograd or autocast, not traced, compiled or exported).
+
+HPViT's blocks are built with :class:`CpuLinear` projections, which take the faster kernel for
+their own shape by default; ``optimize_for_cpu_inference`` fixes one kernel for all of them
+(:class:`OneDNNLinear` or ``nn.Linear``).
 """
 import functools
+import logging
 import os
 import time
 from typing import NamedTuple, Optional, Sequence, Tuple
@@ -17,8 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["CPU_LINEAR_ENV", "CPU_LINEARS", "CpuLinearChoice", "OneDNNLinear", "choose_cpu_linear",
-           "onednn_applies", "token_linear"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["CPU_LINEAR_ENV", "CPU_LINEARS", "CpuLinear", "CpuLinearChoice", "OneDNNLinear",
+           "choose_cpu_linear", "onednn_applies", "preferred_cpu_linear", "token_linear"]
 
 # The environment variable that fixes the CPU inference projections' kernel, and its values.
 CPU_LINEAR_ENV = "HPVIT_CPU_LINEAR"
@@ -164,3 +172,37 @@ def choose_cpu_linear(shapes: Sequence[Tuple[int, int]], linear: Optional[str] =
     kernel = "onednn" if ratio > 1.0 else "mkl"
     return CpuLinearChoice(kernel, f"auto: oneDNN's linear {ratio:.2f}x F.linear's speed on the "
                                    f"blocks' projections, {torch.get_num_threads()} threads")
+
+
+@functools.lru_cache(maxsize=None)
+def _preferred(shape: Tuple[int, int], threads: int, requested: Optional[str]) -> str:
+    """:func:`preferred_cpu_linear`, cached per shape, thread count and ``HPVIT_CPU_LINEAR``;
+    logs the choice once."""
+    del threads, requested  # cache keys: choose_cpu_linear reads both itself
+    choice = choose_cpu_linear([shape])
+    logger.info("HPViT CPU inference: %s projections through %s (%s)", "x".join(map(str, shape)),
+                "oneDNN's linear" if choice.kernel == "onednn" else "F.linear (MKL)", choice.reason)
+    return choice.kernel
+
+
+def preferred_cpu_linear(in_features: int, out_features: int) -> str:
+    """The faster CPU inference kernel for a (in_features -> out_features) projection on this
+    machine, "onednn" or "mkl" (``HPVIT_CPU_LINEAR`` fixes it); timed once per process, shape and
+    thread count (:func:`choose_cpu_linear`)."""
+    return _preferred((in_features, out_features), torch.get_num_threads(),
+                      os.environ.get(CPU_LINEAR_ENV))
+
+
+class CpuLinear(nn.Linear):
+    """
+    An ``nn.Linear`` (same parameters and state dict) that at CPU fp32 inference
+    (:func:`onednn_applies`) runs on the faster kernel for its shape on this machine
+    (:func:`preferred_cpu_linear`), and everywhere else is ``nn.Linear``. x: (..., in_features)
+    -> (..., out_features).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (onednn_applies(x) and self.weight.dtype == x.dtype
+                and preferred_cpu_linear(self.in_features, self.out_features) == "onednn"):
+            return _onednn_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)

@@ -22,6 +22,10 @@ the CPU as :class:`hpvit_d2.engine.AutocastForward` runs it). By default the bac
 every model but ``hpvit-1191-avg`` and the others fewer (see ``--help``), to keep the
 default run short.
 
+``--default-forward MODEL ...`` adds backbone rows of those models as built, without the CPU
+inference step: the default forward a user's ``model(x)`` runs (HPViT's blocks banded at
+inference, each projection on its shape's faster kernel), timed beside the stepped rows.
+
 How it measures:
 - latency: models of one (part, size) are timed in the same process, after ``--warmup`` passes
   each, in ``--runs`` rounds that alternate the order of the models; the matrix-multiply
@@ -100,6 +104,7 @@ class Row:
     model: str
     checkpoint: Union[bool, List[int]] = False  # activation checkpointing: all stages, or these
     compiled: bool = False
+    default_forward: bool = False  # inference as built, without optimize_for_cpu_inference
     amp: bool = False  # autocast (bfloat16) as train.amp.enabled runs it: train rows
     params_m: Optional[float] = None
     gflops: Optional[float] = None
@@ -120,12 +125,13 @@ class Row:
         suffix = "" if not self.checkpoint else " + act ckpt" if self.checkpoint is True else \
             " + act ckpt " + ", ".join(f"1/{4 * 2**k}" for k in self.checkpoint)
         return (label + suffix + (" (compiled)" if self.compiled else "")
+                + (" (default forward)" if self.default_forward else "")
                 + (" + AMP bf16" if self.amp else ""))
 
     @property
     def key(self) -> str:
         return (f"{self.part}/{self.size}/{self.model}/{self.checkpoint}/{int(self.compiled)}"
-                f"/{int(self.amp)}")
+                f"/{int(self.default_forward)}/{int(self.amp)}")
 
 
 def make_inputs(part: str, size: int, batch: int, device: str):
@@ -161,12 +167,13 @@ def _synthetic_instances(size: int, gen: torch.Generator):
 
 
 def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool,
-              linear: Optional[str] = None) -> Callable:
+              linear: Optional[str] = None, cpu_step: bool = True) -> Callable:
     """A function running one pass: inference (backbone, maskrcnn) or a training step (train,
     train-maskrcnn; ``amp``: autocast bfloat16 around the forward and the loss).
     Inference on the CPU runs the model as the predictor does, after
     ``optimize_for_cpu_inference`` (the allocator policy is this command's, set in ``main``;
-    ``linear``: the projections' kernel, "onednn" or "mkl", None: as the predictor decides)."""
+    ``linear``: the projections' kernel, "onednn" or "mkl", None: as the predictor decides),
+    or with ``cpu_step=False`` as built: the default forward a user's ``model(x)`` runs."""
 
     if part in TRAIN_PARTS:
         from detectron2.utils.events import EventStorage
@@ -186,7 +193,7 @@ def make_step(model: torch.nn.Module, part: str, inputs, device: str, amp: bool,
             model.zero_grad(set_to_none=True)
     else:
         model.eval()
-        if not device.startswith("cuda"):
+        if cpu_step and not device.startswith("cuda"):
             from hpvit_d2.modeling import optimize_for_cpu_inference
 
             optimize_for_cpu_inference(model, retain_freed_memory=False, linear=linear)
@@ -274,7 +281,8 @@ def measure_row(spec: dict) -> dict:
                         spec["checkpoint"]).to(device)
     train = spec["part"] in TRAIN_PARTS
     inputs = make_inputs(spec["part"], spec["size"], spec["batch"], device)
-    step = make_step(model, spec["part"], inputs, device, spec["amp"], spec.get("linear"))
+    step = make_step(model, spec["part"], inputs, device, spec["amp"], spec.get("linear"),
+                     spec.get("cpu_step", True))
     result = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
               "allocator": cpu_memory.retained()}
     gc.collect()
@@ -403,6 +411,8 @@ def plan_rows(args) -> List[Row]:
                     rows.append(row())
                     if part == "backbone" and model in args.compile:
                         rows.append(row(compiled=True))
+                    if part == "backbone" and model in args.default_forward:
+                        rows.append(row(default_forward=True))
     return rows
 
 
@@ -432,7 +442,7 @@ def run(args, log=print) -> dict:
         spec = dict(model=row.model, part=row.part, size=row.size, checkpoint=row.checkpoint,
                     scale=args.scale, batch=args.batch, threads=args.threads, device=args.device,
                     amp=row.amp if train else args.amp, train_runs=args.train_runs,
-                    linear=linear and linear.kernel,
+                    linear=linear and linear.kernel, cpu_step=not row.default_forward,
                     # the trunk's forward FLOPs, once per (size, model) of the train part
                     count_flops=row.part == "train" and twin is None)
         log(f"memory/params/FLOPs (subprocess): {row.part} {row.size} {row.name}")
@@ -464,16 +474,18 @@ def run(args, log=print) -> dict:
             if row.model not in built:
                 built[row.model] = build_model(row.model, part, args.scale, size).to(args.device)
         share_weights(built, BASELINE if BASELINE in built else next(iter(built)))
+        # copies taken before the CPU step changes the built models in place
+        as_built = {row.key: copy.deepcopy(built[row.model]) for row in group if row.default_forward}
         inputs = make_inputs(part, size, args.batch, args.device)
         steps = {}
         for row in group:
-            model = built[row.model]
+            model = as_built.get(row.key, built[row.model])
             if row.compiled:
                 model = torch.compile(copy.deepcopy(model))
             steps[row.key] = make_step(model, part, inputs, args.device, args.amp,
-                                       linear and linear.kernel)
+                                       linear and linear.kernel, not row.default_forward)
         rooflines += _time_rows(group, steps, args, log)
-        del built, steps
+        del built, as_built, steps
         gc.collect()
 
     return {
@@ -743,6 +755,10 @@ def _parser() -> argparse.ArgumentParser:
                         "training rows: --train-precisions)")
     p.add_argument("--compile", nargs="*", default=[], choices=list(VARIANTS), metavar="MODEL",
                    help="also time torch.compile of these backbones (compiling takes minutes)")
+    p.add_argument("--default-forward", nargs="*", default=[],
+                   choices=[v for v in VARIANTS if VARIANTS[v]["kind"] != "vit"], metavar="MODEL",
+                   help="also time these backbones' default forward: the model as built, without "
+                        "optimize_for_cpu_inference (what model(x) runs)")
     p.add_argument("--scale", default="base", choices=list(SCALES),
                    help="trunk width: base (ViT-B) or tiny (to test the harness)")
     p.add_argument("--out", default="output/benchmark", help="directory for json, md and png")
