@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from .attention import Block
 from .hpvit import HPViT
-from .projection import CpuLinear, OneDNNLinear, choose_cpu_linear, preferred_cpu_linear
+from .projection import CpuLinear, OneDNNLinear, choose_cpu_linear
 from .retype import retype
 
 __all__ = ["cpu_inference_kernels", "optimize_for_cpu_inference"]
@@ -66,7 +66,7 @@ def optimize_for_cpu_inference(model: nn.Module, retain_freed_memory: bool = Fal
             if isinstance(block, Block):
                 block.inplace = True
         for projection in _projections(backbone):
-            retype(retype(projection, nn.Linear), kernel)  # via the base: siblings do not retype
+            retype(projection, kernel)
     if choice is not None:
         logger.info("HPViT CPU inference: projections through %s (%s)",
                     "oneDNN's linear" if choice.kernel == "onednn" else "F.linear (MKL)",
@@ -86,8 +86,5 @@ def cpu_inference_kernels(model: nn.Module) -> Dict[str, int]:
     for backbone in model.modules():
         if isinstance(backbone, HPViT):
             for p in _projections(backbone):
-                if type(p) is CpuLinear:  # its own shape's choice
-                    counts[preferred_cpu_linear(p.in_features, p.out_features)] += 1
-                else:
-                    counts["onednn" if type(p) is OneDNNLinear else "mkl"] += 1
+                counts[p.cpu_kernel() if isinstance(p, CpuLinear) else "mkl"] += 1
     return counts

@@ -77,17 +77,10 @@ def token_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     Returns:
         Tensor (..., C_out), contiguous.
     """
-    # Another subclass of nn.Linear may compute something else: it is called as it is.
-    if type(linear) in (nn.Linear, OneDNNLinear) and onednn_applies(x) and linear.weight.dtype == x.dtype:
+    # A subclass (our CpuLinear and OneDNNLinear included) is called as it is: it chooses itself.
+    if type(linear) is nn.Linear and onednn_applies(x) and linear.weight.dtype == x.dtype:
         return _onednn_linear(x, linear.weight, linear.bias)
-    return nn.Linear.forward(linear, x) if type(linear) is OneDNNLinear else linear(x)
-
-
-class OneDNNLinear(nn.Linear):
-    """An ``nn.Linear`` whose forward is :func:`token_linear` (same parameters and state dict)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return token_linear(self, x)
+    return linear(x)
 
 
 class CpuLinearChoice(NamedTuple):
@@ -196,13 +189,25 @@ def preferred_cpu_linear(in_features: int, out_features: int) -> str:
 class CpuLinear(nn.Linear):
     """
     An ``nn.Linear`` (same parameters and state dict) that at CPU fp32 inference
-    (:func:`onednn_applies`) runs on the faster kernel for its shape on this machine
-    (:func:`preferred_cpu_linear`), and everywhere else is ``nn.Linear``. x: (..., in_features)
-    -> (..., out_features).
+    (:func:`onednn_applies`) runs on :meth:`cpu_kernel`, by default the faster kernel for its
+    shape on this machine (:func:`preferred_cpu_linear`), and everywhere else is ``nn.Linear``.
+    x: (..., in_features) -> (..., out_features).
     """
 
+    kernel: Optional[str] = None  # "onednn" or "mkl" fixes it; None: the faster for the shape
+
+    def cpu_kernel(self) -> str:
+        """The kernel of this projection at CPU fp32 inference, "onednn" or "mkl"."""
+        return self.kernel or preferred_cpu_linear(self.in_features, self.out_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (onednn_applies(x) and self.weight.dtype == x.dtype
-                and preferred_cpu_linear(self.in_features, self.out_features) == "onednn"):
+        if onednn_applies(x) and self.weight.dtype == x.dtype and self.cpu_kernel() == "onednn":
             return _onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+class OneDNNLinear(CpuLinear):
+    """A :class:`CpuLinear` on oneDNN's linear wherever it applies (what
+    ``optimize_for_cpu_inference`` makes the projections when oneDNN is the faster)."""
+
+    kernel = "onednn"
