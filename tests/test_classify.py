@@ -84,6 +84,7 @@ def test_finetunes_from_a_plain_checkpoint_evaluates_and_resumes(tree, plain_vit
     ("bad_checkpoint", "bad.pth: not a checkpoint (a .pth/.pt file starts as a zip or a pickle"),
     ("unknown_model", "is not a timm model; HPViT's: hpvit_base_patch16_224"),
     ("odd_batch", "use an even batch size"),
+    ("bad_flip", "--vflip 1.5: a probability, give a value in [0, 1]"),
 ])
 def test_bad_inputs_are_one_line_and_exit_2(case, message, tree, tmp_path, capsys):
     data = tree
@@ -102,6 +103,8 @@ def test_bad_inputs_are_one_line_and_exit_2(case, message, tree, tmp_path, capsy
         args += ["--model", "hpvit_huge_patch99"]
     elif case == "odd_batch":
         args += ["--batch-size", "7"]
+    elif case == "bad_flip":
+        args += ["--vflip", "1.5"]
     assert run(classify.main, ["--data-dir", data, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], err
@@ -143,3 +146,23 @@ def test_img_size_sizes_the_data_of_a_model_without_one(tree, tmp_path, capsys):
     assert run(classify.main, args + ["--model-kwargs", "no_such_argument=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --model resnet10t with") and "no_such_argument" in err[-1]
+
+
+def test_flip_flags_reach_the_training_transform(tree):
+    """--hflip / --vflip are the probabilities of timm's training flips (the shapes keep their
+    class under both); the eval transform never flips."""
+    import torchvision.transforms as T
+
+    args = classify.argument_parser().parse_args(
+        ["--data-dir", tree, *TINY, *FAST, "--hflip", "0", "--vflip", "1", "--aa", "",
+         "--reprob", "0"])
+    model = classify.create_classifier(args, num_classes=4)
+    _, train_loader, val_loader, _ = classify._loaders(args, model, os.path.join(tree, "train"),
+                                                       os.path.join(tree, "val"))
+
+    def flips(loader):
+        return {type(t).__name__: t.p for t in loader.dataset.transform.transforms
+                if isinstance(t, (T.RandomHorizontalFlip, T.RandomVerticalFlip))}
+
+    assert flips(train_loader) == {"RandomVerticalFlip": 1.0}
+    assert flips(val_loader) == {}

@@ -11,7 +11,7 @@ import torch
 
 from hpvit_lab.mae import MAESettings, mae_param_groups, pretrain_mae
 from hpvit_lab.pretrain import mae_settings
-from hpvit_lab.shipped import SHIPPED_MAE, sha256_of, verify_checkpoint
+from hpvit_lab.shipped import SHIPPED_MAE, sha256_of, shipped_checkpoint, verify_checkpoint
 
 
 def test_the_miniature_keeps_the_papers_proportions():
@@ -96,19 +96,48 @@ def test_mae_parameter_groups_decay_only_weight_matrices():
     assert len(everything) == 1 and everything[0]["weight_decay"] == 0.05
 
 
-def test_the_shipped_checkpoint_matches_its_sums_and_recipe():
-    sums = verify_checkpoint()
-    assert sums["model.safetensors"] == sha256_of(SHIPPED_MAE / "model.safetensors")
-    recipe = json.loads((SHIPPED_MAE / "recipe.json").read_text())
+@pytest.mark.parametrize("name, image_size", [("mae_tiny_shapes", 256), ("mae_tiny_shapes64", 64)])
+def test_the_shipped_checkpoints_match_their_sums_and_recipes(name, image_size):
+    directory = shipped_checkpoint(name)
+    sums = verify_checkpoint(directory)
+    assert sums["model.safetensors"] == sha256_of(directory / "model.safetensors")
+    recipe = json.loads((directory / "recipe.json").read_text())
     assert recipe["sha256"] == sums and recipe["command"].startswith("python -m hpvit_lab.pretrain")
+    if name != "mae_tiny_shapes":
+        assert f"--checkpoint {name}" in recipe["command"]
     settings = recipe["settings"]
-    trunk = mae_settings()
+    trunk = mae_settings(name)
     assert (settings["width"], settings["depth"], settings["heads"], settings["patch_size"]) == \
         (trunk.width, trunk.depth, trunk.heads, trunk.patch_size)
-    assert settings["decay_only_matrices"] and settings["image_size"] >= 192
+    # pre-trained at the resolution its miniatures fine-tune at, with the recipe in the code
+    assert settings["image_size"] == image_size == trunk.image_size
+    assert (settings["steps"], settings["lr"], settings["batch_size"]) == \
+        (trunk.steps, trunk.lr, trunk.batch_size)
+    assert settings["decay_only_matrices"]
     losses = [piece["mean_loss"] for piece in recipe["loss_summary"]]
     assert len(losses) == 10 and losses[-1] < losses[0]
-    assert (SHIPPED_MAE / "model.safetensors").stat().st_size < 10 * 2 ** 20  # a few MB
+    assert (directory / "model.safetensors").stat().st_size < 10 * 2 ** 20  # a few MB
+
+
+@pytest.mark.parametrize("kwargs", [dict(patch_stride=16, stage_depths=(6,)),
+                                    dict(stage_depths=(1, 1, 3, 1), pool_type="avg")])
+def test_the_classification_checkpoint_loads_strictly_into_both_classifiers(kwargs):
+    """The classification study's two models at 64 px take every encoder weight of
+    mae_tiny_shapes64 (what hpvit-classify --pretrained DIR --strict does)."""
+    import timm
+
+    from hpvit_d2 import timm_models  # noqa: F401
+    from hpvit_d2.checkpoint import HPViTCheckpointer
+
+    trunk = mae_settings("mae_tiny_shapes64")
+    model = timm.create_model("hpvit_tiny_patch16_224", num_classes=4, img_size=64,
+                              embed_dim=trunk.width, depth=trunk.depth, num_heads=trunk.heads,
+                              **kwargs)
+    before = model.blocks[5].mlp.fc2.weight.detach().clone()
+    HPViTCheckpointer(model, require="backbone").load(str(shipped_checkpoint("mae_tiny_shapes64")))
+    assert not torch.equal(before, model.blocks[5].mlp.fc2.weight)
+    logits = model(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 4) and torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("config", ["mask_rcnn_hpvit_tiny.py", "mask_rcnn_vitdet_tiny.py"])
@@ -135,3 +164,26 @@ def test_make_pretrain_writes_a_checkpoint_with_its_sums(tmp_path, monkeypatch):
                                       for name in ("config.json", "model.safetensors")}
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["settings"]["steps"] == 3 and len(recipe["loss_summary"]) == 3
+
+
+def test_make_pretrain_makes_the_classification_checkpoint_from_its_own_images(tmp_path, monkeypatch):
+    from hpvit_d2.cli.common import run
+    from hpvit_lab.pretrain import UNLABELLED_SPLIT_64, main
+
+    monkeypatch.setenv("HPVIT_DATA", str(tmp_path / "data"))
+    out = tmp_path / "mae64"
+    assert run(main, ["--smoke", "--checkpoint", "mae_tiny_shapes64", "--output", str(out),
+                      "--work-dir", str(tmp_path / "work")]) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["settings"]["image_size"] == 64 and recipe["settings"]["num_images"] == 16
+    assert recipe["unlabelled_split"]["seed"] == UNLABELLED_SPLIT_64["seed"] != 0  # not the study's
+    trees = list((tmp_path / "data").glob("shapes-v*/classification-*-s64-seed98"))
+    assert len(trees) == 1 and len(list((trees[0] / "train").rglob("*.png"))) == 16
+
+
+def test_make_pretrain_refuses_a_sweep_of_the_classification_checkpoint(capsys):
+    from hpvit_lab.pretrain import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "mae_tiny_shapes64", "--sweep-lr", "1e-3"])
+    assert "--sweep-lr: the proxy fine-tunes a detector" in capsys.readouterr().err

@@ -153,3 +153,18 @@ def test_classify_tuning_at_smoke_size_scores_every_point_on_val(checkpoint, tmp
     capsys.readouterr()
     assert run(tune.main, argv) == 0
     assert capsys.readouterr().out.count(": reused (") == 4
+
+
+def test_each_task_starts_from_the_mae_pretrained_at_its_resolution():
+    """Classification (64 px) defaults to mae_tiny_shapes64, pre-trained at 64 px; detection and
+    segmentation to mae_tiny_shapes (256 px), in the study and in the tuning."""
+    from pathlib import Path
+
+    from hpvit_lab import tune
+    from hpvit_lab.pretrain import mae_settings
+
+    for name, expected in (("classify", "mae_tiny_shapes64"), ("detection", "mae_tiny_shapes"),
+                           ("semseg", "mae_tiny_shapes")):
+        assert Path(study.parse_args(TASKS[name], [], "p", "").checkpoint).name == expected
+        assert Path(tune.parse_args([name]).checkpoint).name == expected
+    assert mae_settings("mae_tiny_shapes64").image_size == int(TASKS["classify"].splits["image_size"])

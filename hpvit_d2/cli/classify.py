@@ -70,6 +70,10 @@ def argument_parser() -> argparse.ArgumentParser:
                       help="random-resized-crop area range (ImageNet: 0.08 1.0)")
     data.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), metavar=("MIN", "MAX"),
                       help="random-resized-crop aspect-ratio range")
+    data.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    data.add_argument("--vflip", type=float, default=0.0,
+                      help="vertical flip probability (0 for natural images; a label-preserving "
+                           "flip for the shapes)")
     data.add_argument("--aa", default="rand-m9-mstd0.5-inc1",
                       help="RandAugment ('' = none); with Pillow >= 13 an 'inc1' policy is capped "
                            "at magnitude 9 (-mmax9: Pillow refuses the 0-bit posterize of 10)")
@@ -246,7 +250,7 @@ def _loaders(args, model, train_dir: str, val_dir: str):
     train_set = create_dataset("", root=train_dir, is_training=True)
     train_loader = create_loader(
         train_set, batch_size=args.batch_size, is_training=True, scale=tuple(args.scale),
-        ratio=tuple(args.ratio), re_prob=args.reprob,
+        ratio=tuple(args.ratio), hflip=args.hflip, vflip=args.vflip, re_prob=args.reprob,
         re_mode=args.remode, color_jitter=args.color_jitter,
         auto_augment=pillow_safe_rand_augment(args.aa) if args.aa else None,
         **_loader_kwargs(args, config)) if not args.eval_only else None
@@ -323,6 +327,10 @@ def _check_args(args) -> None:
     if (args.mixup > 0 or args.cutmix > 0) and args.batch_size % 2:
         raise ConfigError(f"--batch-size {args.batch_size}: mixup/cutmix pair images, use an even "
                           "batch size (or --mixup 0 --cutmix 0)")
+    for flag in ("hflip", "vflip"):
+        if not 0.0 <= getattr(args, flag) <= 1.0:
+            raise ConfigError(f"--{flag} {getattr(args, flag)}: a probability, give a value in "
+                              "[0, 1]")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,10 +1,20 @@
 """
-``make pretrain``: make the lab's shipped MAE again, and the measurement that chose its lr.
+``make pretrain``: make the lab's shipped MAEs again, and the measurement that chose the
+detection one's lr.
 
     python -m hpvit_lab.pretrain                              # RECIPE -> the shipped directory
+    python -m hpvit_lab.pretrain --checkpoint mae_tiny_shapes64   # the classification MAE
     python -m hpvit_lab.pretrain --output DIR                 # elsewhere (the shipped one untouched)
     python -m hpvit_lab.pretrain --sweep-lr 5e-4 1e-3 2e-3    # the proxy that chose RECIPE's lr
     python -m hpvit_lab.pretrain --smoke --output DIR         # every step, a few iterations
+
+Two checkpoints, one per input resolution, each pre-trained at the resolution its miniatures
+fine-tune at (as MAE's ImageNet models are pre-trained and fine-tuned at 224 px):
+``mae_tiny_shapes`` (``RECIPE``: 256 px crops of the detection images, a 16 x 16 grid) for
+detection and segmentation, and ``mae_tiny_shapes64`` (``RECIPE_64``: whole 64 px single-shape
+images, a 4 x 4 grid) for classification. Started from the 256 px one, the plain ViT-tiny at
+64 px interpolates its 16 x 16 position grid down to 4 x 4 (issue 32's pilot: 35% against 59%
+top-1 on val after 6 epochs from the 64 px one).
 
 The model is transformers' ``ViTMAEForPreTraining`` with the encoder of the tiny configs' ViT
 (width, depth, heads and patch read off ``mask_rcnn_hpvit_tiny.py``) and MAE's lightweight
@@ -35,7 +45,8 @@ from hpvit_d2.cli.common import EXIT_OK, run
 from .blocks import command_line, update_readme_block
 from .runs import CommandJob, TrainRun, cpu_name, format_table, run_lanes, run_metrics, timing_text
 
-__all__ = ["RECIPE", "UNLABELLED_SPLIT", "main", "mae_settings", "unlabelled_images"]
+__all__ = ["CHECKPOINTS", "RECIPE", "RECIPE_64", "UNLABELLED_SPLIT", "UNLABELLED_SPLIT_64",
+           "main", "mae_settings", "unlabelled_images"]
 
 # The unlabelled images: their own generator seed, so none is a train, val or test image.
 UNLABELLED_SPLIT = dict(split="unlabelled", num_images=10000, image_size=256, seed=7)
@@ -44,29 +55,48 @@ UNLABELLED_SPLIT = dict(split="unlabelled", num_images=10000, image_size=256, se
 # chosen by --sweep-lr (the checkpoint README's 'pretrain-sweep' block).
 RECIPE = dict(image_size=256, batch_size=64, steps=3000, lr=5e-4, min_crop_scale=0.35,
               max_crop_scale=1.0, weight_decay=0.05, decay_only_matrices=True)
+# The classification MAE: whole single-shape images at the classification task's 64 px, drawn by
+# its generator from their own seed (no train, val or test image); batch 256 (a 4 x 4 grid keeps
+# 4 tokens a crop), MAESettings' lr 1.5e-3 (not swept), crops of 60-100% that keep the shape.
+UNLABELLED_SPLIT_64 = dict(kind="classification", num_images=20000, image_size=64, seed=98)
+RECIPE_64 = dict(image_size=64, batch_size=256, steps=5000, lr=1.5e-3, min_crop_scale=0.6,
+                 max_crop_scale=1.0, weight_decay=0.05, decay_only_matrices=True)
+# checkpoint name -> (its unlabelled images, its recipe)
+CHECKPOINTS = {"mae_tiny_shapes": (UNLABELLED_SPLIT, RECIPE),
+               "mae_tiny_shapes64": (UNLABELLED_SPLIT_64, RECIPE_64)}
 PROXY_CONFIG = "mask_rcnn_hpvit_tiny.py"
 # The proxy fine-tune: lr and layer decay at which HPViT-tiny's 480 iterations keep learning to
 # the end (at the config's lr 4e-4 / layer decay 0.75 every candidate stalled near the same AP).
 PROXY_OVERRIDES = ("optimizer.lr=8e-4", "optimizer.params.lr_decay_rate=0.9")
 
 
-def mae_settings(**changes):
-    """``MAESettings`` of the tiny configs' trunk with ``RECIPE`` and ``changes``."""
+def mae_settings(checkpoint: str = "mae_tiny_shapes", **changes):
+    """``MAESettings`` of the tiny configs' trunk with ``checkpoint``'s recipe and ``changes``."""
     from hpvit_d2.model_zoo import get_config
     from .mae import MAESettings
 
     trunk = get_config(PROXY_CONFIG).model.backbone.bottom_up
     settings = MAESettings(width=trunk.embed_dim, depth=trunk.depth, heads=trunk.num_heads,
-                           patch_size=trunk.patch_size, **RECIPE)
+                           patch_size=trunk.patch_size, **CHECKPOINTS[checkpoint][1])
     return replace(settings, **changes)
 
 
-def unlabelled_images(num_images: int = UNLABELLED_SPLIT["num_images"]) -> Path:
-    """Generate (once) the unlabelled shapes split; returns its image directory."""
+def unlabelled_images(checkpoint: str = "mae_tiny_shapes", num_images: int = 0) -> Path:
+    """Generate (once) ``checkpoint``'s unlabelled images (``num_images``, default its split's);
+    returns the directory pre-training reads (class folders of the classification generator are
+    read as one folder of images: their labels are never used)."""
     from hpvit_d2.data.shapes import data_root, generate_shapes_dataset
+    from hpvit_d2.data.shapes_classification import generate_shapes_classification
 
-    json_file = generate_shapes_dataset(data_root(),
-                                        **dict(UNLABELLED_SPLIT, num_images=num_images))
+    split = dict(CHECKPOINTS[checkpoint][0])
+    num_images = num_images or split["num_images"]
+    if split.pop("kind", "detection") == "classification":
+        per_class = max(1, num_images // 4)
+        tree = generate_shapes_classification(data_root(), train_per_class=per_class,
+                                              val_per_class=1, image_size=split["image_size"],
+                                              seed=split["seed"])
+        return Path(tree) / "train"
+    json_file = generate_shapes_dataset(data_root(), **dict(split, num_images=num_images))
     return Path(json_file).parent / "images"
 
 
@@ -96,14 +126,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m hpvit_lab.pretrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default=str(SHIPPED_MAE),
-                   help="where the checkpoint goes (default: the shipped directory)")
+    p.add_argument("--checkpoint", choices=sorted(CHECKPOINTS), default="mae_tiny_shapes",
+                   help="which shipped MAE to make: its images and recipe (default "
+                        "mae_tiny_shapes, the detection and segmentation one)")
+    p.add_argument("--output", default=None,
+                   help="where the checkpoint goes (default: the shipped directory "
+                        f"{SHIPPED_MAE.parent}/CHECKPOINT)")
     p.add_argument("--work-dir", default="output/pretrain",
                    help="pre-training runs, logs and the sweep's fine-tunes")
-    p.add_argument("--steps", type=int, default=RECIPE["steps"])
-    p.add_argument("--lr", type=float, default=RECIPE["lr"])
-    p.add_argument("--images", type=int, default=UNLABELLED_SPLIT["num_images"],
-                   help="unlabelled images generated for pre-training")
+    p.add_argument("--steps", type=int, default=None, help="default: the checkpoint's recipe")
+    p.add_argument("--lr", type=float, default=None, help="default: the checkpoint's recipe")
+    p.add_argument("--images", type=int, default=None,
+                   help="unlabelled images generated for pre-training (default: the "
+                        "checkpoint's split)")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR",
                    help="measure the proxy for each lr instead of writing the checkpoint")
     p.add_argument("--sweep-steps", type=int, default=1000)
@@ -119,6 +154,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                     "checkpoint directory's README.md)")
     args = p.parse_args(argv)
     args.argv = list(argv)
+    split, recipe = CHECKPOINTS[args.checkpoint]
+    args.output = args.output or str(SHIPPED_MAE.parent / args.checkpoint)
+    args.steps = recipe["steps"] if args.steps is None else args.steps
+    args.lr = recipe["lr"] if args.lr is None else args.lr
+    args.images = split["num_images"] if args.images is None else args.images
+    if args.sweep_lr and args.checkpoint != "mae_tiny_shapes":
+        p.error(f"--sweep-lr: the proxy fine-tunes a detector; it measures mae_tiny_shapes only "
+                f"(got --checkpoint {args.checkpoint})")
     if args.smoke:
         args.steps, args.sweep_steps, args.images, args.proxy_iters = 3, 3, 16, 2
     if min(args.steps, args.sweep_steps, args.images, args.proxy_iters) < 1 or args.lr <= 0:
@@ -127,7 +170,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _smoke_changes(args) -> Dict:
-    return dict(batch_size=4, image_size=64) if args.smoke else {}
+    return dict(batch_size=4, image_size=min(64, CHECKPOINTS[args.checkpoint][1]["image_size"])) \
+        if args.smoke else {}
 
 
 def write_checkpoint(args) -> Dict:
@@ -135,9 +179,11 @@ def write_checkpoint(args) -> Dict:
     from .mae import read_history
     from .shipped import write_sums
 
-    settings = mae_settings(steps=args.steps, lr=args.lr, **_smoke_changes(args))
-    work = Path(args.work_dir).resolve()
-    job = pretrain_job(settings, unlabelled_images(args.images), work / "mae", work / "mae.log")
+    settings = mae_settings(args.checkpoint, steps=args.steps, lr=args.lr,
+                            **_smoke_changes(args))
+    work = Path(args.work_dir).resolve() / args.checkpoint
+    job = pretrain_job(settings, unlabelled_images(args.checkpoint, args.images), work / "mae",
+                       work / "mae.log")
     run_lanes([[job]], tag="pretrain", threads=args.threads)
     history = read_history(str(work / "mae"))
     out = Path(args.output).resolve()
@@ -148,8 +194,8 @@ def write_checkpoint(args) -> Dict:
     sums = write_sums(out)
     command = command_line("hpvit_lab.pretrain", args.argv)
     recipe = {"command": command, "date": datetime.date.today().isoformat(),
-              "settings": history["settings"], "unlabelled_split": dict(UNLABELLED_SPLIT,
-                                                                         num_images=args.images),
+              "settings": history["settings"],
+              "unlabelled_split": dict(CHECKPOINTS[args.checkpoint][0], num_images=args.images),
               "seconds": round(history["seconds"], 1), "threads": args.threads,
               "loss_summary": loss_summary(history["losses"]), "sha256": sums}
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
@@ -179,14 +225,15 @@ def sweep(args) -> List[Dict]:
     from .shipped import conversion_job
 
     work = Path(args.work_dir).resolve() / "sweep"
-    image_dir = unlabelled_images(args.images)
+    image_dir = unlabelled_images(args.checkpoint, args.images)
     train, val = (("hpvit_shapes_train_mini", "hpvit_shapes_val_mini") if args.smoke
                   else ("hpvit_shapes_train", "hpvit_shapes_val"))
     lanes: List[List] = [[], []]
     runs = {}
     for k, lr in enumerate(args.sweep_lr):
         tag = f"lr{lr:g}"
-        settings = mae_settings(steps=args.sweep_steps, lr=lr, **_smoke_changes(args))
+        settings = mae_settings(args.checkpoint, steps=args.sweep_steps, lr=lr,
+                                **_smoke_changes(args))
         init = work / f"init_{tag}.pth"
         runs[lr] = TrainRun(f"proxy {tag}", PROXY_CONFIG, work / f"proxy_{tag}", args.proxy_iters,
                             [*args.proxy_overrides, f"train.init_checkpoint={init}",

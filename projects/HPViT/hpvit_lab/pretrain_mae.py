@@ -47,7 +47,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m hpvit_lab.pretrain_mae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, metavar="DIR",
-                   help="folder of equally sized RGB images (.jpg, .png)")
+                   help="folder of equally sized RGB images (.jpg, .png; subfolders too)")
     p.add_argument("--output", required=True, metavar="DIR", help="save_pretrained directory")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     settings = p.add_argument_group("settings (hpvit_lab.mae.MAESettings)")
@@ -67,7 +67,7 @@ def main(argv: Sequence[str]) -> int:
     from hpvit_d2.overrides import ConfigError
 
     folder = Path(args.images)
-    files = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) \
+    files = sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in _IMAGE_SUFFIXES) \
         if folder.is_dir() else []
     if not files:
         raise ConfigError(f"--images {folder}: no .jpg/.png images found there; give a folder of "

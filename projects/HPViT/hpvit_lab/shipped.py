@@ -1,6 +1,8 @@
 """
-The lab's shipped off-the-shelf checkpoint: a small MAE of the tiny configs' ViT (width 128, 6
-blocks, 4 heads, patch 16), pre-trained once on unlabelled shapes images by ``make pretrain`` and
+The lab's shipped off-the-shelf checkpoints: small MAEs of the tiny configs' ViT (width 128, 6
+blocks, 4 heads, patch 16), one per input resolution (``mae_tiny_shapes`` at 256 px for detection
+and segmentation, ``mae_tiny_shapes64`` at 64 px for classification; ``hpvit_lab.pretrain``
+says why), each pre-trained once on unlabelled shapes images by ``make pretrain`` and
 kept in the repository as a Hugging Face ``ViTMAEForPreTraining`` directory (``config.json`` +
 ``model.safetensors``), with its recipe, the command that made it, its loss summary and the
 sha256 of its files (``SHA256SUMS``). Every miniature starts from it as the paper's users start
@@ -15,12 +17,18 @@ from typing import Dict
 from . import LAB_ROOT
 from .runs import CommandJob
 
-__all__ = ["SHIPPED_MAE", "SUMS_FILE", "conversion_job", "sha256_of", "verify_checkpoint",
-           "write_sums"]
+__all__ = ["SHIPPED_MAE", "SUMS_FILE", "conversion_job", "sha256_of", "shipped_checkpoint",
+           "verify_checkpoint", "write_sums"]
 
 SHIPPED_MAE = Path(LAB_ROOT) / "checkpoints" / "mae_tiny_shapes"
 SUMS_FILE = "SHA256SUMS"
 HASHED_FILES = ("config.json", "model.safetensors")
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The directory of the shipped checkpoint ``name`` (``mae_tiny_shapes``,
+    ``mae_tiny_shapes64``)."""
+    return SHIPPED_MAE.parent / name
 
 
 def sha256_of(path: Path) -> str:
@@ -47,8 +55,10 @@ def verify_checkpoint(directory: Path = SHIPPED_MAE) -> Dict[str, str]:
     from hpvit_d2.overrides import ConfigError
 
     directory = Path(directory)
-    fix = ("restore it (git checkout -- DIR) or make it again with `make pretrain` "
-           "(python -m hpvit_lab.pretrain), which rewrites the sums").replace("DIR", str(directory))
+    again = (f"--checkpoint {directory.name}" if directory.parent == SHIPPED_MAE.parent
+             else f"--output {directory}")
+    fix = (f"restore it (git checkout -- {directory}) or make it again with `make pretrain` "
+           f"(python -m hpvit_lab.pretrain {again}), which rewrites the sums")
     try:
         lines = (directory / SUMS_FILE).read_text().splitlines()
     except OSError:

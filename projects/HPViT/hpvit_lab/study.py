@@ -460,7 +460,7 @@ def model_costs(task: Task, models: Sequence[str], smoke: bool) -> Dict[str, Dic
 
 
 def parse_args(task: Task, argv: Sequence[str], prog: str, description: str) -> argparse.Namespace:
-    from .shipped import SHIPPED_MAE
+    from .shipped import shipped_checkpoint
 
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -472,9 +472,9 @@ def parse_args(task: Task, argv: Sequence[str], prog: str, description: str) -> 
                    help=f"every arm ({', '.join(task.full_arms)}) and the secondary claims")
     p.add_argument("--arms", nargs="+", choices=task.full_arms, default=None,
                    help=f"these arms only (default: {' '.join(task.arms)})")
-    p.add_argument("--checkpoint", default=str(SHIPPED_MAE),
-                   help="the MAE directory the mae arms start from (default: the shipped one; "
-                        "its SHA256SUMS is checked)")
+    p.add_argument("--checkpoint", default=str(shipped_checkpoint(task.checkpoint)),
+                   help=f"the MAE directory the mae arms start from (default: the shipped "
+                        f"{task.checkpoint}; its SHA256SUMS is checked)")
     p.add_argument("--bootstrap-reps", type=int, default=200,
                    help="bootstrap resamples of the test images for the evaluation noise")
     p.add_argument("--readme", nargs="?", const=task.docs, default=None,

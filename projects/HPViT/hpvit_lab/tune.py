@@ -31,7 +31,7 @@ TUNE_SEED = 100
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    from .shipped import SHIPPED_MAE
+    from .shipped import shipped_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m hpvit_lab.tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +40,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--points", type=int, nargs="+", default=None,
                    help="grid points to run (indices; default all)")
     p.add_argument("--output-dir", default=None, help="default output/tune/TASK")
-    p.add_argument("--checkpoint", default=str(SHIPPED_MAE))
+    p.add_argument("--checkpoint", default=None,
+                   help="the MAE the mae arms start from (default: the task's shipped one)")
     p.add_argument("--readme", nargs="?", const="", default=None,
                    help="write the tuning table into the task's docs ('tune-TASK' block)")
     p.add_argument("--lanes", type=int, default=2,
@@ -50,6 +51,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.argv = list(argv)
     task = TASKS[args.task]
+    args.checkpoint = args.checkpoint or str(shipped_checkpoint(task.checkpoint))
     args.arms = args.arms or list(task.full_arms)
     unknown = sorted(set(args.arms) - set(task.full_arms))
     if unknown:
