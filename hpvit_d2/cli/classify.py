@@ -15,10 +15,11 @@ same class folders in both; ``--shapes`` uses the embedded shapes ImageFolder
 arguments, e.g. ``patch_stride=16 "stage_depths=(12,)"`` for the plain ViT).
 
 Everything is timm's: ``create_dataset`` / ``create_loader`` (``resolve_data_config``: RandAugment,
-random erasing, resized crops; eval resize + centre crop), ``Mixup`` (mixup/cutmix with label
-smoothing), ``create_optimizer_v2`` with ``layer_decay`` (HPViT's ``group_matcher`` puts the
-pooling layers with the stage they feed, and ``no_weight_decay`` exempts them and the position
-embedding), ``create_scheduler_v2`` (cosine, per-update warm-up). The defaults ARE the MAE
+random erasing, resized crops, flips ``--hflip`` / ``--vflip``; eval resize + centre crop),
+``Mixup`` (mixup/cutmix with label smoothing), ``create_optimizer_v2`` with ``layer_decay``
+(HPViT's ``group_matcher`` puts the pooling layers with the stage they feed, and
+``no_weight_decay`` exempts them and the position embedding), ``create_scheduler_v2`` (cosine,
+per-update warm-up). The defaults ARE the MAE
 ViT-B fine-tuning recipe (He et al. 2022, appendix A.1 / MAE's FINETUNE.md): 100 epochs,
 effective batch 1024 (``--batch-size x --accum-steps``; lr = blr x batch / 256 = 2e-3 with
 blr 5e-4), AdamW (0.9, 0.999), weight decay 0.05, layer decay 0.65, drop path 0.1, 5 warm-up
