@@ -57,8 +57,9 @@ def verify_checkpoint(directory: Path = SHIPPED_MAE) -> Dict[str, str]:
     directory = Path(directory)
     again = (f"--checkpoint {directory.name}" if directory.parent == SHIPPED_MAE.parent
              else f"--output {directory}")
-    fix = (f"restore it (git checkout -- {directory}) or make it again with `make pretrain` "
-           f"(python -m hpvit_lab.pretrain {again}), which rewrites the sums")
+    fix = (f"restore it (git checkout -- {directory}) or make it again with `python -m "
+           f"hpvit_lab.pretrain {again}` (`make pretrain` remakes mae_tiny_shapes), which "
+           "rewrites the sums")
     try:
         lines = (directory / SUMS_FILE).read_text().splitlines()
     except OSError:
